@@ -1,0 +1,26 @@
+"""ReflectLM: fine-tuned language models that diagnose and improve themselves.
+
+    import reflectlm
+    cfg = reflectlm.load_config("configs/banking77.toml", ["train.epochs=4"])
+    result = reflectlm.train(cfg)              # -> TrainResult (run_dir, metrics, ...)
+    reflectlm.evaluate(result.run_dir, "data/test.csv")
+    reflectlm.predict(result.run_dir, ["where is my card?"])
+
+Imports are lazy so `import reflectlm` stays fast; the heavy stack loads on first use.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["evaluate", "load_config", "predict", "train"]
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in ("train", "evaluate"):  # callable modules, see train.py
+        return importlib.import_module(f".{name}", __name__)
+    if name == "predict":
+        return importlib.import_module(".evaluate", __name__).predict
+    if name == "load_config":
+        return importlib.import_module(".config", __name__).load_config
+    raise AttributeError(f"module 'reflectlm' has no attribute {name!r}")

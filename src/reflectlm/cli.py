@@ -1,0 +1,171 @@
+"""Command line: `reflectlm SUBCOMMAND`. COMMANDS is the one table of subcommands; each calls the
+public function a library user would call.
+
+Exit codes: 0 ok, 1 failed, 2 bad usage or bad input (config, data, model path).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ReflectLM: fine-tune, diagnose and improve language models.")
+
+BAD_INPUT = 2
+FAILED = 1
+
+
+def _fail(err: Exception, code: int) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _guard(fn):
+    """Turn known errors into one clear message and the right exit code (no traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .config import ConfigError
+
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (ConfigError, FileNotFoundError) as e:
+            _fail(e, BAD_INPUT)
+        except Exception as e:  # noqa: BLE001 - sorted below by kind
+            from .data import DataError
+            from .modeling import ModelError
+            from .train import RunError
+
+            if isinstance(e, (DataError, ModelError, RunError, ValueError)):
+                _fail(e, BAD_INPUT)
+            if "--debug" in sys.argv or __import__("os").environ.get("REFLECTLM_DEBUG"):
+                raise
+            _fail(f"{type(e).__name__}: {e} (set REFLECTLM_DEBUG=1 for the traceback)", FAILED)
+
+    return wrapper
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("split")
+    keys = [k for k in ("accuracy", "macro_f1", "weighted_f1", "entity_precision", "entity_recall", "entity_f1", "loss")
+            if any(k in (m or {}) for m in metrics.values())]
+    for k in keys:
+        table.add_column(k, justify="right")
+    for split, m in metrics.items():
+        if m:
+            table.add_row(split, *[f"{m[k]:.4f}" if k in m else "-" for k in keys])
+    Console().print(table)
+
+
+@_guard
+def train_cmd(
+    config: Path = typer.Argument(..., help="TOML config, e.g. configs/banking77.toml"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="run directory (default runs/<name>)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set train.lr=3e-5"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Fine-tune a model and write a run directory."""
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
+    result = train(cfg, output_dir, stem=config.stem)
+    _print_metrics({k: result.metrics.get(k) for k in ("selection", "test")}, f"{config.stem}: best epoch {result.metrics['best_epoch']}")
+    print(f"run directory: {result.run_dir}")
+
+
+@_guard
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="run directory or model bundle"),
+    data: Path = typer.Option(..., "--data", help="labelled file in the model's task format"),
+    text_column: str = typer.Option("text", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
+    as_json: bool = typer.Option(False, "--json", help="print the full metrics as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Metrics of a trained model on a labelled file."""
+    from .evaluate import evaluate
+
+    m = evaluate(run, data, quiet=quiet, text_column=text_column, label_column=label_column)
+    if as_json:
+        print(json.dumps(m, indent=2))
+    else:
+        _print_metrics({data.name: m}, str(run))
+
+
+@_guard
+def predict_cmd(
+    run: Path = typer.Argument(..., help="run directory or model bundle"),
+    texts: list[str] = typer.Argument(None, help="texts to label"),
+    file: Optional[Path] = typer.Option(None, "--file", help="one text per line"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict labels (or entities) for texts."""
+    from .evaluate import predict
+
+    items = list(texts or [])
+    if file is not None:
+        items += [ln for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not items:
+        raise typer.BadParameter("give texts as arguments or --file FILE")
+    preds = predict(run, items)
+    for text, p in zip(items, preds):
+        if as_json:
+            print(json.dumps({"text": text, **p}))
+        elif "entities" in p:
+            ents = ", ".join(f"{e['text']} [{e['type']} {e['score']:.2f}]" for e in p["entities"]) or "(no entities)"
+            print(f"{ents}\t{text}")
+        else:
+            print(f"{p['label']}\t{p['score']:.3f}\t{text}")
+
+
+@_guard
+def demo_cmd(
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o"),
+    set_: list[str] = typer.Option([], "--set", help="override a key of the demo config"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fine-tune MiniLM on a sample of the tweet-sentiment corpus (the embedded default)."""
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(demo_config_path(), list(set_) + (["run.quiet=true"] if quiet else []))
+    result = train(cfg, output_dir, stem="demo")
+    _print_metrics({k: result.metrics.get(k) for k in ("selection", "test")}, f"demo: best epoch {result.metrics['best_epoch']}")
+    print(f"run directory: {result.run_dir}")
+
+
+def demo_config_path() -> Path:
+    return Path(__file__).parent / "defaults" / "demo.toml"
+
+
+COMMANDS = {
+    "train": train_cmd,
+    "evaluate": evaluate_cmd,
+    "predict": predict_cmd,
+    "demo": demo_cmd,
+}
+
+for _name, _fn in COMMANDS.items():
+    app.command(_name)(_fn)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

