@@ -8,6 +8,7 @@ instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -15,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "Config",
@@ -92,7 +93,7 @@ class TrainConfig(_Section):
     schedule: Literal["constant", "linear", "cosine"] = "linear"
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
     grad_accum: int = Field(1, ge=1)
-    max_grad_norm: float | None = Field(1.0, gt=0.0)  # None: no clipping
+    max_grad_norm: float | None = Field(1.0, ge=0.0)  # 0 (or None, stored as 0): no clipping
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # auto: bf16 autocast on a CPU with native bf16, fp16 on CUDA, else fp32.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
@@ -106,6 +107,13 @@ class TrainConfig(_Section):
     telemetry_every: int = Field(10, ge=0)  # optimizer steps between gradient records; 0: off
     record_dynamics: bool = True
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: all cores
+
+    @field_validator("max_grad_norm")
+    @classmethod
+    def _no_clipping_is_zero(cls, v: float | None) -> float:
+        # TOML has no null and dump_toml leaves None out, so None would come back as the default
+        # 1.0 from a run's config.toml; 0 says "no clipping" in a form that survives the round trip.
+        return 0.0 if v is None else v
 
 
 class RunConfig(_Section):
@@ -206,6 +214,9 @@ def _format_errors(err: ValidationError) -> str:
             near = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1)
             hint = f" — did you mean {near[0]!r}?" if near else ""
             lines.append(f"{key}: unknown key{hint} Valid keys here: {', '.join(valid)}")
+        elif e["type"] == "value_error" and not e["loc"]:
+            # A cross-section check: its message says everything; the input is the whole tree.
+            lines.append(str(e.get("ctx", {}).get("error", e["msg"])))
         elif e["type"] == "missing":
             lines.append(f"{key}: required but missing; add it to the config or pass --set {key}=...")
         else:
@@ -233,7 +244,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         base = path.parent
-    tree = apply_overrides(dict(tree or {}), overrides or [])
+    # Deep copy: overrides and ${VAR} expansion must not leak into the caller's dict (the loop
+    # builds each round's config from one base tree).
+    tree = apply_overrides(copy.deepcopy(tree or {}), overrides or [])
     data = tree.get("data")
     if isinstance(data, dict):
         for k in ("train", "selection", "test"):

@@ -229,6 +229,18 @@ def _better(metric: str, new: float, old: float | None) -> bool:
     return new < old if metric == "loss" else new > old
 
 
+def _accelerator(mixed_precision: str, grad_accum: int, cpu: bool):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one process-wide state; a later fit() in the same process (the loop trains
+    # many models) may ask for another precision, which a single process can safely switch.
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        if AcceleratorState().num_processes == 1:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+
+
 def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
         labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
         class_weights: np.ndarray | None = None, quiet: bool = False) -> FitResult:
@@ -236,13 +248,10 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
 
     example_weights (N,) scale each training example's loss; class_weights (C,) weight the loss
     per gold class. Both are for the update actions (re-weighting, self-training)."""
-    from accelerate import Accelerator
-
     tmod = get_task(task)
     dev = runtime.device()
     precision = runtime.resolve_precision(tc.precision, dev)
-    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
-                              gradient_accumulation_steps=tc.grad_accum, cpu=dev.type == "cpu")
+    accelerator = _accelerator({"fp32": "no"}.get(precision, precision), tc.grad_accum, dev.type == "cpu")
     n = len(train_features)
     if n == 0:
         raise ValueError("no training examples: check data.train and data.sample")
