@@ -20,6 +20,15 @@ WORDS = {
 FILLER = ["the", "a", "it", "was", "and", "so", "very", "this"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from a second thread, and two busy processes on two cores make
+    # OpenMP threads spin against each other (a 30x slow-down was seen here).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _tokenizer():
     from transformers import BertTokenizerFast
 

@@ -36,8 +36,8 @@ def _guard(fn):
 
         try:
             return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
+        except (typer.Exit, typer.TyperException):
+            raise  # usage errors (typer.BadParameter): click prints them and exits with 2
         except (ConfigError, FileNotFoundError) as e:
             _fail(e, BAD_INPUT)
         except Exception as e:  # noqa: BLE001 - sorted below by kind
