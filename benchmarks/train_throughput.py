@@ -7,7 +7,8 @@ MiniLM (all-MiniLM-L6-v2) trains for 3 epochs on the same 2,000 BANKING77 traini
 its own process so peak memory is its own:
   ours     reflectlm's fit() with its defaults, training dynamics and gradient telemetry ON;
   trainer  Trainer as a user sets it up: its defaults, DataCollatorWithPadding;
-  tuned    Trainer with bf16=True and group_by_length=True.
+  tuned    Trainer with bf16=True and length-grouped batches (transformers 5 spells it
+           train_sampling_strategy="group_by_length"; 4.x had group_by_length=True).
 Samples/s = training examples processed / wall time of the training call (Trainer evaluates
 nothing during training, so ours is also timed without its per-epoch selection pass; the time
 with it is reported as ours_samples_per_s_incl_eval). Accuracy is the last epoch's model on
@@ -93,7 +94,8 @@ def run_trainer(tuned: bool) -> dict:
     enc = tok(list(train.texts), truncation=True, max_length=128)
     rows = [{"input_ids": ids, "attention_mask": am, "labels": l2i[y]}
             for ids, am, y in zip(enc["input_ids"], enc["attention_mask"], train.labels)]
-    extra = {"bf16": True, "group_by_length": True} if tuned else {}
+    # use_cpu=True: transformers 5 refuses bf16 on a machine without a GPU unless told so.
+    extra = {"bf16": True, "use_cpu": True, "train_sampling_strategy": "group_by_length"} if tuned else {}
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, num_train_epochs=EPOCHS, report_to=[], save_strategy="no",
                                  seed=SEED, disable_tqdm=True, **extra)

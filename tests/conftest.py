@@ -101,7 +101,7 @@ def tiny_config(tiny_bert_dir):
         tree = {
             "data": {"task": task, "train": str(train), "selection_fraction": 0.2, "test_fraction": 0.2},
             "model": {"name": str(tiny_bert_dir)},
-            "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "telemetry_every": 2, "precision": "fp32",
+            "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "head_lr": 0.0, "telemetry_every": 2, "precision": "fp32",
                       **train_kw},
             "run": {"quiet": True},
         }

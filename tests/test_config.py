@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reflectlm.config import Config, ConfigError, apply_overrides, dump_toml, load_config, validate_tree
+from reflectlm.config import Config, ConfigError, TrainConfig, apply_overrides, dump_toml, load_config, validate_tree
 
 
 def write_toml(tmp_path: Path, text: str, name: str = "cfg.toml") -> Path:
@@ -110,7 +110,7 @@ def test_overrides_do_not_mutate_the_callers_tree():
     second = load_config(tree=tree)
     assert first.train.epochs == 1
     assert second.train.epochs == 4
-    assert second.train.lr == pytest.approx(5e-5)
+    assert second.train.lr == pytest.approx(TrainConfig().lr)
     assert tree == {"data": {"task": "classification", "train": "/abs/train.csv"}, "train": {"epochs": 4}}
 
 

@@ -86,8 +86,11 @@ class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
-    lr: float = Field(5e-5, gt=0.0)
-    head_lr: float | None = Field(None, gt=0.0)  # None: same as lr
+    lr: float = Field(1e-4, gt=0.0)
+    # The task head starts from random weights and needs far larger steps than the pretrained
+    # body: on BANKING77 (2,000 examples, 3 epochs) 2e-3 for the head took selection accuracy
+    # from 0.50 to 0.90 at the same body rate. 0: same as lr.
+    head_lr: float = Field(2e-3, ge=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     optimizer: Literal["adamw", "adafactor"] = "adamw"
     schedule: Literal["constant", "linear", "cosine"] = "linear"

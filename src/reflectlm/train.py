@@ -20,7 +20,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -220,7 +220,6 @@ class FitResult:
     train_seconds: float
     precision: str
     stopped_early: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -266,7 +265,8 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     class_t = torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device) if class_weights is not None else None
 
     E = tc.epochs
-    dyn = {k: np.full((E, n), np.nan, dtype=np.float32) for k in ("loss", "gold_prob", "correct")}
+    rows = E if tc.record_dynamics else 0  # off: the arrays keep their names, with no rows
+    dyn = {k: np.full((rows, n), np.nan, dtype=np.float32) for k in ("loss", "gold_prob", "correct")}
     telemetry = GradientTelemetry(accelerator.unwrap_model(model), tc.telemetry_every)
     history: list[dict] = []
     best = None
@@ -284,7 +284,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
         sampler.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
-        total_loss = total_w = 0.0
+        total_loss = total_w = correct_sum = 0.0
         ema = None
         with progress(n, f"epoch {epoch + 1}/{E}", quiet) as bar:
             for batch in loader:
@@ -308,9 +308,11 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                         telemetry.after_step()
                     optimizer.zero_grad(set_to_none=True)
                 lv = loss_vec.detach().float().cpu()
-                dyn["loss"][epoch, idx] = lv.numpy()
-                dyn["gold_prob"][epoch, idx] = gold.float().cpu().numpy()
-                dyn["correct"][epoch, idx] = correct.float().cpu().numpy()
+                if tc.record_dynamics:
+                    dyn["loss"][epoch, idx] = lv.numpy()
+                    dyn["gold_prob"][epoch, idx] = gold.float().cpu().numpy()
+                    dyn["correct"][epoch, idx] = correct.float().cpu().numpy()
+                correct_sum += float(correct.sum())
                 total_loss += float((lv * w.detach().cpu()).sum())
                 total_w += float(w.detach().sum())
                 seen += len(idx)
@@ -323,7 +325,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                                 tc.eval_batch_size, precision, quiet=True)
         value = out.metrics[metric]
         row = {"epoch": epoch + 1, "train_loss": total_loss / max(total_w, 1e-8),
-               "train_accuracy": float(np.nanmean(dyn["correct"][epoch])), "selection_loss": out.metrics.get("loss"),
+               "train_accuracy": correct_sum / n, "selection_loss": out.metrics.get("loss"),
                f"selection_{metric}": value, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - t0}
         history.append(row)
         if not quiet:
