@@ -49,6 +49,8 @@ def test_metrics_json_has_selection_test_and_history(cls_run):
     assert set(m["test"]) >= {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion", "loss"}
     assert m["test"]["n"] == 48
     assert np.array(m["test"]["confusion"]).sum() == 48
+    rec = m["recording_seconds"]  # the cost of dynamics + telemetry, measured inside training time
+    assert set(rec) == {"telemetry", "dynamics"} and all(0 < v < m["train_seconds"] for v in rec.values())
     # The reported selection metrics are the best epoch's.
     best = max(h["selection_macro_f1"] for h in m["history"])
     assert m["selection"]["macro_f1"] == pytest.approx(best)

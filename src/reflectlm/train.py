@@ -165,6 +165,7 @@ class GradientTelemetry:
         self.rows: dict[str, list] = {k: [] for k in ("step", "lr", "loss", "grad_norm", "weight_norm", "update_ratio")}
         self._before = None
         self._pending = None
+        self.seconds = 0.0  # time spent measuring, to report the overhead
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -175,6 +176,7 @@ class GradientTelemetry:
 
     @torch.no_grad()
     def before_step(self, step: int, lr: float, loss: float, grad_scale: float = 1.0) -> None:
+        t0 = time.perf_counter()
         live = [p.grad is not None for p in self.params]
         grads = [p.grad for p, ok in zip(self.params, live) if ok]
         norms = torch.zeros(len(self.params))
@@ -182,11 +184,13 @@ class GradientTelemetry:
             norms[torch.tensor(live)] = torch.stack(torch._foreach_norm(grads)).float().cpu() / grad_scale
         self._pending = (step, lr, loss, self._per_group(norms))
         self._before = [p.detach().clone() for p in self.params]
+        self.seconds += time.perf_counter() - t0
 
     @torch.no_grad()
     def after_step(self) -> None:
         if self._before is None:
             return
+        t0 = time.perf_counter()
         now = [p.detach() for p in self.params]
         update = self._per_group(torch.stack(torch._foreach_norm(torch._foreach_sub(now, self._before))).float())
         weight = self._per_group(torch.stack(torch._foreach_norm(now)).float())
@@ -194,6 +198,7 @@ class GradientTelemetry:
         for k, v in zip(self.rows, (step, lr, loss, grad, weight, update / np.maximum(weight, 1e-12))):
             self.rows[k].append(v)
         self._before = self._pending = None
+        self.seconds += time.perf_counter() - t0
 
     def arrays(self) -> dict[str, np.ndarray]:
         L = len(self.names)
@@ -220,6 +225,7 @@ class FitResult:
     train_seconds: float
     precision: str
     stopped_early: bool = False
+    overhead_seconds: dict | None = None  # {"telemetry": s, "dynamics": s}, inside train_seconds
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -276,7 +282,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     since_best = 0
     step = 0
     seen = 0
-    train_seconds = 0.0
+    train_seconds = dynamics_seconds = 0.0
     stopped_early = False
     sel_ds, sel_feats = selection
 
@@ -307,11 +313,13 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                         schedule.step()
                         telemetry.after_step()
                     optimizer.zero_grad(set_to_none=True)
+                t_dyn = time.perf_counter()
                 lv = loss_vec.detach().float().cpu()
                 if tc.record_dynamics:
                     dyn["loss"][epoch, idx] = lv.numpy()
                     dyn["gold_prob"][epoch, idx] = gold.float().cpu().numpy()
                     dyn["correct"][epoch, idx] = correct.float().cpu().numpy()
+                dynamics_seconds += time.perf_counter() - t_dyn
                 correct_sum += float(correct.sum())
                 total_loss += float((lv * w.detach().cpu()).sum())
                 total_w += float(w.detach().sum())
@@ -348,7 +356,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     model.eval()
     dynamics = {k: v[: len(history)] for k, v in dyn.items()}
     return FitResult(history, dynamics, telemetry.arrays(), best_epoch, best_metrics, seen, train_seconds, precision,
-                     stopped_early)
+                     stopped_early, {"telemetry": telemetry.seconds, "dynamics": dynamics_seconds})
 
 
 # --------------------------------------------------------------------------- the job
@@ -429,7 +437,8 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     metrics = {"selection_metric": metric, "best_epoch": result.best_epoch, "selection": result.selection_metrics,
                "history": result.history, "train_seconds": result.train_seconds,
                "train_samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
-               "examples_trained": result.examples_seen, "precision": result.precision}
+               "examples_trained": result.examples_seen, "precision": result.precision,
+               "recording_seconds": result.overhead_seconds}
     if splits.test is not None:  # reported only; nothing above looked at it
         test_feats = tmod.encode(bundle.tokenizer, splits.test, label2id, cfg.data.max_length)
         metrics["test"] = evaluate_features(bundle.model, splits.test, test_feats, splits.labels, pad_id, task,
