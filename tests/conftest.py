@@ -108,3 +108,98 @@ def tiny_config(tiny_bert_dir):
         return load_config(tree=tree)
 
     return make
+
+
+def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "c"), seed: int = 0, epochs: int = 4,
+                 layers=("embeddings", "layer.0", "layer.1", "head"), steps: int = 12):
+    """A synthetic diagnosis Context with every input filled, no model needed: probabilities
+    that mostly agree with the labels, dynamics, gradient telemetry, a history, and fake
+    predict / embed functions. n = 0 and one-class inputs are allowed (the contract test uses them)."""
+    import hashlib
+
+    import numpy as np
+
+    from reflectlm.data import Dataset
+    from reflectlm.diagnose.base import Context
+
+    rng = np.random.default_rng(seed)
+    classes = list(classes)
+    if task == "ner":
+        types = classes
+        labels = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+        def sentences(m, off):
+            toks, tags = [], []
+            for i in range(m):
+                t = types[i % len(types)] if types else None
+                words = ["w", f"x{off + i}", "y"]
+                toks.append(words)
+                tags.append(["O", f"B-{t}", "O"] if t else ["O", "O", "O"])
+            return Dataset(task="ner", ids=[f"s{off + i}" for i in range(m)], labels=tags,
+                           texts=[" ".join(w) for w in toks], tokens=toks, lines=list(range(1, m + 1)))
+
+        train, selection = sentences(n, 0), sentences(max(n // 2, 0), 10_000)
+
+        def probs_for(ds):
+            out = []
+            for tags in ds.labels:
+                p = rng.dirichlet(np.ones(len(labels)), size=len(tags)).astype(np.float32) * 0.3
+                for j, tag in enumerate(tags):
+                    p[j, labels.index(tag)] += 0.7
+                out.append(p / p.sum(1, keepdims=True))
+            return out
+    else:
+        labels = classes
+
+        def make(m, off):
+            ys = [classes[i % len(classes)] for i in range(m)] if classes else []
+            return Dataset(task="classification", ids=[f"e{off + i}" for i in range(m)], labels=ys,
+                           texts=[f"text {off + i} about {y}" for i, y in enumerate(ys)], tokens=None,
+                           lines=list(range(2, m + 2)))
+
+        train, selection = make(n, 0), make(max(n // 2, 0), 10_000)
+
+        def probs_for(ds):
+            C = len(labels)
+            if len(ds) == 0 or C == 0:
+                return np.zeros((len(ds), C), dtype=np.float32)
+            p = rng.dirichlet(np.ones(C), size=len(ds)) * 0.4
+            p[np.arange(len(ds)), [labels.index(y) for y in ds.labels]] += 0.6
+            return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+    E, N, L = epochs, len(train), len(layers)
+    gold = np.clip(rng.uniform(0.3, 1.0, size=(E, N)) * np.linspace(0.7, 1.0, E)[:, None], 1e-4, 1).astype(np.float32)
+    dynamics = {"ids": np.array(train.ids), "gold_prob": gold, "loss": -np.log(gold), "correct": (gold > 0.5).astype(np.float32)}
+    grad = rng.uniform(0.5, 1.5, size=(steps, L)).astype(np.float32)
+    weight = rng.uniform(5, 10, size=(steps, L)).astype(np.float32)
+    gradients = {"layers": np.array(layers), "step": np.arange(1, steps + 1) * 10, "lr": np.full(steps, 1e-4, np.float32),
+                 "loss": np.linspace(1.0, 0.3, steps).astype(np.float32), "grad_norm": grad, "weight_norm": weight,
+                 "update_ratio": rng.uniform(1e-4, 1e-3, size=(steps, L)).astype(np.float32)}
+    history = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "train_accuracy": 0.6 + 0.08 * e,
+                "selection_loss": 1.1 / (e + 1) + 0.05, "selection_macro_f1": 0.55 + 0.07 * e,
+                "selection_entity_f1": 0.4 + 0.05 * e} for e in range(E)]
+
+    def predict_texts(texts):
+        if task == "ner":
+            fake = Dataset(task="ner", ids=[str(i) for i in range(len(texts))], labels=[["O"] * len(t.split()) for t in texts],
+                           texts=list(texts), tokens=[t.split() for t in texts])
+            return probs_for(fake)
+        C = len(labels)
+        out = np.zeros((len(texts), C), dtype=np.float32)
+        for i, t in enumerate(texts):
+            h = int(hashlib.sha1(t.encode()).hexdigest(), 16)
+            out[i, h % max(C, 1)] = 1.0 if C else 0.0
+        return out
+
+    def embed_texts(texts):
+        vecs = np.array([np.random.default_rng(int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)).normal(size=16)
+                         for t in texts], dtype=np.float32).reshape(len(texts), 16)
+        return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+
+    sel_probs = probs_for(selection)
+    return Context(task=task, labels=labels, train=train, selection=selection, selection_probs=sel_probs,
+                   selection_metrics=None, oof_probs=probs_for(train),
+                   cv={"mode": "fast", "folds": 5, "fold_metrics": [0.8, 0.82, 0.79, 0.81, 0.8], "seconds": 1.0},
+                   dynamics=dynamics, gradients=gradients, history=history,
+                   train_config={"lr": 1e-4, "epochs": E, "freeze": "none"},
+                   predict_texts=predict_texts, embed_texts=embed_texts, seed=seed)

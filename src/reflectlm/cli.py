@@ -148,6 +148,44 @@ def demo_cmd(
     print(f"run directory: {result.run_dir}")
 
 
+@_guard
+def diagnose_cmd(
+    run: Path = typer.Argument(..., help="run directory from `reflectlm train`"),
+    cv: str = typer.Option("fast", "--cv", help="cross-validation: fast (frozen embeddings + logistic regression) or full (fine-tune per fold)"),
+    checks: Optional[str] = typer.Option(None, "--checks", help="comma-separated subset, e.g. performance,label_issues"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Find what is wrong with a model and what to try; writes findings.json and targets.json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .diagnose import run_diagnosis
+
+    if cv not in ("fast", "full"):
+        raise typer.BadParameter(f"--cv must be fast or full, not {cv!r}")
+    names = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
+    d = run_diagnosis(run, names, cv=cv, quiet=quiet)
+    console = Console()
+    table = Table(title=f"findings for {run}")
+    for col in ("severity", "check", "kind", "summary"):
+        table.add_column(col, justify="right" if col == "severity" else "left")
+    for f in d.findings:
+        if f.severity > 0:
+            table.add_row(f"{f.severity:.2f}", f.check, f.kind, f.summary)
+    console.print(table)
+    targets = Table(title="improvement targets (highest priority first)")
+    for col in ("priority", "finding", "actions", "why"):
+        targets.add_column(col)
+    for t in d.targets[:8]:
+        targets.add_row(f"{t.priority:.2f}", t.finding_kind, ", ".join(t.actions), t.reason)
+    console.print(targets)
+    for s in d.skipped:
+        console.print(f"[yellow]skipped[/] {s['check']}: {s['reason']}")
+    for s in d.failed:
+        console.print(f"[red]failed[/] {s['check']}: {s['error']}")
+    print(f"wrote {run / 'findings.json'} and {run / 'targets.json'}")
+
+
 def demo_config_path() -> Path:
     return Path(__file__).parent / "defaults" / "demo.toml"
 
@@ -157,6 +195,7 @@ COMMANDS = {
     "evaluate": evaluate_cmd,
     "predict": predict_cmd,
     "demo": demo_cmd,
+    "diagnose": diagnose_cmd,
 }
 
 for _name, _fn in COMMANDS.items():

@@ -1,0 +1,106 @@
+"""The common shape of every check's result, and the inputs checks read.
+
+A check is a small class: its constructor stores parameters only, `run(ctx)` does the work and
+returns a list of Findings. Every Finding has the same shape (DESIGN.md §Style): a kind, a
+severity in [0, 1], a one-line summary, JSON-able evidence and, where it applies, a score in
+[0, 1] per example id. A check whose inputs are missing raises Skip with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+class Skip(Exception):
+    """The check cannot run on this context; the message says which input is missing and why."""
+
+
+@dataclass
+class Finding:
+    check: str  # the DIAGNOSTICS name that produced it
+    kind: str  # what was found, e.g. "high_error_class", "label_issues", "exploding_gradients"
+    severity: float  # 0 = nothing to act on ... 1 = the most serious this check can say
+    summary: str  # one plain sentence a person reads first
+    evidence: dict = field(default_factory=dict)  # JSON-able numbers, names, examples
+    scores: dict[str, float] | None = None  # example id -> score in [0, 1] (higher = more suspect)
+    split: str | None = None  # which split the scores refer to: "train" or "selection"
+
+    def __post_init__(self) -> None:
+        self.severity = float(min(1.0, max(0.0, self.severity)))
+        if self.scores is not None:
+            self.scores = {str(k): float(min(1.0, max(0.0, v))) for k, v in self.scores.items()}
+
+    def to_json(self) -> dict:
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_json(cls, d: dict) -> Finding:
+        return cls(**d)
+
+
+def _jsonable(x: Any) -> Any:
+    """Numpy scalars and arrays to plain Python; NaN / inf to None (JSON has neither)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def dumps(findings: list[Finding]) -> str:
+    return json.dumps([f.to_json() for f in findings], indent=2)
+
+
+@dataclass
+class Context:
+    """Everything a check may read. Built from a run directory by `from_run`, or by hand in tests.
+
+    Fields are None when unavailable; a check that needs one raises Skip.
+    """
+
+    task: str  # "classification" | "ner"
+    labels: list[str]  # class names, or the BIO tag list for NER
+    train: Any = None  # data.Dataset
+    selection: Any = None  # data.Dataset
+    selection_probs: Any = None  # (N, C) array; NER: list of (n_words, C)
+    selection_metrics: dict | None = None
+    oof_probs: Any = None  # out-of-fold probabilities for train: (N, C); NER: list of (n_words, C)
+    cv: dict | None = None  # {"mode", "folds", "fold_metrics": [...], "seconds"}
+    dynamics: dict | None = None  # {"loss", "gold_prob", "correct"}: (E, N); "ids": (N,)
+    gradients: dict | None = None  # gradients.npz arrays
+    history: list[dict] | None = None  # per-epoch rows from metrics.json
+    train_config: dict | None = None  # the run's [train] section
+    predict_texts: Callable[[list[str]], Any] | None = None  # texts -> probs like selection_probs
+    embed_texts: Callable[[list[str]], np.ndarray] | None = None  # texts -> (N, D) unit vectors
+    seed: int = 0
+
+    def need(self, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise Skip(f"needs {', '.join(missing)}, which this run does not have")
+
+
+class Check:
+    """Interface of a DIAGNOSTICS entry (documentation only: checks do not inherit from it).
+
+    name: str                 the table key
+    needs: tuple[str, ...]    Context fields it reads; missing ones make diagnose() skip it
+    __init__(**params)        stores parameters only (all JSON-able, all with defaults)
+    params() -> dict          the stored parameters, so a run can record exactly what ran
+    run(ctx) -> list[Finding] the work; deterministic for ctx.seed; [] when nothing is wrong
+                              (or a Finding with severity 0 that says what was checked)
+    """

@@ -1,0 +1,260 @@
+"""Robustness: how much the selection metric falls when the inputs carry the noise real users type.
+
+Perturbations, each applied word by word so NER tags stay aligned (the word count never changes):
+
+    typos        a `rate` share of words get one letter replaced by a QWERTY neighbour
+    casing       a `rate` share of words become lower, UPPER or rAnDoM case
+    swaps        a `rate` share of words get two adjacent characters transposed
+    punctuation  each punctuation character is dropped with probability `rate`
+                 (a word made only of punctuation is kept, so no word disappears)
+
+Each perturbation has its own generator seeded from (ctx.seed, its index), so adding or removing
+one does not change the others. Clean and noisy predictions both come from ctx.predict_texts on
+the same (deterministically sampled) examples, and the drop is tested on paired per-example
+correctness (classification: the label; NER: the sentence's entities all right) with an exact
+McNemar test, one-sided for "noise breaks more than it fixes", Holm corrected over perturbations.
+
+One "noise_sensitivity" finding is always returned for a non-empty split. Severity =
+min(1, largest significant drop / scale); 0 when no drop is significant. Scores: per example,
+the share of perturbations that changed its prediction.
+
+References: Belinkov & Bisk 2018, "Synthetic and Natural Noise Both Break Neural Machine
+Translation" (keyboard typos, swaps); McNemar 1947; Dror et al. 2018 (paired tests for NLP).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import warnings
+
+import numpy as np
+
+from .base import Finding
+
+PERTURBATIONS = ("typos", "casing", "swaps", "punctuation")
+
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def _keyboard() -> dict[str, str]:
+    # Staggered rows: the keys touching row r, column c are c±1 in the same row, c and c+1 in
+    # the row above, c-1 and c in the row below.
+    near = {}
+    for r, row in enumerate(_ROWS):
+        for c, ch in enumerate(row):
+            keys = [row[c + d] for d in (-1, 1) if 0 <= c + d < len(row)]
+            if r > 0:
+                keys += [_ROWS[r - 1][k] for k in (c, c + 1) if 0 <= k < len(_ROWS[r - 1])]
+            if r + 1 < len(_ROWS):
+                keys += [_ROWS[r + 1][k] for k in (c - 1, c) if 0 <= k < len(_ROWS[r + 1])]
+            near[ch] = "".join(keys)
+    return near
+
+
+KEYBOARD = _keyboard()
+
+
+class Robustness:
+    name = "robustness"
+    needs = ("selection", "predict_texts")
+
+    def __init__(self, rate: float = 0.1, max_examples: int = 1000, perturbations: list[str] | None = None,
+                 alpha: float = 0.05, scale: float = 0.2, metric: str | None = None, examples: int = 3,
+                 decode: str = "viterbi"):
+        self.rate = rate  # share of words (casing, typos, swaps) or punctuation characters perturbed
+        self.max_examples = max_examples  # a deterministic sample of the selection split, to bound predict time
+        self.perturbations = list(perturbations) if perturbations is not None else list(PERTURBATIONS)
+        self.alpha = alpha  # family-wise level of the McNemar tests
+        self.scale = scale  # the metric drop that counts as severity 1
+        self.metric = metric  # None: macro_f1 (classification) / entity_f1 (NER)
+        self.examples = examples  # flipped examples shown per perturbation
+        self.decode = decode  # NER decoding, as the metrics
+
+    def params(self) -> dict:
+        return {"rate": self.rate, "max_examples": self.max_examples, "perturbations": list(self.perturbations),
+                "alpha": self.alpha, "scale": self.scale, "metric": self.metric, "examples": self.examples,
+                "decode": self.decode}
+
+    def run(self, ctx) -> list[Finding]:
+        from .performance import holm, require_labels
+
+        unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
+        if unknown or not self.perturbations:
+            raise ValueError(f"unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], not {self.rate}")
+        ctx.need(*self.needs)
+        require_labels(ctx)
+        ds, labels = ctx.selection, list(ctx.labels)
+        if len(ds) == 0 or self.max_examples < 1:
+            return []
+        ner = ctx.task == "ner"
+        metric = self.metric or ("entity_f1" if ner else "macro_f1")
+        if ner:
+            from reflectlm.tasks.ner import metrics
+        else:
+            from reflectlm.tasks.classification import metrics
+
+        rng = np.random.default_rng(ctx.seed)
+        idx = np.arange(len(ds))
+        if len(ds) > self.max_examples:
+            idx = np.sort(rng.choice(len(ds), self.max_examples, replace=False))
+        sub = ds.subset(idx)
+        words = [list(t) for t in sub.tokens] if ner else [re.split(r"(\s+)", t) for t in sub.texts]
+        clean_texts = [" ".join(w) for w in words] if ner else list(sub.texts)
+
+        def predict(texts: list[str], what: str):
+            probs = ctx.predict_texts(texts)
+            _check_probs(probs, words if ner else None, len(texts), len(labels), what)
+            if ner:
+                from reflectlm.tasks.ner import decode, spans
+
+                tags = [decode(np.asarray(p), labels, self.decode) for p in probs]
+                right = np.array([set(spans(t)) == set(spans(list(g))) for t, g in zip(tags, sub.labels)])
+                return probs, tags, right
+            pred = np.asarray(probs).argmax(1)
+            return probs, [labels[k] for k in pred], pred == np.array([labels.index(y) for y in sub.labels])
+
+        clean_probs, clean_pred, clean_right = predict(clean_texts, "clean")
+
+        def score(probs) -> float:
+            with warnings.catch_warnings():  # sklearn warns when only one class occurs; the numbers are still right
+                warnings.simplefilter("ignore", UserWarning)
+                return float(metrics(sub, probs, labels, **({"method": self.decode} if ner else {}))[metric])
+
+        clean = score(clean_probs)
+        changed = np.zeros(len(sub))
+        rows, pvals = {}, []
+        names = list(dict.fromkeys(self.perturbations))  # a name given twice would count its flips twice
+        for name in names:
+            gen = np.random.default_rng([ctx.seed, PERTURBATIONS.index(name) + 1])
+            noisy_words = [perturb(w, name, self.rate, gen, keep_spaces=not ner) for w in words]
+            noisy_texts = [" ".join(w) if ner else "".join(w) for w in noisy_words]
+            probs, pred, right = predict(noisy_texts, name)
+            flip = np.array([a != b for a, b in zip(clean_pred, pred)])
+            changed += flip
+            broke, fixed = int((clean_right & ~right).sum()), int((~clean_right & right).sum())
+            pvals.append(mcnemar_greater(broke, fixed))
+            noisy = score(probs)
+            # Show what broke first, then other changed predictions.
+            order = [k for k in np.flatnonzero(clean_right & ~right)] + [
+                k for k in np.flatnonzero(flip) if not (clean_right[k] and not right[k])]
+            shown = [{"id": sub.ids[k], "clean_text": _clip(clean_texts[k]), "noisy_text": _clip(noisy_texts[k]),
+                      "gold": _show(sub.labels[k], sub.tokens[k] if ner else None),
+                      "before": _show(clean_pred[k], sub.tokens[k] if ner else None),
+                      "after": _show(pred[k], sub.tokens[k] if ner else None)} for k in order[: self.examples]]
+            rows[name] = {"clean": clean, "noisy": noisy, "drop": clean - noisy,
+                          "accuracy_clean": float(clean_right.mean()), "accuracy_noisy": float(right.mean()),
+                          "broken": broke, "fixed": fixed, "p_value": pvals[-1], "changed": float(flip.mean()),
+                          "examples": shown}
+        for row, q in zip(rows.values(), holm(pvals)):
+            row["p_adjusted"] = float(q)
+            row["significant"] = bool(q < self.alpha and row["drop"] > 0)
+        hits = {k: r for k, r in rows.items() if r["significant"]}
+        largest = max(rows, key=lambda k: (rows[k]["drop"], -names.index(k)))
+        label = {"macro_f1": "macro F1", "entity_f1": "entity F1", "weighted_f1": "weighted F1"}.get(
+            metric, metric.replace("_", " "))
+        if hits:
+            worst = max(hits, key=lambda k: (hits[k]["drop"], -names.index(k)))
+            r = hits[worst]
+            others = ", ".join(f"{k} {rows[k]['drop']:+.3f}" for k in rows if k != worst)
+            summary = (f"Under {worst} noise (rate {self.rate:g}) {label} falls from {r['clean']:.3f} "
+                       f"to {r['noisy']:.3f} "
+                       f"on {len(sub)} selection examples (adjusted McNemar p = {r['p_adjusted']:.2g})"
+                       + (f"; drops under the others: {others}." if others else "."))
+            severity = min(1.0, r["drop"] / self.scale)
+        else:
+            worst = None
+            summary = (f"{label[0].upper() + label[1:]} {clean:.3f} holds under {', '.join(rows)} noise "
+                       f"(rate {self.rate:g}) on "
+                       f"{len(sub)} selection examples; the largest drop, {rows[largest]['drop']:+.3f} under "
+                       f"{largest}, is not significant.")
+            severity = 0.0
+        n_p = len(names)
+        return [Finding(
+            check=self.name, kind="noise_sensitivity", severity=severity, summary=summary,
+            evidence={"metric": metric, "clean": clean, "n": len(sub), "rate": self.rate, "worst": worst,
+                      "largest_drop": rows[largest]["drop"], "perturbations": rows},
+            scores={i: c / n_p for i, c in zip(sub.ids, changed)}, split="selection")]
+
+
+# ---------------------------------------------------------------------- perturbations
+
+
+def perturb(words: list[str], how: str, rate: float, rng: np.random.Generator, keep_spaces: bool = False) -> list[str]:
+    """Perturb each word (whitespace pieces, with keep_spaces, pass through untouched); the output
+    has as many items as the input and no word becomes empty."""
+    out = []
+    for w in words:
+        if not w or (keep_spaces and w.isspace()):
+            out.append(w)
+            continue
+        out.append(_perturb_word(w, how, rate, rng))
+    return out
+
+
+def _perturb_word(w: str, how: str, rate: float, rng: np.random.Generator) -> str:
+    if how == "punctuation":
+        kept = "".join(ch for ch in w if not (unicodedata.category(ch).startswith("P") and rng.random() < rate))
+        return kept or w
+    if rng.random() >= rate:
+        return w
+    if how == "typos":
+        letters = [i for i, ch in enumerate(w) if ch.lower() in KEYBOARD]
+        if not letters:
+            return w
+        i = letters[int(rng.integers(len(letters)))]
+        options = KEYBOARD[w[i].lower()]
+        new = options[int(rng.integers(len(options)))]
+        return w[:i] + (new.upper() if w[i].isupper() else new) + w[i + 1:]
+    if how == "casing":
+        mode = int(rng.integers(3))
+        if mode == 0:
+            return w.lower()
+        if mode == 1:
+            return w.upper()
+        return "".join(ch.upper() if rng.random() < 0.5 else ch.lower() for ch in w)
+    if how == "swaps":
+        if len(w) < 2:
+            return w
+        i = int(rng.integers(len(w) - 1))
+        return w[:i] + w[i + 1] + w[i] + w[i + 2:]
+    raise ValueError(f"unknown perturbation {how!r}; choose from {', '.join(PERTURBATIONS)}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def mcnemar_greater(broke: int, fixed: int) -> float:
+    """Exact one-sided McNemar p-value that noise breaks more examples than it fixes: under the
+    null each discordant example is equally likely to go either way, so broke ~ Bin(broke + fixed, 1/2)."""
+    from scipy.stats import binomtest
+
+    if broke + fixed == 0:
+        return 1.0
+    return float(binomtest(broke, broke + fixed, 0.5, alternative="greater").pvalue)
+
+
+def _check_probs(probs, words, n: int, C: int, what: str) -> None:
+    if len(probs) != n:
+        raise ValueError(f"predict_texts returned {len(probs)} rows for {n} {what} texts; it must return one per text")
+    if words is not None:
+        for p, w in zip(probs, words):
+            if np.shape(p) != (len(w), C):
+                raise ValueError(f"predict_texts returned shape {np.shape(p)} for a {len(w)}-word {what} text; "
+                                 f"it must return (words, {C}) per text, splitting on whitespace")
+    elif n and np.shape(probs)[1:] != (C,):
+        raise ValueError(f"predict_texts returned shape {np.shape(probs)}; expected ({n}, {C}) over ctx.labels")
+
+
+def _show(value, tokens):
+    if tokens is None:
+        return value
+    from reflectlm.tasks.ner import spans
+
+    return [f"{t}: {' '.join(tokens[s:e])}" for t, s, e in spans(list(value))]
+
+
+def _clip(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
