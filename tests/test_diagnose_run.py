@@ -23,7 +23,9 @@ def test_diagnose_writes_findings_and_targets(tiny_run):
     targets = json.loads((tiny_run / "targets.json").read_text())
     ran = set(DIAGNOSTICS) - {s["check"] for s in record["skipped"]} - {s["check"] for s in record["failed"]}
     assert not record["failed"], record["failed"]
-    assert {"performance", "dynamics", "gradients", "fit", "calibration", "label_issues"} <= ran
+    assert {"performance", "gradients", "fit", "calibration", "label_issues", "crossval"} <= ran
+    # A 3-epoch tiny model has not learned the typical example yet, so the data map skips, saying why.
+    assert all(s["reason"] for s in record["skipped"])
     assert set(record["checks"]) == set(DIAGNOSTICS)
     assert len(record["findings"]) == len(d.findings)
     assert [t["priority"] for t in targets] == sorted((t["priority"] for t in targets), reverse=True)
