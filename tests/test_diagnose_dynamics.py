@@ -175,4 +175,4 @@ def test_real_run_flags_flipped_labels_as_hard_to_learn(tiny_config, tmp_path):
     assert len(caught) >= 0.8 * len(hard.scores), "and little else is"
     flagged = {t["id"]: t for t in hard.evidence["top_examples"]}
     some = next(iter(caught))
-    assert flagged[some]["text"] in flipped and flagged[some]["confidence"] < 0.3
+    assert flagged[some]["text"] in flipped and flagged[some]["confidence"] < 0.5
