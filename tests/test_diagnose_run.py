@@ -50,3 +50,14 @@ def test_cli_diagnose_prints_a_summary_and_rejects_unknown_checks(tiny_run):
     assert "improvement targets" in r.output and "findings.json" in r.output
     r = CliRunner().invoke(app, ["diagnose", str(tiny_run), "--checks", "nope"])
     assert r.exit_code == 2 and "valid checks" in r.output
+
+
+def test_library_entry_points_are_callable_after_their_modules_are_imported(tiny_run, tiny_config, cls_csv, tmp_path):
+    import reflectlm
+    import reflectlm.diagnose  # noqa: F401 - binds the submodule over the package attribute
+    import reflectlm.train  # noqa: F401
+
+    findings = reflectlm.diagnose(tiny_run, ["fit", "gradients"], write=False)
+    assert isinstance(findings, list) and all(f.check in ("fit", "gradients") for f in findings)
+    result = reflectlm.train(tiny_config(cls_csv, epochs=1), tmp_path / "again")
+    assert (result.run_dir / "metrics.json").is_file()
