@@ -31,7 +31,7 @@ from collections import Counter
 
 import numpy as np
 
-from .base import Finding
+from .base import Finding, stored_params
 
 _MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of normal data
 
@@ -50,8 +50,7 @@ class BalanceAndData:
         self.examples = examples  # example pairs / texts shown per finding
 
     def params(self) -> dict:
-        return {"duplicate_threshold": self.duplicate_threshold, "chunk_elements": self.chunk_elements,
-                "mad_k": self.mad_k, "min_words": self.min_words, "alpha": self.alpha, "examples": self.examples}
+        return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
         ctx.need(*self.needs)

@@ -94,13 +94,22 @@ class Context:
             raise Skip(f"needs {', '.join(missing)}, which this run does not have")
 
 
+def stored_params(check) -> dict:
+    """The constructor's parameters as stored on the check, read off its signature so that
+    params() cannot drift from __init__ (every parameter is stored under its own name)."""
+    import inspect
+
+    names = [n for n in inspect.signature(type(check).__init__).parameters if n != "self"]
+    return {n: list(v) if isinstance(v := getattr(check, n), tuple) else v for n in names}
+
+
 class Check:
     """Interface of a DIAGNOSTICS entry (documentation only: checks do not inherit from it).
 
     name: str                 the table key
     needs: tuple[str, ...]    Context fields it reads; missing ones make diagnose() skip it
     __init__(**params)        stores parameters only (all JSON-able, all with defaults)
-    params() -> dict          the stored parameters, so a run can record exactly what ran
+    params() -> dict          stored_params(self): the stored parameters, so a run records what ran
     run(ctx) -> list[Finding] the work; deterministic for ctx.seed; [] when nothing is wrong
                               (or a Finding with severity 0 that says what was checked)
     """

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Finding
+from .base import Finding, stored_params
 
 
 class Calibration:
@@ -46,7 +46,7 @@ class Calibration:
         self.resamples = resamples  # draws for that test
 
     def params(self) -> dict:
-        return {"bins": self.bins, "scale": self.scale, "alpha": self.alpha, "resamples": self.resamples}
+        return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
         from .performance import check_inputs, require_labels

@@ -24,7 +24,7 @@ from collections import Counter
 
 import numpy as np
 
-from .base import Finding, Skip
+from .base import Finding, Skip, stored_params
 
 MODES = ("fast", "full")
 # Inverse L2 strength of the fast head. Unit-norm sentence vectors have small coordinates, so
@@ -255,7 +255,7 @@ class CrossValidation:
         self.gap_scale = gap_scale
 
     def params(self) -> dict:
-        return {"spread_scale": self.spread_scale, "gap_scale": self.gap_scale}
+        return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
         ctx.need(*self.needs)

@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from .base import Context, Finding, Skip
+from .base import Context, Finding, Skip, stored_params
 
 _HEALTHY_RATIO = 1e-3
 
@@ -70,10 +70,7 @@ class DescentPath:
         self.min_points = min_points
 
     def params(self) -> dict:
-        return {"rise": self.rise, "sign_changes": self.sign_changes, "amplitude": self.amplitude,
-                "plateau_eps": self.plateau_eps, "plateau_level": self.plateau_level, "slow_descent": self.slow_descent,
-                "high_update_ratio": self.high_update_ratio, "low_update_ratio": self.low_update_ratio,
-                "min_points": self.min_points}
+        return stored_params(self)
 
     def run(self, ctx: Context) -> list[Finding]:
         ctx.need(*self.needs)

@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from .base import Context, Finding, Skip
+from .base import Context, Finding, Skip, stored_params
 
 # The share of a training set that, flagged, makes a region a full-strength problem. Common
 # benchmarks carry a few percent of label errors (3.3% on average across ten test sets, Northcutt,
@@ -61,9 +61,7 @@ class DataMap:
         self.top_k = top_k
 
     def params(self) -> dict:
-        return {"q_hard": self.q_hard, "q_ambiguous": self.q_ambiguous,
-                "learned_confidence": self.learned_confidence, "min_variability": self.min_variability,
-                "top_k": self.top_k}
+        return stored_params(self)
 
     def run(self, ctx: Context) -> list[Finding]:
         ctx.need(*self.needs)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 
-from .base import Context, Finding, Skip
+from .base import Context, Finding, Skip, stored_params
 
 # Metrics on the same 0..1 scale as train accuracy. entity_f1 is not: train "accuracy" for NER
 # is per sentence, so a gap against entity F1 says nothing about over-fitting.
@@ -53,9 +53,7 @@ class Fit:
         self.min_gain = min_gain
 
     def params(self) -> dict:
-        return {"patience": self.patience, "min_rise": self.min_rise, "max_gap": self.max_gap,
-                "gap_growth": self.gap_growth, "fits_train": self.fits_train, "low_score": self.low_score,
-                "min_gain": self.min_gain}
+        return stored_params(self)
 
     def run(self, ctx: Context) -> list[Finding]:
         ctx.need(*self.needs)

@@ -33,7 +33,7 @@ import copy
 
 import numpy as np
 
-from .base import Context, Finding, Skip
+from .base import Context, Finding, Skip, stored_params
 
 
 class GradientHealth:
@@ -59,10 +59,7 @@ class GradientHealth:
         self.unstable_quantile = unstable_quantile
 
     def params(self) -> dict:
-        return {"vanish_orders": self.vanish_orders, "explode_orders": self.explode_orders,
-                "spike_factor": self.spike_factor, "spike_z": self.spike_z, "spike_window": self.spike_window,
-                "min_update_ratio": self.min_update_ratio, "max_update_ratio": self.max_update_ratio,
-                "unstable_quantile": self.unstable_quantile}
+        return stored_params(self)
 
     def run(self, ctx: Context) -> list[Finding]:
         ctx.need(*self.needs)

@@ -50,7 +50,7 @@ import warnings
 
 import numpy as np
 
-from .base import Finding, Skip
+from .base import Finding, Skip, stored_params
 
 _EPS = 1e-6
 COMBINE = ("mean", "oof")
@@ -159,8 +159,7 @@ class LabelIssues:
         self.top = top  # how many ranked examples the evidence lists
 
     def params(self) -> dict:
-        return {"combine": self.combine, "use_dynamics": self.use_dynamics, "use_model": self.use_model,
-                "top": self.top}
+        return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
         ctx.need(*self.needs)

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from .base import Finding, Skip
+from .base import Finding, Skip, stored_params
 
 ERROR_KINDS = ("boundary", "type", "boundary_and_type", "missed", "spurious")
 
@@ -43,8 +43,7 @@ class HeldOutPerformance:
         self.decode = decode  # NER: "viterbi" (as the metrics) or "argmax"
 
     def params(self) -> dict:
-        return {"alpha": self.alpha, "correction": self.correction, "min_pair_count": self.min_pair_count,
-                "top_pairs": self.top_pairs, "examples": self.examples, "decode": self.decode}
+        return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
         if self.correction not in ("holm", "bh"):

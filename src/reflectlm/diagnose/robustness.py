@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from .base import Finding
+from .base import Finding, stored_params
 
 PERTURBATIONS = ("typos", "casing", "swaps", "punctuation")
 
@@ -72,9 +72,7 @@ class Robustness:
         self.decode = decode  # NER decoding, as the metrics
 
     def params(self) -> dict:
-        return {"rate": self.rate, "max_examples": self.max_examples, "perturbations": list(self.perturbations),
-                "alpha": self.alpha, "scale": self.scale, "metric": self.metric, "examples": self.examples,
-                "decode": self.decode}
+        return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
         from .performance import holm, require_labels
