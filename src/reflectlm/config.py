@@ -22,6 +22,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "LoopConfig",
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
@@ -110,6 +111,12 @@ class TrainConfig(_Section):
     telemetry_every: int = Field(10, ge=0)  # optimizer steps between gradient records; 0: off
     record_dynamics: bool = True
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: all cores
+    # Loss weight per class, in the order of the sorted class names (the reweight_classes action
+    # sets it; empty: all 1).
+    class_weights: list[float] = Field(default_factory=list)
+    # FGM adversarial training (Miyato et al. 2017): each step also trains on the word embeddings
+    # moved by epsilon along the loss gradient; 0: off. Doubles the cost of a step.
+    adversarial_epsilon: float = Field(0.0, ge=0.0)
 
     @field_validator("max_grad_norm")
     @classmethod
@@ -117,6 +124,34 @@ class TrainConfig(_Section):
         # TOML has no null and dump_toml leaves None out, so None would come back as the default
         # 1.0 from a run's config.toml; 0 says "no clipping" in a form that survives the round trip.
         return 0.0 if v is None else v
+
+
+class LoopConfig(_Section):
+    """`reflectlm run`: the self-improvement loop (loop.py)."""
+
+    rounds: int = Field(3, ge=0)  # improvement rounds after the baseline (round 0)
+    patience: int = Field(2, ge=1)  # stop after this many rounds in a row without a promotion
+    target: float | None = None  # stop once the champion's selection metric reaches it
+    time_budget_s: float | None = Field(None, gt=0)  # stop starting rounds after this much wall time
+    examples_budget: int | None = Field(None, ge=1)  # training examples processed, all rounds together
+    label_budget: int | None = Field(None, ge=0)  # labels the oracle may answer, all rounds together
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)  # significance level of a promotion
+    margin: float = Field(0.01, ge=0.0, lt=1.0)  # non-inferiority margin (size / speed / calibration actions)
+    n_bootstrap: int = Field(1000, ge=100)
+    allow_class_regressions: bool = False  # else a class significantly worse vetoes a promotion
+    max_actions: int = Field(2, ge=1)  # actions combined in one round's plan
+    actions: list[str] = Field(default_factory=list)  # allow only these (empty: all)
+    exclude_actions: list[str] = Field(default_factory=list)
+    exploration: Literal["thompson", "greedy"] = "thompson"  # how learned action values rank plans
+    checks: list[str] = Field(default_factory=list)  # diagnosis checks to run (empty: all)
+    cv: Literal["fast", "full"] = "fast"  # out-of-fold probabilities for the label checks
+    # Unlabelled pool for active learning / self-training / domain pre-training (same format as
+    # data.train; labels, if the file has them, stay hidden unless oracle = "column").
+    pool: str | None = None
+    oracle: Literal["none", "column", "queue"] = "none"  # who answers active-learning queries
+    pool_label_column: str | None = None  # oracle = "column": the hidden label column of the pool
+    tracking: Literal["none", "mlflow"] = "none"
+    report: bool = True  # write report.html after every round
 
 
 class RunConfig(_Section):
@@ -130,6 +165,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     run: RunConfig = RunConfig()
+    loop: LoopConfig = LoopConfig()
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
@@ -255,6 +291,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for k in ("train", "selection", "test"):
             if isinstance(data.get(k), str):
                 data[k] = _expand(data[k], base)
+    loop = tree.get("loop")
+    if isinstance(loop, dict) and isinstance(loop.get("pool"), str):
+        loop["pool"] = _expand(loop["pool"], base)
     return validate_tree(tree)
 
 

@@ -22,7 +22,7 @@ from .diagnose.base import Finding
 ACTION_NAMES = (
     "reweight_classes", "fix_labels", "drop_suspects", "active_learning", "self_training", "domain_pretraining",
     "adversarial_training", "augment_noise", "regularize", "tune_lr", "unfreeze", "layerwise_lr", "prune",
-    "calibrate", "more_epochs", "early_stop",
+    "calibrate", "more_epochs", "early_stop", "transfer",
 )
 
 
@@ -59,7 +59,7 @@ RULES: dict[str, Rule] = {
     # fit and optimisation
     "overfitting": Rule(("early_stop", "regularize", "augment_noise"), 0.6,
                         "selection loss rises while training loss falls"),
-    "underfitting": Rule(("more_epochs", "tune_lr", "unfreeze", "domain_pretraining"), 0.7,
+    "underfitting": Rule(("more_epochs", "tune_lr", "unfreeze", "domain_pretraining", "transfer"), 0.7,
                          "both training and selection scores are low and still improving"),
     "peak_epoch": Rule(("early_stop",), 0.2, "the best epoch came early: stop there and save compute"),
     "vanishing_gradients": Rule(("unfreeze", "layerwise_lr", "tune_lr"), 0.5,

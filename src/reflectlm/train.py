@@ -211,6 +211,46 @@ class GradientTelemetry:
         return out
 
 
+# --------------------------------------------------------------------------- adversarial training
+
+
+class FGM:
+    """Fast gradient method on the word embeddings: r = epsilon * g / ||g||, where g is the loss
+    gradient of the embedding matrix; train on the perturbed input too, then restore the weights.
+
+    References: Miyato, Dai & Goodfellow 2017 (adversarial training methods for semi-supervised
+    text classification)."""
+
+    def __init__(self, model: torch.nn.Module, epsilon: float):
+        get = getattr(model, "get_input_embeddings", None)
+        emb = get() if get is not None else next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+        if emb is None:
+            raise ValueError("adversarial training needs a model with a word-embedding layer")
+        self.weight = emb.weight
+        self.epsilon = epsilon
+
+    def perturbed(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            g = self.weight.grad
+            if g is None or not self.weight.requires_grad:
+                yield
+                return
+            with torch.no_grad():
+                norm = torch.linalg.vector_norm(g)
+                r = self.epsilon * g / norm if norm > 0 and torch.isfinite(norm) else torch.zeros_like(g)
+                self.weight.add_(r)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    self.weight.sub_(r)
+
+        return ctx()
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -268,7 +308,13 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     schedule = make_schedule(optimizer, tc, steps_per_epoch * tc.epochs)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     weights_t = torch.tensor(example_weights, dtype=torch.float32) if example_weights is not None else None
+    if class_weights is None and tc.class_weights:
+        if len(tc.class_weights) != len(labels):
+            raise ValueError(f"train.class_weights has {len(tc.class_weights)} values but there are {len(labels)} "
+                             "labels; give one weight per label (sorted class names) or leave it empty")
+        class_weights = np.asarray(tc.class_weights)
     class_t = torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device) if class_weights is not None else None
+    fgm = FGM(accelerator.unwrap_model(model), tc.adversarial_epsilon) if tc.adversarial_epsilon > 0 else None
 
     E = tc.epochs
     rows = E if tc.record_dynamics else 0  # off: the arrays keep their names, with no rows
@@ -294,13 +340,19 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
         ema = None
         with progress(n, f"epoch {epoch + 1}/{E}", quiet) as bar:
             for batch in loader:
-                idx = batch["index"].cpu()
+                idx = batch["index"].cpu().numpy()  # (B,); a numpy index, also for a one-example batch
                 with accelerator.accumulate(model):
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
                     loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t)
-                    w = count if weights_t is None else count * weights_t[idx].to(count.device)
+                    w = count if weights_t is None else count * weights_t[torch.from_numpy(idx)].to(count.device)
                     loss = (loss_vec * w).sum() / w.sum().clamp(min=1e-8)
                     accelerator.backward(loss)
+                    if fgm is not None:
+                        # Second pass on the perturbed embeddings; its gradient adds to the clean one.
+                        with fgm.perturbed():
+                            adv = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+                            adv_vec = tmod.per_example(adv, batch["labels"], tc.label_smoothing, class_t)[0]
+                            accelerator.backward((adv_vec * w).sum() / w.sum().clamp(min=1e-8))
                     if accelerator.sync_gradients:
                         step += 1
                         if telemetry.due(step):
@@ -314,11 +366,11 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                         telemetry.after_step()
                     optimizer.zero_grad(set_to_none=True)
                 t_dyn = time.perf_counter()
-                lv = loss_vec.detach().float().cpu()
+                lv = loss_vec.detach().float().cpu().reshape(-1)  # (B,), also for a one-example batch
                 if tc.record_dynamics:
                     dyn["loss"][epoch, idx] = lv.numpy()
-                    dyn["gold_prob"][epoch, idx] = gold.float().cpu().numpy()
-                    dyn["correct"][epoch, idx] = correct.float().cpu().numpy()
+                    dyn["gold_prob"][epoch, idx] = gold.float().cpu().reshape(-1).numpy()
+                    dyn["correct"][epoch, idx] = correct.float().cpu().reshape(-1).numpy()
                 dynamics_seconds += time.perf_counter() - t_dyn
                 correct_sum += float(correct.sum())
                 total_loss += float((lv * w.detach().cpu()).sum())
@@ -370,12 +422,12 @@ class TrainResult:
     fit: FitResult
 
 
-def make_run_dir(cfg: Config, output_dir: str | Path | None = None, stem: str = "run") -> Path:
+def make_run_dir(cfg: Config, output_dir: str | Path | None = None, stem: str = "run", existing: bool = False) -> Path:
     if output_dir is None:
         name = cfg.run.name or f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         output_dir = Path(cfg.run.output_dir) / name
     path = Path(output_dir)
-    if path.exists() and any(path.iterdir()):
+    if not existing and path.exists() and any(path.iterdir()):
         raise RunError(f"run directory {path} already exists and is not empty; pass another --output-dir "
                        "(or --set run.name=...) or remove it")
     path.mkdir(parents=True, exist_ok=True)
@@ -399,8 +451,10 @@ def _write_json(path: Path, obj) -> None:
 
 
 def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, quiet: bool | None = None,
-          stem: str = "run") -> TrainResult:
-    """Fine-tune the configured model on the configured data and write a run directory."""
+          stem: str = "run", existing: bool = False) -> TrainResult:
+    """Fine-tune the configured model on the configured data and write a run directory.
+
+    existing=True writes into a directory that already holds other files (a loop round's)."""
     from . import data as data_mod
 
     quiet = cfg.run.quiet if quiet is None else quiet
@@ -410,7 +464,7 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     runtime.seed_everything(tc.seed)
     if splits is None:
         splits = data_mod.load_splits(cfg.data, tc.seed)
-    run_dir = make_run_dir(cfg, output_dir, stem)
+    run_dir = make_run_dir(cfg, output_dir, stem, existing)
     (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
     info = {
         "kind": "train", "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -217,8 +217,13 @@ class LabelIssues:
                     "score": float(scores[i]), "oof_gold_prob": float(oof[i, given[i]]),
                     "train_gold_prob": None if dyn is None or not np.isfinite(dyn[i]) else float(dyn[i])}
 
-        return [self._finding(train, scores, flagged_idx, [row(int(i)) for i in order[: self.top]], dyn,
-                              pairs=self._pairs(labels, given, suggested, flagged_idx), model=model is not None)]
+        finding = self._finding(train, scores, flagged_idx, [row(int(i)) for i in order[: self.top]], dyn,
+                                pairs=self._pairs(labels, given, suggested, flagged_idx), model=model is not None)
+        # Every flagged example's suggested label and its pooled probability, so the update stage
+        # (fix_labels) can relabel the confident ones and leave the rest (the ranked list is capped).
+        finding.evidence["suggested"] = {train.ids[i]: [labels[suggested[i]], round(float(P[i, suggested[i]]), 4),
+                                                        round(float(P[i, given[i]]), 4)] for i in flagged_idx}
+        return [finding]
 
     @staticmethod
     def _pairs(labels, given, suggested, flagged_idx) -> list[dict]:

@@ -1,0 +1,64 @@
+"""Update: concrete actions that change the next challenger's data, config or model.
+
+ACTIONS is the one table (one file each). A plan is a JSON list of {"action", "params"};
+`from_plan` rebuilds the actions from it, so plan.json replays a round.
+"""
+
+from __future__ import annotations
+
+from .active_learning import ActiveLearning
+from .adversarial_training import AdversarialTraining
+from .augment_noise import AugmentNoise
+from .base import NON_INFERIORITY, SUPERIORITY, ActionInputs, Recipe
+from .calibrate import Calibrate
+from .domain_pretraining import DomainPretraining
+from .drop_suspects import DropSuspects
+from .early_stop import EarlyStop
+from .fix_labels import FixLabels
+from .layerwise_lr import LayerwiseLR
+from .more_epochs import MoreEpochs
+from .prune import Prune
+from .regularize import Regularize
+from .reweight_classes import ReweightClasses
+from .self_training import SelfTraining
+from .transfer import Transfer
+from .tune_lr import TuneLR
+from .unfreeze import Unfreeze
+
+ACTIONS = {
+    "reweight_classes": ReweightClasses,
+    "fix_labels": FixLabels,
+    "drop_suspects": DropSuspects,
+    "active_learning": ActiveLearning,
+    "self_training": SelfTraining,
+    "domain_pretraining": DomainPretraining,
+    "adversarial_training": AdversarialTraining,
+    "augment_noise": AugmentNoise,
+    "regularize": Regularize,
+    "tune_lr": TuneLR,
+    "unfreeze": Unfreeze,
+    "layerwise_lr": LayerwiseLR,
+    "more_epochs": MoreEpochs,
+    "early_stop": EarlyStop,
+    "calibrate": Calibrate,
+    "prune": Prune,
+    "transfer": Transfer,
+}
+
+__all__ = ["ACTIONS", "NON_INFERIORITY", "SUPERIORITY", "ActionInputs", "Recipe", "from_plan", "get_action"]
+
+
+def get_action(name: str, **params):
+    try:
+        cls = ACTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown action {name!r}; valid actions: {', '.join(ACTIONS)}") from None
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise ValueError(f"action {name!r}: {e}; its parameters are {', '.join(cls.__dataclass_fields__)}") from None
+
+
+def from_plan(plan: list[dict]) -> list:
+    return [get_action(step["action"], **step.get("params", {})) for step in plan]

@@ -1,0 +1,63 @@
+"""augment_noise: add noisy copies of training examples (keyboard typos, casing, swapped
+letters, punctuation: the noise the robustness check measures), so the model learns to ignore
+it. NER copies keep their tags: the noise changes letters inside words, never the word count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import Dataset
+from .base import SUPERIORITY, concat, params_of
+
+
+@dataclass(frozen=True)
+class AugmentNoise:
+    name = "augment_noise"
+    addresses = ("noise_sensitivity", "overfitting", "length_outliers")
+    mode = SUPERIORITY
+    retrains = True
+
+    rate: float = 0.1  # share of words changed in a noisy copy
+    fraction: float = 0.5  # share of training examples that get a noisy copy
+    kinds: tuple = ("typos", "casing", "swaps", "punctuation")
+    weight: float = 1.0  # loss weight of a copy
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        if any(str(i).endswith("~noise") for i in recipe.train.ids[:1000]):
+            return None  # this training set already carries noisy copies
+        f = inputs.finding("noise_sensitivity")
+        worst = (f.evidence.get("worst") if f is not None else None) or None
+        kinds = (worst,) if isinstance(worst, str) and worst in cls.kinds else cls.kinds
+        return cls(kinds=kinds)
+
+    def apply(self, recipe, inputs):
+        from ..diagnose.robustness import perturb
+
+        train = recipe.train
+        if len(train) == 0:
+            return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no training examples"}])
+        rng = np.random.default_rng(inputs.seed)
+        idx = np.sort(rng.choice(len(train), size=max(1, int(self.fraction * len(train))), replace=False))
+        copy = train.subset(idx)
+        kinds = list(self.kinds)
+        new_tokens, new_texts = [], []
+        for k, i in enumerate(idx):
+            how = kinds[k % len(kinds)]
+            words = train.tokens[i] if train.tokens is not None else train.texts[i].split(" ")
+            noisy = perturb(list(words), how, self.rate, rng, keep_spaces=train.tokens is not None)
+            # NER: a word must stay one non-empty token so its tag still lines up.
+            noisy = [w if w.strip() and " " not in w else o for w, o in zip(noisy, words)] if train.tokens is not None else noisy
+            new_tokens.append(noisy)
+            new_texts.append(" ".join(noisy))
+        copy = Dataset(task=train.task, ids=[f"{i}~noise" for i in copy.ids], labels=copy.labels, texts=new_texts,
+                       tokens=new_tokens if train.tokens is not None else None,
+                       weights=np.full(len(idx), self.weight, dtype=np.float32), source=train.source)
+        out = recipe.evolve(train=concat(train, copy))
+        out.changes.append({"action": self.name, "copies": len(idx), "kinds": kinds, "rate": self.rate})
+        return out

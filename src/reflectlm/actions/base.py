@@ -1,0 +1,134 @@
+"""What every update action works on: the recipe of the next challenger, and the inputs it reads.
+
+An action is a frozen dataclass whose fields are its parameters (JSON-able, all with defaults).
+`propose(inputs, recipe)` picks the parameters from the findings (or returns None when the
+action cannot help here, e.g. active learning without a pool); `apply(recipe, inputs)` returns a
+new Recipe and never changes the one it was given, so a plan is a pure function of the champion's
+recipe, the findings and the seed, and plan.json replays a round exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import Dataset
+
+SUPERIORITY = "superiority"
+NON_INFERIORITY = "non_inferiority"
+
+
+@dataclass
+class Recipe:
+    """Everything that determines the next challenger, before training."""
+
+    tree: dict  # the config tree (data / model / train sections) the challenger trains with
+    train: Dataset  # training examples: labels may be fixed, examples dropped or added
+    pool: Dataset | None = None  # unlabelled examples still in the pool (labels, if any, are not read)
+    init_from: str | None = None  # a model bundle to start from instead of the base model (transfer)
+    post: list[dict] = field(default_factory=list)  # steps on the trained model: {"action", "params"}
+    changes: list[dict] = field(default_factory=list)  # what each action did, for plan.json
+    labels_used: int = 0  # oracle answers spent by this recipe
+    extra_examples: int = 0  # training examples processed outside fine-tuning (e.g. MLM pre-training)
+
+    def evolve(self, **kw) -> Recipe:
+        """A copy with some fields replaced; the config tree is always copied (never shared)."""
+        kw.setdefault("tree", copy.deepcopy(self.tree))
+        kw.setdefault("post", list(self.post))
+        kw.setdefault("changes", list(self.changes))
+        return replace(self, **kw)
+
+    def set(self, dotted: str, value: Any) -> Recipe:
+        out = self.evolve()
+        node = out.tree
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+        return out
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node = self.tree
+        for p in dotted.split("."):
+            if not isinstance(node, dict) or p not in node:
+                return default
+            node = node[p]
+        return node
+
+
+@dataclass
+class ActionInputs:
+    """What actions may read. Fields are None when unavailable (an action then proposes nothing)."""
+
+    task: str
+    labels: list[str]
+    seed: int = 0
+    findings: list = field(default_factory=list)  # diagnose.Finding of the champion
+    selection_metrics: dict | None = None  # the champion's
+    history: list[dict] | None = None  # the champion's per-epoch rows
+    predict: Callable[[list[str]], Any] | None = None  # texts -> the champion's probabilities
+    embed: Callable[[list[str]], np.ndarray] | None = None  # texts -> (N, D) unit vectors
+    oracle: Any = None  # oracle.Oracle: answers labels for pool examples
+    champion_model: Path | None = None  # the champion's model bundle directory
+    work_dir: Path | None = None  # the round directory, for artifacts (e.g. an adapted encoder)
+    label_budget_left: int | None = None
+    quiet: bool = True
+
+    def finding(self, *kinds: str):
+        """The most severe finding of these kinds, or None."""
+        found = [f for f in self.findings if f.kind in kinds]
+        return max(found, key=lambda f: f.severity) if found else None
+
+
+def params_of(action) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(action).items()}
+
+
+def with_labels(ds: Dataset, new: dict[str, Any]) -> Dataset:
+    """A copy of `ds` with the labels of some ids replaced."""
+    out = ds.subset(range(len(ds)))
+    out.labels = [new.get(i, y) for i, y in zip(out.ids, out.labels)]
+    return out
+
+
+def concat(a: Dataset, b: Dataset) -> Dataset:
+    """Examples of `a` then `b` (same task); weights default to 1 where one side has none."""
+    def w(ds):
+        return ds.weights if ds.weights is not None else np.ones(len(ds), dtype=np.float32)
+
+    weights = None if a.weights is None and b.weights is None else np.concatenate([w(a), w(b)]).astype(np.float32)
+    return Dataset(task=a.task, ids=a.ids + b.ids, labels=list(a.labels) + list(b.labels), texts=a.texts + b.texts,
+                   tokens=None if a.tokens is None else a.tokens + (b.tokens or [[] for _ in b.ids]),
+                   weights=weights, confidence=None, source=a.source,
+                   lines=(a.lines + b.lines) if a.lines and b.lines else [], warnings=list(a.warnings))
+
+
+def drop_ids(ds: Dataset, ids: set[str]) -> Dataset:
+    return ds.subset([i for i, x in enumerate(ds.ids) if x not in ids])
+
+
+def class_probs(inputs: ActionInputs, ds: Dataset) -> np.ndarray | None:
+    """The champion's (N, C) probabilities on a classification dataset, or None."""
+    if inputs.predict is None or len(ds) == 0 or inputs.task != "classification":
+        return None
+    return np.asarray(inputs.predict(list(ds.texts)), dtype=np.float64)
+
+
+class Action:
+    """Interface of an ACTIONS entry (documentation only: actions do not inherit from it).
+
+    name: str                     the table key
+    addresses: tuple[str, ...]    finding kinds it answers (reflect.RULES lists it for them)
+    mode: str                     how its challenger is judged: SUPERIORITY (must be significantly
+                                  better) or NON_INFERIORITY (size / speed / calibration: not worse
+                                  than the margin)
+    retrains: bool                False for steps on the champion's trained model (calibrate, prune)
+    propose(inputs, recipe)       classmethod: an instance with parameters fitted to the findings,
+                                  or None when the action cannot apply
+    apply(recipe, inputs)         a new Recipe; deterministic for inputs.seed; copes with an empty
+                                  pool and one-class data (then changes nothing and says so)
+    """

@@ -1,0 +1,87 @@
+"""domain_pretraining: continued masked-language-model training of the encoder on the pool and
+training texts before fine-tuning - the self-supervised step. The adapted encoder is written to
+the round directory and becomes the base model of this and later challengers.
+
+References: Gururangan et al. 2020 (don't stop pretraining: domain- and task-adaptive pretraining);
+Devlin et al. 2019 (masked language modelling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import SUPERIORITY, params_of
+
+
+@dataclass(frozen=True)
+class DomainPretraining:
+    name = "domain_pretraining"
+    addresses = ("underfitting", "ner_error_kinds", "noise_sensitivity")
+    mode = SUPERIORITY
+    retrains = True
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 5e-5
+    mask_prob: float = 0.15
+    max_length: int = 64
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        if recipe.get("model.kind", "transformer") != "transformer" or inputs.work_dir is None:
+            return None
+        if "adapted" in str(recipe.get("model.name", "")):
+            return None  # already adapted in an earlier round
+        return cls()
+
+    def apply(self, recipe, inputs):
+        import torch
+        from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+
+        from .. import runtime
+        from ..modeling import _quiet_transformers, resolve
+        from ..ui import progress
+
+        texts = list(recipe.train.texts) + (list(recipe.pool.texts) if recipe.pool is not None else [])
+        if not texts or inputs.work_dir is None:
+            return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no texts"}])
+        _quiet_transformers()
+        base = resolve(recipe.get("model.name", "minilm"))
+        tok = AutoTokenizer.from_pretrained(base)
+        torch.manual_seed(inputs.seed)
+        # A sentence encoder's checkpoint has no MLM head: it starts fresh and is thrown away after;
+        # only the adapted encoder is kept.
+        mlm = AutoModelForMaskedLM.from_pretrained(base)
+        collator = DataCollatorForLanguageModeling(tok, mlm_probability=self.mask_prob, seed=inputs.seed)
+        enc = tok(texts, truncation=True, max_length=self.max_length)
+        rng = np.random.default_rng(inputs.seed)
+        opt = torch.optim.AdamW(mlm.parameters(), lr=self.lr, weight_decay=0.01)
+        precision = runtime.resolve_precision("auto")
+        mlm.train()
+        losses = []
+        with progress(self.steps, "domain pre-training (MLM)", inputs.quiet) as bar:
+            for step in range(self.steps):
+                idx = rng.choice(len(texts), size=min(self.batch_size, len(texts)), replace=False)
+                batch = collator([{"input_ids": enc["input_ids"][i]} for i in idx])
+                with runtime.autocast(precision):
+                    loss = mlm(input_ids=batch["input_ids"], attention_mask=(batch["input_ids"] != tok.pad_token_id).long(),
+                               labels=batch["labels"]).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(mlm.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                bar.advance(1, loss=float(np.mean(losses[-20:])))
+        out_dir = inputs.work_dir / "adapted"
+        mlm.base_model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
+        out = recipe.set("model.name", str(out_dir))
+        out.extra_examples += self.steps * min(self.batch_size, len(texts))
+        out.changes.append({"action": self.name, "texts": len(texts), "steps": self.steps,
+                            "mlm_loss": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
+                            "encoder": str(out_dir)})
+        return out

@@ -1,0 +1,48 @@
+"""drop_suspects: remove training examples that are probably mislabelled (and were not
+relabelled by fix_labels in the same plan), or duplicated across splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import SUPERIORITY, drop_ids, params_of
+
+
+@dataclass(frozen=True)
+class DropSuspects:
+    name = "drop_suspects"
+    addresses = ("label_issues", "hard_to_learn", "near_duplicates")
+    mode = SUPERIORITY
+    retrains = True
+
+    min_score: float = 0.0  # drop flagged examples whose suspicion score is at least this
+    max_fraction: float = 0.2  # never drop more than this share of the training set
+    kinds: tuple = ("label_issues", "hard_to_learn", "near_duplicates")
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        return cls() if inputs.finding(*cls.addresses) is not None else None
+
+    def apply(self, recipe, inputs):
+        present = set(recipe.train.ids)
+        fixed = {r["id"] for c in recipe.changes for r in c.get("relabels", [])}
+        scored: dict[str, float] = {}
+        for f in inputs.findings:
+            if f.kind not in self.kinds:
+                continue
+            if f.kind == "near_duplicates":  # scores are on selection ids; drop the training side
+                pairs = {p["train_id"]: float(p["similarity"]) for p in f.evidence.get("pairs", [])}
+            elif f.kind == "label_issues":
+                pairs = {i: (f.scores or {}).get(i, 1.0) for i in f.evidence.get("flagged", [])}
+            else:
+                pairs = dict(f.scores or {})
+            for i, s in pairs.items():
+                if i in present and i not in fixed and s >= self.min_score:
+                    scored[i] = max(scored.get(i, 0.0), s)
+        order = sorted(scored, key=lambda i: (-scored[i], i))[: int(self.max_fraction * len(recipe.train))]
+        out = recipe.evolve(train=drop_ids(recipe.train, set(order)))
+        out.changes.append({"action": self.name, "dropped": len(order), "ids": order})
+        return out

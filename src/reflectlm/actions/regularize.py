@@ -1,0 +1,37 @@
+"""regularize: more weight decay, dropout and label smoothing, against over-fitting, over-confidence
+and ambiguous examples forcing the model's hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import SUPERIORITY, params_of
+
+
+@dataclass(frozen=True)
+class Regularize:
+    name = "regularize"
+    addresses = ("overfitting", "ambiguous", "miscalibration", "cv_spread", "exploding_gradients", "gradient_spikes")
+    mode = SUPERIORITY
+    retrains = True
+
+    weight_decay: float = 0.05
+    dropout: float | None = 0.15  # None: keep the model's
+    label_smoothing: float = 0.1
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        wd = max(0.05, 2 * float(recipe.get("train.weight_decay", 0.01)))
+        ls = 0.1 if float(recipe.get("train.label_smoothing", 0.0)) < 0.1 else min(0.3, recipe.get("train.label_smoothing") + 0.1)
+        dropout = 0.15 if recipe.get("model.kind", "transformer") == "transformer" else None
+        return cls(weight_decay=round(wd, 4), dropout=dropout, label_smoothing=round(ls, 3))
+
+    def apply(self, recipe, inputs):
+        out = recipe.set("train.weight_decay", self.weight_decay).set("train.label_smoothing", self.label_smoothing)
+        if self.dropout is not None:
+            out = out.set("model.dropout", self.dropout)
+        out.changes.append({"action": self.name, **self.params()})
+        return out

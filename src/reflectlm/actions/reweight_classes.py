@@ -1,0 +1,58 @@
+"""reweight_classes: weight the loss per class, from the champion's per-class error or from the
+class frequencies, so that the classes where the metric is lost count for more."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import SUPERIORITY, params_of
+
+
+@dataclass(frozen=True)
+class ReweightClasses:
+    name = "reweight_classes"
+    addresses = ("class_imbalance", "high_error_class", "confused_pair")
+    mode = SUPERIORITY
+    retrains = True
+
+    basis: str = "error"  # "error": 1 - per-class F1 on selection; "frequency": inverse class frequency
+    power: float = 1.0  # 0: no change ... 1: proportional
+    max_weight: float = 4.0  # clip, so one tiny class cannot dominate the loss
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        if inputs.task == "ner":
+            return cls(basis="frequency", power=0.5)
+        if inputs.finding("class_imbalance") is not None and inputs.finding("high_error_class") is None:
+            return cls(basis="frequency", power=0.5)
+        per_class = (inputs.selection_metrics or {}).get("per_class")
+        return cls(basis="error", power=1.0) if per_class else cls(basis="frequency", power=0.5)
+
+    def apply(self, recipe, inputs):
+        labels = list(inputs.labels)
+        C = len(labels)
+        if C < 2 or len(recipe.train) == 0:
+            return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "fewer than two classes"}])
+        if self.basis == "error" and inputs.task == "classification" and (inputs.selection_metrics or {}).get("per_class"):
+            pc = inputs.selection_metrics["per_class"]
+            raw = np.array([1.0 - pc.get(c, {}).get("f1", 0.0) for c in labels], dtype=np.float64)
+            raw = raw + 0.02  # a perfect class keeps a small weight instead of none
+        else:
+            tags = [t for s in recipe.train.labels for t in s] if inputs.task == "ner" else list(recipe.train.labels)
+            counts = Counter(tags)
+            raw = np.array([1.0 / max(counts.get(c, 0), 1) for c in labels], dtype=np.float64)
+        w = raw**self.power
+        w = w / w.mean()
+        w = np.clip(w, 1.0 / self.max_weight, self.max_weight)
+        w = w / w.mean()
+        weights = [round(float(x), 4) for x in w]
+        out = recipe.set("train.class_weights", weights)
+        top = sorted(zip(labels, weights), key=lambda t: -t[1])[:5]
+        out.changes.append({"action": self.name, "class_weights": dict(zip(labels, weights)), "heaviest": top})
+        return out

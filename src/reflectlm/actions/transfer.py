@@ -1,0 +1,45 @@
+"""transfer: start the challenger from an earlier model instead of the base model - the champion
+(continue training on the updated data, usually with fewer epochs) or another run's model with
+the same task and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import SUPERIORITY, params_of
+
+
+@dataclass(frozen=True)
+class Transfer:
+    name = "transfer"
+    addresses = ("underfitting", "plateau")
+    mode = SUPERIORITY
+    retrains = True
+
+    source: str = "champion"  # "champion", or a model bundle / run directory
+    epochs: int | None = None  # None: keep the recipe's epoch count
+    lr_factor: float = 0.5  # a trained body needs smaller steps than a fresh one
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        if inputs.champion_model is None or recipe.get("model.kind", "transformer") != "transformer":
+            return None
+        return cls(epochs=max(1, int(recipe.get("train.epochs", 3)) // 2))
+
+    def apply(self, recipe, inputs):
+        src = inputs.champion_model if self.source == "champion" else Path(self.source)
+        if src is None:
+            return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no champion model"}])
+        out = recipe.evolve(init_from=str(src))
+        if self.epochs:
+            out = out.set("train.epochs", self.epochs)
+        out = out.set("train.lr", float(recipe.get("train.lr", 1e-4)) * self.lr_factor)
+        head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
+        if head:
+            out = out.set("train.head_lr", head * self.lr_factor)
+        out.changes.append({"action": self.name, "from": str(src), "epochs": self.epochs, "lr_factor": self.lr_factor})
+        return out

@@ -1,0 +1,52 @@
+"""tune_lr: change the learning rate and warm-up from what the descent path and the update sizes
+say: lower it when the loss diverges, oscillates or updates are too large; raise it when the
+loss creeps down and updates are tiny."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import SUPERIORITY, params_of
+
+DOWN = {"divergence": 0.3, "lr_too_high": 0.5, "exploding_gradients": 0.5, "unstable_updates": 0.5,
+        "oscillation": 0.5, "gradient_spikes": 0.7}
+UP = {"lr_too_low": 2.0, "plateau": 1.5, "underfitting": 2.0, "vanishing_updates": 2.0, "vanishing_gradients": 1.5}
+
+
+@dataclass(frozen=True)
+class TuneLR:
+    name = "tune_lr"
+    addresses = tuple(DOWN) + tuple(UP)
+    mode = SUPERIORITY
+    retrains = True
+
+    factor: float = 0.5  # new lr = factor * lr (and the head's rate likewise)
+    warmup_ratio: float | None = None  # None: keep
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        down = [f for f in inputs.findings if f.kind in DOWN and f.severity > 0]
+        up = [f for f in inputs.findings if f.kind in UP and f.severity > 0]
+        if down:  # instability outranks slowness: a diverging run cannot be sped up
+            worst = max(down, key=lambda f: f.severity)
+            warm = max(0.1, float(recipe.get("train.warmup_ratio", 0.06)))
+            return cls(factor=DOWN[worst.kind], warmup_ratio=warm)
+        if up:
+            worst = max(up, key=lambda f: f.severity)
+            return cls(factor=UP[worst.kind])
+        return None
+
+    def apply(self, recipe, inputs):
+        lr = float(recipe.get("train.lr", 1e-4))
+        out = recipe.set("train.lr", lr * self.factor)
+        head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
+        if head:
+            out = out.set("train.head_lr", head * self.factor)
+        if self.warmup_ratio is not None:
+            out = out.set("train.warmup_ratio", self.warmup_ratio)
+        out.changes.append({"action": self.name, "lr": [lr, lr * self.factor], "head_lr": [head, head * self.factor],
+                            "warmup_ratio": self.warmup_ratio})
+        return out

@@ -1,0 +1,37 @@
+"""unfreeze: train more of the encoder when gradient health says frozen or starved layers hold
+the model back (a frozen encoder, or the bottom layers barely moving)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import SUPERIORITY, params_of
+
+
+@dataclass(frozen=True)
+class Unfreeze:
+    name = "unfreeze"
+    addresses = ("vanishing_gradients", "vanishing_updates", "underfitting")
+    mode = SUPERIORITY
+    retrains = True
+
+    freeze: str = "none"  # the new train.freeze
+    unfreeze_last_n: int = 2  # with freeze = "last_n"
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        current = recipe.get("train.freeze", "none")
+        if current == "none":
+            return None  # nothing is frozen: there is nothing to unfreeze
+        if current == "head_only":
+            return cls(freeze="last_n", unfreeze_last_n=2)
+        n = int(recipe.get("train.unfreeze_last_n", 2))
+        return cls(freeze="last_n", unfreeze_last_n=n * 2) if n < 6 else cls(freeze="none")
+
+    def apply(self, recipe, inputs):
+        out = recipe.set("train.freeze", self.freeze).set("train.unfreeze_last_n", self.unfreeze_last_n)
+        out.changes.append({"action": self.name, "from": recipe.get("train.freeze", "none"), **self.params()})
+        return out

@@ -1,0 +1,781 @@
+"""Improve: the self-improvement loop, round after round, keeping only what a paired test shows helps.
+
+    result = improve(load_config("configs/banking77.toml"))
+
+Round 0 trains the baseline from the config; it is the first champion. Each later round
+diagnoses the champion, reflects, picks a plan (one or a few compatible actions, ranked by the
+rules and by the action values learned in this workspace), trains the challenger, A/B-tests it
+against the champion on the selection split, promotes or rejects it, and records everything
+before the next round starts. The test split is sealed until the very end.
+
+A round is finished when its decision.json exists (written last, atomically). `resume=True`
+discards a half-written round and continues after the last finished one; finished rounds are
+never redone or rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .actions import ACTIONS, ActionInputs, Recipe, SUPERIORITY, get_action
+from .actions.oracle import ColumnOracle, QueueOracle
+from .config import Config, dump_toml, load_config, validate_tree
+from .data import Dataset, Splits
+from .train import RunError, _versions, _write_json
+
+ROUND_FILES = {
+    "config.toml": "the resolved config this round trained with",
+    "run.json": "what trained this round's model (train.py's record)",
+    "metrics.json": "selection metrics (best epoch) and the per-epoch history",
+    "dynamics.npz": "training dynamics of this round's model",
+    "gradients.npz": "gradient telemetry of this round's model",
+    "train.jsonl": "the training set this round used (labels as fixed, examples as added)",
+    "findings.json": "rounds >= 1: the diagnosis of the champion that motivated the plan",
+    "targets.json": "rounds >= 1: the ranked improvement targets",
+    "plan.json": "the actions with their parameters, the ranking behind them and what they changed",
+    "recipe.json": "promoted rounds: the config tree later challengers start from",
+    "calibration.json": "when the plan calibrated: temperature and reliability before / after",
+    "compare.json": "rounds >= 1: the A/B test against the champion",
+    "decision.json": "promoted or rejected, and why (written last: the round is finished)",
+    "model/": "the model, kept only when promoted",
+}
+# Plans that cannot run together: they set the same knob in opposite directions.
+CONFLICTS = [{"early_stop", "more_epochs"}, {"tune_lr", "transfer"}, {"more_epochs", "transfer"},
+             {"early_stop", "transfer"}, {"fix_labels", "transfer"}]
+
+
+@dataclass
+class LoopResult:
+    run_dir: Path
+    champion_round: int
+    stop_reason: str
+    summary: dict
+
+
+@dataclass
+class _State:
+    decisions: list[dict]  # decision.json of every finished round, in order
+    champion: int
+    recipe: Recipe  # the champion's recipe: what the next challenger starts from
+    examples_trained: int
+    labels_used: int
+    acquired: dict  # id -> label bought from the oracle (kept even when its round was rejected)
+
+
+class _Sealed:
+    """The test split, unreadable until the loop has decided everything."""
+
+    def __init__(self, ds):
+        self._ds = ds
+
+    def open(self):
+        return self._ds
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool = False, quiet: bool | None = None,
+            config_path: str | Path | None = None) -> LoopResult:
+    """Run (or resume) the loop; returns the run directory, the champion round and why it stopped."""
+    from . import data as data_mod
+    from . import runtime
+
+    quiet = cfg.run.quiet if quiet is None else quiet
+    runtime.set_threads(cfg.train.threads)
+    session_start = time.time()
+    run_dir = _open_run(cfg, output_dir, resume, config_path)
+    splits = data_mod.load_splits(cfg.data, cfg.train.seed)
+    info = json.loads((run_dir / "run.json").read_text())
+    info.update(labels=splits.labels, warnings=list(splits.warnings),
+                data={name: {"source": ds.source, "examples": len(ds), "fingerprint": ds.fingerprint()}
+                      for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
+                      if ds is not None})
+    _write_json(run_dir / "run.json", info)
+    sealed = _Sealed(splits.test)
+    splits = Splits(splits.train, splits.selection, None, splits.labels, splits.warnings)
+    pool = _load_pool(cfg, splits)
+    oracle = _oracle(cfg, run_dir, pool[1] if pool else None)
+    pool_ds = pool[0] if pool else None
+
+    state = _restore(run_dir, cfg, splits, pool_ds)
+    if state is None:
+        state = _baseline(run_dir, cfg, splits, pool_ds, quiet)
+        _after_round(run_dir, cfg, quiet)
+    while (reason := _should_stop(state, cfg)) is None:
+        r = len(state.decisions)
+        _say(quiet, f"round {r}: diagnosing the champion (round {state.champion})")
+        nxt = _round(r, run_dir, cfg, splits, state, oracle, quiet)
+        if nxt is None:
+            reason = "no applicable action left to try"
+            break
+        state = nxt
+        _after_round(run_dir, cfg, quiet)
+    summary = _finish(run_dir, cfg, splits, sealed, state, reason, session_start)
+    _after_round(run_dir, cfg, quiet, final=True)
+    return LoopResult(run_dir, state.champion, reason, summary)
+
+
+def _say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def _fault(point: str) -> None:
+    # Tests kill the process at a chosen point to prove that resume works after a hard kill.
+    if os.environ.get("REFLECTLM_KILL_AT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def _open_run(cfg: Config, output_dir, resume: bool, config_path) -> Path:
+    from .train import make_run_dir
+
+    if resume:
+        run_dir = Path(output_dir) if output_dir else _find_resumable(cfg, config_path)
+        if not (run_dir / "run.json").is_file():
+            raise RunError(f"{run_dir} is not a loop run to resume (no run.json); start it without --resume")
+        info = json.loads((run_dir / "run.json").read_text())
+        old = load_config(run_dir / "config.toml")
+        for section in ("data", "model", "train"):
+            if getattr(old, section) != getattr(cfg, section):
+                raise RunError(f"the [{section}] section differs from the one {run_dir} started with; resume with the "
+                               f"same config (the run's own copy is {run_dir / 'config.toml'}), or start a new run")
+        info.update(status="running", resumed=info.get("resumed", 0) + 1)
+        _write_json(run_dir / "run.json", info)
+        (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")  # [loop] may grow (more rounds)
+        return run_dir
+    run_dir = make_run_dir(cfg, output_dir, stem="loop")
+    (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
+    (run_dir / "rounds").mkdir()
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info = {"kind": "loop", "status": "running", "created": created, "command": sys.argv,
+            "config_path": str(config_path) if config_path else None, "versions": _versions(),
+            "task": cfg.data.task, "selection_metric": cfg.selection_metric,
+            "base_model": cfg.model.name if cfg.model.kind == "transformer" else "lstm",
+            "files": {"config.toml": "the resolved config", "run.json": "this record", "store.sqlite":
+                      "rounds, decisions and learned action values", "champion": "link to the champion's round",
+                      "summary.json": "the result (written at the end)", "report.html": "the report",
+                      "rounds/NN/": ROUND_FILES}}
+    _write_json(run_dir / "run.json", info)
+    store.record_run(run_dir, run_dir.name, cfg.data.task, cfg.data.train, info["base_model"], cfg.selection_metric,
+                     created)
+    return run_dir
+
+
+def _find_resumable(cfg: Config, config_path) -> Path:
+    if cfg.run.name:
+        return Path(cfg.run.output_dir) / cfg.run.name
+    found = []
+    for p in Path(cfg.run.output_dir).glob("*/run.json"):
+        try:
+            info = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("kind") == "loop" and info.get("status") != "finished" and (
+                config_path is None or info.get("config_path") == str(config_path)):
+            found.append((info.get("created", ""), p.parent))
+    if not found:
+        raise RunError(f"no unfinished loop run of this config in {cfg.run.output_dir}/; pass --output-dir RUN "
+                       "to resume a particular run")
+    return max(found)[1]
+
+
+def _round_dir(run_dir: Path, r: int) -> Path:
+    return run_dir / "rounds" / f"{r:02d}"
+
+
+def _set_champion(run_dir: Path, r: int) -> None:
+    link = run_dir / "champion"
+    tmp = run_dir / "champion.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(Path("rounds") / f"{r:02d}")
+    tmp.replace(link)  # atomic: the link always points at a finished round
+
+
+def _save_train(path: Path, ds: Dataset) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for k in range(len(ds)):
+            rec = {"id": ds.ids[k], "label": ds.labels[k], "text": ds.texts[k]}
+            if ds.tokens is not None:
+                rec["tokens"] = ds.tokens[k]
+            if ds.weights is not None:
+                rec["weight"] = float(ds.weights[k])
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _load_train(path: Path, task: str, source: str) -> Dataset:
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    weights = [r.get("weight") for r in recs]
+    return Dataset(task=task, ids=[r["id"] for r in recs], labels=[r["label"] for r in recs],
+                   texts=[r["text"] for r in recs], tokens=[r["tokens"] for r in recs] if task == "ner" else None,
+                   weights=None if all(w is None for w in weights) else np.array(
+                       [1.0 if w is None else w for w in weights], dtype=np.float32), source=source)
+
+
+def _restore(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None) -> _State | None:
+    """The state after the last finished round; a round without decision.json is discarded."""
+    rounds = sorted(p for p in (run_dir / "rounds").iterdir() if p.is_dir()) if (run_dir / "rounds").is_dir() else []
+    decisions = []
+    for p in rounds:
+        if (p / "decision.json").is_file() and int(p.name) == len(decisions):
+            decisions.append(json.loads((p / "decision.json").read_text()))
+        else:
+            shutil.rmtree(p)  # half-written (killed mid-round): redo it from its start
+    if not decisions:
+        return None
+    champion = decisions[-1]["champion_round"]
+    cdir = _round_dir(run_dir, champion)
+    tree = json.loads((cdir / "recipe.json").read_text())["tree"]
+    train = _load_train(cdir / "train.jsonl", cfg.data.task, splits.train.source)
+    acquired = {}
+    for d in decisions:
+        acquired.update(d.get("acquired", {}))
+    # Acquired labels stay in the pool until a round merges them in (see _round), as in an unbroken run.
+    used = set(train.ids)
+    pool_left = None if pool is None else pool.subset([k for k, i in enumerate(pool.ids) if i not in used])
+    for d in decisions:  # re-sync the store: a kill between decision.json and the store write loses nothing
+        _record(run_dir, d, cfg)
+    return _State(decisions, champion, Recipe(tree=tree, train=train, pool=pool_left),
+                  sum(d["examples_trained"] for d in decisions), sum(d.get("labels_used", 0) for d in decisions),
+                  acquired)
+
+
+def _record(run_dir: Path, decision: dict, cfg: Config) -> None:
+    rd = _round_dir(run_dir, decision["round"])
+    cmp = json.loads((rd / "compare.json").read_text()) if (rd / "compare.json").is_file() else None
+    plan = json.loads((rd / "plan.json").read_text()) if (rd / "plan.json").is_file() else {"actions": []}
+    steps = [{"action": a["action"], "params": a["params"]} for a in plan["actions"]]
+    store.record_round(run_dir, decision, cmp, steps, plan.get("addressed", []), cfg.data.task)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _load_pool(cfg: Config, splits: Splits):
+    """(pool Dataset, hidden labels or None). The pool's labels are never given to training."""
+    from .data import DataError, load
+
+    lc = cfg.loop
+    if not lc.pool:
+        return None
+    cols = {k: getattr(cfg.data, k) for k in ("format", "text_column", "tokens_key", "tags_key")}
+    label_col = lc.pool_label_column or cfg.data.label_column
+    try:
+        ds = load(lc.pool, cfg.data.task, label_column=label_col, id_column=cfg.data.id_column, **cols)
+        hidden = dict(zip(ds.ids, ds.labels)) if lc.oracle == "column" else None
+    except DataError as e:
+        if lc.oracle == "column":
+            raise DataError(f"{e}\nloop.oracle = 'column' needs the pool's label column ({label_col!r}); set "
+                            "loop.pool_label_column") from None
+        ds = _text_only(lc.pool, cfg)
+        hidden = None
+    if lc.oracle == "column" and cfg.data.task == "classification":
+        unknown = sorted(set(hidden.values()) - set(splits.labels))
+        if unknown:
+            raise DataError(f"{lc.pool}: pool labels {unknown[:5]} are not among the training labels")
+    # The pool's own labels must not leak: keep only texts (and the ids the oracle answers for).
+    ds.labels = [["O"] * len(t) for t in ds.tokens] if ds.task == "ner" else [None] * len(ds)
+    return ds, hidden
+
+
+def _text_only(path: str, cfg: Config) -> Dataset:
+    """An unlabelled pool: one text per line (.txt) or a CSV / JSONL with the text column only."""
+    import csv
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"loop.pool = {path!r} does not exist; point it at a file of unlabelled texts")
+    if p.suffix == ".jsonl":
+        texts = [json.loads(line)[cfg.data.text_column] for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif p.suffix in (".csv", ".tsv"):
+        with p.open(newline="", encoding="utf-8") as fh:
+            texts = [r[cfg.data.text_column] for r in csv.DictReader(fh, delimiter="\t" if p.suffix == ".tsv" else ",")]
+    else:
+        texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [t for t in texts if t and t.strip()]
+    ids = [f"pool-{hashlib.sha1(t.encode()).hexdigest()[:12]}" for t in texts]
+    tokens = [t.split() for t in texts] if cfg.data.task == "ner" else None
+    return Dataset(task=cfg.data.task, ids=ids, labels=[None] * len(texts), texts=texts, tokens=tokens, source=str(p))
+
+
+def _oracle(cfg: Config, run_dir: Path, hidden: dict | None):
+    if cfg.loop.oracle == "column":
+        if hidden is None:
+            raise RunError("loop.oracle = 'column' needs loop.pool with a label column")
+        return ColumnOracle(hidden)
+    if cfg.loop.oracle == "queue":
+        return QueueOracle(run_dir)
+    return None
+
+
+# --------------------------------------------------------------------------- training a round
+
+
+def _train_round(rd: Path, cfg: Config, tree: dict, recipe: Recipe, splits: Splits, champion_dir: Path | None,
+                 quiet: bool) -> tuple[dict, int, object]:
+    """Train (or, for post-only plans, copy) the challenger into `rd`; returns its metrics, the
+    examples it processed, and its bundle."""
+    from .modeling import load_bundle, save_bundle
+    from .train import train
+
+    retrain = champion_dir is None or any(ACTIONS[p["action"]].retrains for p in recipe.changes if "action" in p
+                                          and p["action"] in ACTIONS) or not recipe.post
+    _save_train(rd / "train.jsonl", recipe.train)
+    run_tree = json.loads(json.dumps(tree))
+    if recipe.init_from:
+        run_tree["model"]["name"] = recipe.init_from  # transfer: this round only
+    run_cfg = validate_tree(run_tree)
+    if retrain:
+        res = train(run_cfg, rd, splits=Splits(recipe.train, splits.selection, None, splits.labels, []), quiet=quiet,
+                    existing=True)
+        bundle, metrics, seen = res.bundle, res.metrics, res.fit.examples_seen
+    else:  # calibrate / prune: work on the champion's trained model, no training
+        (rd / "config.toml").write_text(dump_toml(run_cfg), encoding="utf-8")
+        for name in ("dynamics.npz", "gradients.npz"):
+            if (champion_dir / name).is_file():
+                shutil.copy(champion_dir / name, rd / name)
+        bundle = load_bundle(champion_dir / "model")
+        metrics = json.loads((champion_dir / "metrics.json").read_text())
+        metrics = {k: metrics[k] for k in ("selection_metric", "best_epoch", "history") if k in metrics}
+        metrics["examples_trained"] = 0
+        seen = 0
+    if recipe.post:
+        post = _PostInputs(bundle, splits, cfg)
+        for step in recipe.post:
+            action = get_action(step["action"], **step["params"])
+            info = action.transform(bundle.model, post)
+            metrics.setdefault("post", {})[step["action"]] = info
+            if step["action"] == "calibrate":
+                _write_json(rd / "calibration.json", info)
+        save_bundle(bundle, rd / "model")
+        out = _evaluate(bundle, splits.selection, cfg)
+        metrics["selection"] = out.metrics
+        _write_json(rd / "metrics.json", metrics)
+    return metrics, seen + recipe.extra_examples, bundle
+
+
+class _PostInputs:
+    """What a post-training step reads: the selection split's logits and targets."""
+
+    def __init__(self, bundle, splits: Splits, cfg: Config):
+        self.bundle, self.splits, self.cfg = bundle, splits, cfg
+        self.labels = splits.labels
+        l2i = {n: i for i, n in enumerate(splits.labels)}
+        self.selection_targets = np.array([l2i[y] for y in splits.selection.labels]) if cfg.data.task == "classification" else None
+
+    def selection_logits(self, model):
+        from . import runtime
+        from .evaluate import forward_all
+        from .tasks import get_task
+
+        tmod = get_task(self.cfg.data.task)
+        l2i = {n: i for i, n in enumerate(self.labels)}
+        feats = tmod.encode(self.bundle.tokenizer, self.splits.selection, l2i, self.cfg.data.max_length)
+        pad = getattr(self.bundle.tokenizer, "pad_token_id", 0) or 0
+        logits, _, _ = forward_all(model, feats, pad, self.cfg.data.task, self.cfg.train.eval_batch_size,
+                                   runtime.resolve_precision(self.cfg.train.precision))
+        return np.stack(logits) if logits else np.zeros((0, len(self.labels)))
+
+
+def _evaluate(bundle, ds: Dataset, cfg: Config):
+    from . import runtime
+    from .evaluate import evaluate_features
+    from .tasks import get_task
+
+    tmod = get_task(cfg.data.task)
+    l2i = {n: i for i, n in enumerate(bundle.labels)}
+    feats = tmod.encode(bundle.tokenizer, ds, l2i, cfg.data.max_length)
+    pad = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
+    return evaluate_features(bundle.model, ds, feats, bundle.labels, pad, cfg.data.task, cfg.train.eval_batch_size,
+                             runtime.resolve_precision(cfg.train.precision), quiet=True)
+
+
+def _predictor(bundle, cfg: Config):
+    from . import runtime
+    from .evaluate import forward_all
+    from .tasks import get_task
+
+    tmod = get_task(cfg.data.task)
+    pad = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
+    cache: dict = {}
+
+    def predict(texts: list[str]):
+        key = tuple(texts)
+        if key not in cache:  # fix_labels and the label check ask for the same texts in one round
+            ds = Dataset(task=cfg.data.task, ids=[str(i) for i in range(len(texts))],
+                         labels=[["O"] * len(t.split()) for t in texts] if cfg.data.task == "ner" else [None] * len(texts),
+                         texts=list(texts), tokens=[t.split() for t in texts] if cfg.data.task == "ner" else None)
+            feats = tmod.encode(bundle.tokenizer, ds, None, cfg.data.max_length)
+            logits, _, _ = forward_all(bundle.model, feats, pad, cfg.data.task, cfg.train.eval_batch_size,
+                                       runtime.resolve_precision(cfg.train.precision))
+            cache.clear()
+            cache[key] = tmod.probs_from_logits(feats, logits)
+        return cache[key]
+
+    return predict
+
+
+# --------------------------------------------------------------------------- round 0
+
+
+def _baseline(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, quiet: bool) -> _State:
+    from .config import Config as _C  # noqa: F401 (keeps the import graph obvious)
+
+    t0 = time.time()
+    rd = _round_dir(run_dir, 0)
+    rd.mkdir(parents=True, exist_ok=True)
+    _say(quiet, "round 0: training the baseline")
+    tree = _base_tree(cfg)
+    recipe = Recipe(tree=tree, train=splits.train, pool=pool)
+    _write_json(rd / "plan.json", {"actions": [], "ranking": [], "addressed": [], "changes": []})
+    metrics, seen, _ = _train_round(rd, cfg, tree, recipe, splits, None, quiet)
+    _write_json(rd / "recipe.json", {"tree": tree})
+    value = metrics["selection"][cfg.selection_metric]
+    decision = {"round": 0, "promoted": True, "reason": "baseline: the first champion", "champion_round": 0,
+                "selection": value, "seconds": time.time() - t0, "examples_trained": seen, "labels_used": 0,
+                "actions": []}
+    _fault("0:before_decision")
+    _write_json(rd / "decision.json", decision)
+    _set_champion(run_dir, 0)
+    _record(run_dir, decision, cfg)
+    return _State([decision], 0, recipe, seen, 0, {})
+
+
+def _base_tree(cfg: Config) -> dict:
+    tree = cfg.model_dump()
+    return {k: tree[k] for k in ("data", "model", "train", "run")}
+
+
+# --------------------------------------------------------------------------- a round
+
+
+def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, oracle, quiet: bool) -> _State | None:
+    from .compare import compare, compare_ner
+    from .diagnose import run_diagnosis
+    from .modeling import load_bundle
+
+    t0 = time.time()
+    rd = _round_dir(run_dir, r)
+    if rd.exists():
+        shutil.rmtree(rd)
+    rd.mkdir(parents=True)
+    cdir = _round_dir(run_dir, state.champion)
+    champ = load_bundle(cdir / "model")
+    champ_out = _evaluate(champ, splits.selection, cfg)
+    predict = _predictor(champ, cfg)
+    embed = _embedder(cfg)
+
+    # Diagnose the champion on the data it was trained on.
+    ctx = _context(cfg, splits, state, cdir, champ_out, predict, embed, quiet)
+    diagnosis = run_diagnosis(rd, cfg.loop.checks or None, ctx=ctx, write=True, quiet=quiet)
+    _fault(f"{r}:after_diagnosis")
+
+    # Reflect + plan.
+    base = state.recipe.evolve()
+    if state.acquired:  # oracle answers bought in rejected rounds are still gold labels: keep them
+        missing = [i for i in state.acquired if i not in set(base.train.ids)]
+        if missing and base.pool is not None:
+            got = base.pool.subset([k for k, i in enumerate(base.pool.ids) if i in set(missing)])
+            got.labels = [state.acquired[i] for i in got.ids]
+            from .actions.base import concat, drop_ids
+
+            base = base.evolve(train=concat(base.train, got), pool=drop_ids(base.pool, set(got.ids)))
+    budget_left = None if cfg.loop.label_budget is None else cfg.loop.label_budget - state.labels_used
+    inputs = ActionInputs(task=cfg.data.task, labels=splits.labels, seed=cfg.train.seed + r,
+                          findings=diagnosis.findings, selection_metrics=champ_out.metrics,
+                          history=json.loads((cdir / "metrics.json").read_text()).get("history"), predict=predict,
+                          embed=embed, oracle=oracle, champion_model=cdir / "model", work_dir=rd,
+                          label_budget_left=budget_left, quiet=quiet)
+    plan, ranking, addressed = choose_plan(diagnosis.targets, inputs, base, cfg, run_dir, _rejected_since_promotion(
+        run_dir, state), r)
+    if not plan:
+        shutil.rmtree(rd)
+        return None
+    _say(quiet, f"round {r}: plan " + " + ".join(f"{a.name}" for a in plan) + f" (for {', '.join(addressed)})")
+    recipe = base
+    for action in plan:
+        recipe = action.apply(recipe, inputs)
+    steps = [{"action": a.name, "params": a.params(), "addresses": sorted(set(a.addresses) & set(addressed))}
+             for a in plan]
+    _write_json(rd / "plan.json", {"actions": steps, "ranking": ranking, "addressed": addressed,
+                                   "changes": recipe.changes})
+    _fault(f"{r}:after_plan")
+
+    # Train the challenger.
+    metrics, seen, bundle = _train_round(rd, cfg, recipe.tree, recipe, splits, cdir, quiet)
+    _fault(f"{r}:after_train")
+    chall_out = _evaluate(bundle, splits.selection, cfg)
+
+    # A/B test on the selection split.
+    mode = plan[0].mode
+    lc = cfg.loop
+    if cfg.data.task == "ner":
+        ca, ka = _ner_counts(champ_out.probs, splits.selection, splits.labels)
+        cb, kb = _ner_counts(chall_out.probs, splits.selection, splits.labels)
+        result = compare_ner(ca, cb, ka, kb, mode=mode, alpha=lc.alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
+                             seed=cfg.train.seed + r)
+    else:
+        l2i = {n: i for i, n in enumerate(splits.labels)}
+        y = np.array([l2i[v] for v in splits.selection.labels])
+        metric = cfg.selection_metric if cfg.selection_metric in ("accuracy", "macro_f1") else "macro_f1"
+        result = compare(y, np.asarray(champ_out.probs).argmax(1), np.asarray(chall_out.probs).argmax(1),
+                         labels=splits.labels, metric=metric, mode=mode, alpha=lc.alpha, margin=lc.margin,
+                         n_bootstrap=lc.n_bootstrap, seed=cfg.train.seed + r,
+                         allow_class_regressions=lc.allow_class_regressions)
+    _write_json(rd / "compare.json", result.to_json())
+
+    promoted = bool(result.promote)
+    if promoted:
+        _write_json(rd / "recipe.json", {"tree": recipe.tree})
+    elif (rd / "model").exists():
+        shutil.rmtree(rd / "model")  # a rejected challenger's weights are not kept
+    new_acquired = {}
+    for ch in recipe.changes:
+        if ch.get("action") == "active_learning":
+            idx = {i: k for k, i in enumerate(recipe.train.ids)}
+            new_acquired.update({i: recipe.train.labels[idx[i]] for i in ch.get("ids", []) if i in idx})
+    decision = {"round": r, "promoted": promoted, "reason": result.reason,
+                "champion_round": r if promoted else state.champion,
+                "selection": chall_out.metrics[cfg.selection_metric], "champion_selection": result.champion,
+                "seconds": time.time() - t0, "examples_trained": seen, "labels_used": recipe.labels_used,
+                "acquired": new_acquired, "actions": [a.name for a in plan], "addressed": addressed}
+    _fault(f"{r}:before_decision")
+    _write_json(rd / "decision.json", decision)
+    if promoted:
+        _set_champion(run_dir, r)
+    _record(run_dir, decision, cfg)
+    _say(quiet, f"round {r}: {result.reason}")
+    new_recipe = recipe.evolve(init_from=None, post=[], changes=[], labels_used=0, extra_examples=0) if promoted \
+        else state.recipe
+    return _State(state.decisions + [decision], r if promoted else state.champion, new_recipe,
+                  state.examples_trained + seen, state.labels_used + recipe.labels_used,
+                  {**state.acquired, **new_acquired})
+
+
+def _rejected_since_promotion(run_dir: Path, state: _State) -> set[str]:
+    """Plans rejected since the champion last changed: the same findings would propose them again."""
+    out = set()
+    for d in state.decisions[state.champion + 1:]:
+        plan = json.loads((_round_dir(run_dir, d["round"]) / "plan.json").read_text())
+        for a in plan["actions"]:
+            out.add(json.dumps([a["action"], a["params"]], sort_keys=True))
+    return out
+
+
+def _embedder(cfg: Config):
+    from .embed import embed_texts
+
+    encoder = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
+    if "adapted" in str(encoder) or (Path(str(encoder)) / "reflectlm.json").is_file():
+        encoder = "minilm" if cfg.model.kind != "transformer" else encoder
+    return lambda texts: embed_texts(list(texts), model=encoder, quiet=True)
+
+
+def _context(cfg: Config, splits: Splits, state: _State, cdir: Path, champ_out, predict, embed, quiet: bool):
+    from .diagnose import DIAGNOSTICS
+    from .diagnose.base import Context
+
+    ctx = Context(task=cfg.data.task, labels=splits.labels, train=state.recipe.train, selection=splits.selection,
+                  selection_probs=champ_out.probs, selection_metrics=champ_out.metrics, seed=cfg.train.seed,
+                  train_config=state.recipe.tree["train"], predict_texts=predict, embed_texts=embed)
+    metrics = json.loads((cdir / "metrics.json").read_text())
+    ctx.history = metrics.get("history")
+    for name, attr in (("dynamics.npz", "dynamics"), ("gradients.npz", "gradients")):
+        if (cdir / name).is_file():
+            with np.load(cdir / name) as z:
+                setattr(ctx, attr, {k: z[k] for k in z.files})
+    checks = cfg.loop.checks or list(DIAGNOSTICS)
+    needs = {n for c in checks for n in DIAGNOSTICS[c]().needs}
+    if needs & {"oof_probs", "cv"}:
+        from .diagnose.crossval import out_of_fold
+
+        model = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
+        ctx.oof_probs, ctx.cv = out_of_fold(state.recipe.train, splits.labels, cfg.data.task, mode=cfg.loop.cv, folds=5,
+                                            seed=cfg.train.seed, model=model, train_cfg=cfg.train, model_cfg=cfg.model,
+                                            quiet=quiet)
+    return ctx
+
+
+def _ner_counts(probs, ds: Dataset, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sentence: entity (tp, fp, fn) under strict span matching, and whether it is all right."""
+    from .tasks.ner import decode, spans
+
+    counts = np.zeros((len(ds), 3), dtype=np.int64)
+    right = np.zeros(len(ds), dtype=bool)
+    for k, (p, gold) in enumerate(zip(probs, ds.labels)):
+        g, q = set(spans(list(gold))), set(spans(decode(p, labels)))
+        counts[k] = (len(g & q), len(q - g), len(g - q))
+        right[k] = g == q
+    return counts, right
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
+                rejected: set[str], r: int) -> tuple[list, list[dict], list[str]]:
+    """Rank candidate actions by a Thompson draw from their value posterior (prior: the rules'
+    expected gain; data: the gains measured in this workspace), then take the best applicable one
+    and up to max_actions - 1 compatible others judged the same way.
+
+    Returns (actions, the ranking with its numbers, the finding kinds the plan addresses)."""
+    lc = cfg.loop
+    allowed = set(lc.actions or ACTIONS) - set(lc.exclude_actions)
+    unknown = sorted((set(lc.actions) | set(lc.exclude_actions)) - set(ACTIONS))
+    if unknown:
+        raise ValueError(f"loop.actions / loop.exclude_actions name unknown actions {unknown}; valid: {', '.join(ACTIONS)}")
+    prior: dict[str, float] = {}
+    kinds: dict[str, list[str]] = {}
+    for t in targets:
+        for j, a in enumerate(t.actions):
+            if a not in allowed:
+                continue
+            g = t.expected_gain * 0.8**j  # the rule lists actions most promising first
+            prior[a] = max(prior.get(a, 0.0), g)
+            kinds.setdefault(a, []).append(t.finding_kind)
+    if "prune" in lc.actions and "prune" not in prior:  # compression is asked for, not diagnosed
+        prior["prune"], kinds["prune"] = 0.001, ["model_size"]
+    learned = store.gains(run_dir.parent, cfg.data.task)
+    rng = np.random.default_rng([cfg.train.seed, r])
+    ranking = []
+    for a in sorted(prior):
+        obs = [g for k in kinds[a] for g, _ in learned.get((k, a), [])]
+        mean, sd = store.posterior(prior[a], obs)
+        draw = float(rng.normal(mean, sd)) if lc.exploration == "thompson" else mean
+        ranking.append({"action": a, "finding_kinds": kinds[a], "prior": round(prior[a], 5), "observed": len(obs),
+                        "observed_mean": float(np.mean(obs)) if obs else None, "posterior_mean": round(mean, 5),
+                        "posterior_sd": round(sd, 5), "score": round(draw, 5)})
+    ranking.sort(key=lambda x: (-x["score"], x["action"]))
+    plan: list = []
+    for row in ranking:
+        action = ACTIONS[row["action"]].propose(inputs, recipe)
+        if action is None:
+            row["skipped"] = "does not apply here"
+            continue
+        if json.dumps([action.name, action.params()], sort_keys=True) in rejected:
+            row["skipped"] = "the same plan was rejected since the champion last changed"
+            continue
+        if plan:
+            lead = plan[0]
+            if (action.mode != lead.mode or action.retrains != lead.retrains or len(plan) >= lc.max_actions
+                    or any({action.name, p.name} in CONFLICTS for p in plan) or row["score"] < 0.5 * ranking[0]["score"]):
+                continue
+        plan.append(action)
+        row["chosen"] = True
+    addressed = sorted({k for a in plan for k in kinds.get(a.name, [])})
+    return plan, ranking, addressed
+
+
+# --------------------------------------------------------------------------- stopping and the end
+
+
+def _should_stop(state: _State, cfg: Config) -> str | None:
+    lc = cfg.loop
+    done = len(state.decisions) - 1
+    champ = state.decisions[state.champion]
+    value = champ["selection"]
+    if lc.target is not None and value >= lc.target:
+        return f"target reached: {cfg.selection_metric} {value:.4f} >= {lc.target}"
+    if done >= lc.rounds:
+        return f"round budget spent ({lc.rounds} rounds)"
+    streak = 0
+    for d in reversed(state.decisions[1:]):
+        if d["promoted"]:
+            break
+        streak += 1
+    if streak >= lc.patience:
+        return f"no promotion in the last {streak} rounds (patience {lc.patience})"
+    spent = sum(d["seconds"] for d in state.decisions)
+    if lc.time_budget_s is not None and spent >= lc.time_budget_s:
+        return f"time budget spent ({spent:.0f} s of {lc.time_budget_s:.0f} s)"
+    if lc.examples_budget is not None:
+        # A round costs about what the champion's training cost; do not start one that cannot finish.
+        next_cost = champ["examples_trained"] or state.decisions[0]["examples_trained"]
+        if state.examples_trained + next_cost > lc.examples_budget:
+            return (f"compute budget spent ({state.examples_trained} of {lc.examples_budget} training examples; "
+                    f"a round needs about {next_cost})")
+    if lc.label_budget is not None and lc.oracle != "none" and state.labels_used >= lc.label_budget:
+        return f"label budget spent ({state.labels_used} of {lc.label_budget})"
+    return None
+
+
+def _finish(run_dir: Path, cfg: Config, splits: Splits, sealed: _Sealed, state: _State, reason: str,
+            session_start: float) -> dict:
+    """Evaluate the champion (and round 0) on the test split - the first time it is read."""
+    from .modeling import load_bundle
+
+    test = sealed.open()
+    champ_dir = _round_dir(run_dir, state.champion)
+    out = {"selection_metric": cfg.selection_metric, "champion_round": state.champion, "stop_reason": reason,
+           "examples_trained": state.examples_trained, "labels_used": state.labels_used,
+           "selection": state.decisions[state.champion]["selection"],
+           "round0_selection": state.decisions[0]["selection"]}
+    if test is not None:
+        out["test"] = _evaluate(load_bundle(champ_dir / "model"), test, cfg).metrics
+        out["round0_test"] = (out["test"] if state.champion == 0 else
+                              _evaluate(load_bundle(_round_dir(run_dir, 0) / "model"), test, cfg).metrics)
+    rows = []
+    for d in state.decisions:
+        c = _round_dir(run_dir, d["round"]) / "compare.json"
+        cmp = json.loads(c.read_text()) if c.is_file() else {}
+        rows.append({"round": d["round"], "actions": d.get("actions", []), "addressed": d.get("addressed", []),
+                     "selection": d["selection"], "promoted": d["promoted"], "difference": cmp.get("difference"),
+                     "ci_low": cmp.get("ci_low"), "ci_high": cmp.get("ci_high"),
+                     "p_mcnemar": (cmp.get("mcnemar") or {}).get("p_value"), "reason": d["reason"],
+                     "examples_trained": d["examples_trained"], "seconds": d["seconds"]})
+    out["rounds"] = rows
+    out["action_values"] = [v.to_json() for v in store.action_values(run_dir.parent, cfg.data.task)]
+    info = json.loads((run_dir / "run.json").read_text())
+    out["wall_seconds"] = info.get("wall_seconds", 0.0) + (time.time() - session_start)
+    _write_json(run_dir / "summary.json", out)
+    info.update(status="finished", stop_reason=reason, champion_round=state.champion, wall_seconds=out["wall_seconds"])
+    _write_json(run_dir / "run.json", info)
+    return out
+
+
+def _after_round(run_dir: Path, cfg: Config, quiet: bool, final: bool = False) -> None:
+    """Regenerate the report (and log to MLflow at the end); a reporting failure never stops the loop."""
+    if not cfg.loop.report and cfg.loop.tracking == "none":
+        return
+    try:
+        from . import report
+    except ImportError:
+        return
+    try:
+        if cfg.loop.report:
+            report.write_report(run_dir)
+        if final and cfg.loop.report:
+            report.write_tensorboard(run_dir)
+        if final and cfg.loop.tracking == "mlflow":
+            report.log_mlflow(run_dir)
+    except Exception as e:  # noqa: BLE001 - the loop's record is what matters; say what failed
+        print(f"warning: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+
+class _CallableModule(type(sys)):
+    # `reflectlm.loop(cfg)` calls improve(), like reflectlm.train / reflectlm.diagnose.
+    def __call__(self, *args, **kwargs):
+        return improve(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plan", "improve"]
