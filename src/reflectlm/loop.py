@@ -518,6 +518,23 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
     _write_json(rd / "plan.json", {"actions": steps, "ranking": ranking, "addressed": addressed,
                                    "changes": recipe.changes})
     _fault(f"{r}:after_plan")
+    if _unchanged(base, recipe):
+        # e.g. active learning with a person as the oracle who has not answered yet: training the
+        # same recipe again would only spend compute. The round is recorded as a no-op.
+        what = "; ".join(f"{c['action']}: {c.get('skipped') or 'no change'}" for c in recipe.changes)
+        queued = (rd.parent.parent / "label_queue.csv").is_file()
+        reason = "the plan changed nothing (" + what + ")" + (
+            "; examples wait in label_queue.csv for `reflectlm label import`" if queued else "") + "; not trained"
+        decision = {"round": r, "promoted": False, "reason": reason, "champion_round": state.champion,
+                    "selection": champ_out.metrics[cfg.selection_metric], "champion_selection":
+                    champ_out.metrics[cfg.selection_metric], "seconds": time.time() - t0, "examples_trained": 0,
+                    "labels_used": 0, "acquired": {}, "actions": [a.name for a in plan], "addressed": addressed,
+                    "no_op": True}
+        _write_json(rd / "decision.json", decision)
+        _record(run_dir, decision, cfg)
+        _say(quiet, f"round {r}: {reason}")
+        return _State(state.decisions + [decision], state.champion, state.recipe, state.examples_trained,
+                      state.labels_used, state.acquired)
 
     # Train the challenger.
     metrics, seen, bundle = _train_round(rd, cfg, recipe.tree, recipe, splits, cdir, quiet)
@@ -568,6 +585,13 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
     return _State(state.decisions + [decision], r if promoted else state.champion, new_recipe,
                   state.examples_trained + seen, state.labels_used + recipe.labels_used,
                   {**state.acquired, **new_acquired})
+
+
+def _unchanged(a: Recipe, b: Recipe) -> bool:
+    same_w = (a.train.weights is None and b.train.weights is None) or (
+        a.train.weights is not None and b.train.weights is not None and np.array_equal(a.train.weights, b.train.weights))
+    return (a.tree == b.tree and a.train.ids == b.train.ids and a.train.labels == b.train.labels and same_w
+            and not b.post and b.init_from == a.init_from)
 
 
 def _rejected_since_promotion(run_dir: Path, state: _State) -> set[str]:
@@ -653,6 +677,10 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
             kinds.setdefault(a, []).append(t.finding_kind)
     if "prune" in lc.actions and "prune" not in prior:  # compression is asked for, not diagnosed
         prior["prune"], kinds["prune"] = 0.001, ["model_size"]
+    if inputs.oracle is not None and "active_learning" in allowed and "active_learning" not in prior:
+        # Someone pays for labels (an oracle is configured): asking is worth a round even when no
+        # finding points at a class.
+        prior["active_learning"], kinds["active_learning"] = 0.001, ["unlabelled_pool"]
     learned = store.gains(run_dir.parent, cfg.data.task)
     rng = np.random.default_rng([cfg.train.seed, r])
     ranking = []
@@ -670,7 +698,9 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         if action is None:
             row["skipped"] = "does not apply here"
             continue
-        if json.dumps([action.name, action.params()], sort_keys=True) in rejected:
+        fresh = action.name == "active_learning" and inputs.oracle is not None and recipe.pool is not None and bool(
+            set(inputs.oracle.answered()) & set(recipe.pool.ids))  # a person answered since: not the same plan
+        if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
             row["skipped"] = "the same plan was rejected since the champion last changed"
             continue
         if plan:

@@ -239,14 +239,15 @@ class FGM:
                 yield
                 return
             with torch.no_grad():
+                backup = self.weight.detach().clone()  # restore exactly (w + r - r is not w in floats)
                 norm = torch.linalg.vector_norm(g)
-                r = self.epsilon * g / norm if norm > 0 and torch.isfinite(norm) else torch.zeros_like(g)
-                self.weight.add_(r)
+                if norm > 0 and torch.isfinite(norm):
+                    self.weight.add_(self.epsilon * g / norm)
             try:
                 yield
             finally:
                 with torch.no_grad():
-                    self.weight.sub_(r)
+                    self.weight.copy_(backup)
 
         return ctx()
 

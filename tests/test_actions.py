@@ -1,0 +1,409 @@
+"""The ACTIONS contract (every entry) and one test per action on a case it should help."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import WORDS, make_cls_rows
+from reflectlm.actions import ACTIONS, NON_INFERIORITY, SUPERIORITY, ActionInputs, Recipe, from_plan, get_action
+from reflectlm.actions.oracle import ColumnOracle
+from reflectlm.data import Dataset
+from reflectlm.diagnose.base import Finding
+
+LABELS = ["neg", "neu", "pos"]
+
+
+def cls_dataset(n: int = 60, prefix: str = "e", seed: int = 0, classes=LABELS) -> Dataset:
+    rows = [r for r in make_cls_rows(n, seed) if r[1] in classes] if classes != LABELS else make_cls_rows(n, seed)
+    return Dataset(task="classification", ids=[f"{prefix}{i}" for i in range(len(rows))],
+                   labels=[y for _, y in rows], texts=[t for t, _ in rows], tokens=None)
+
+
+def truth_probs(texts: list[str], labels=LABELS) -> np.ndarray:
+    """A sure, right 'champion': the class whose cue words the text holds."""
+    out = np.full((len(texts), len(labels)), 0.02)
+    for i, t in enumerate(texts):
+        words = set(t.split())
+        k = next((j for j, c in enumerate(labels) if words & set(WORDS[c])), 0)
+        out[i, k] = 0.96
+    return out / out.sum(1, keepdims=True)
+
+
+def findings_for(train: Dataset, flipped: dict[str, str]) -> list[Finding]:
+    """The findings a diagnosis of a run on `train` with `flipped` ids (id -> true label) gives."""
+    sugg = {i: [y, 0.9, 0.05] for i, y in flipped.items()}
+    return [
+        Finding("label_issues", "label_issues", 0.8, "suspects", {"flagged": list(flipped), "suggested": sugg},
+                scores={i: (0.9 if i in flipped else 0.1) for i in train.ids}, split="train"),
+        Finding("dynamics", "hard_to_learn", 0.5, "hard", {"count": len(flipped)}, scores={i: 0.8 for i in flipped},
+                split="train"),
+        Finding("performance", "high_error_class", 0.6, "neu is bad", {"class": "neu"}),
+        Finding("robustness", "noise_sensitivity", 0.5, "typos hurt", {"worst": "typos"}),
+        Finding("fit", "overfitting", 0.4, "over", {}),
+        Finding("descent", "lr_too_high", 0.7, "too high", {}),
+        Finding("gradients", "vanishing_updates", 0.5, "tiny", {}),
+        Finding("calibration", "miscalibration", 0.4, "over-confident", {}),
+        Finding("fit", "underfitting", 0.4, "under", {}),
+    ]
+
+
+@pytest.fixture
+def case(tmp_path, tiny_bert_dir):
+    """A noisy training set (every 6th label wrong), a pool with hidden labels, a sure champion."""
+    clean = cls_dataset(60)
+    flipped = {}
+    noisy = list(clean.labels)
+    for k in range(0, 60, 6):
+        flipped[clean.ids[k]] = clean.labels[k]
+        noisy[k] = LABELS[(LABELS.index(clean.labels[k]) + 1) % 3]
+    train = Dataset(task="classification", ids=clean.ids, labels=noisy, texts=clean.texts, tokens=None)
+    pool = cls_dataset(90, prefix="p", seed=5)
+    hidden = dict(zip(pool.ids, pool.labels))
+    pool.labels = [None] * len(pool)
+    tree = {"data": {"task": "classification", "train": "x.csv"}, "model": {"name": str(tiny_bert_dir)},
+            "train": {"epochs": 4, "lr": 1e-4, "head_lr": 2e-3, "weight_decay": 0.01, "freeze": "head_only",
+                      "layerwise_lr_decay": 1.0, "warmup_ratio": 0.06}}
+    history = [{"epoch": e, "selection_macro_f1": v, "selection_loss": 1.0} for e, v in enumerate([0.5, 0.7, 0.6, 0.55], 1)]
+    inputs = ActionInputs(task="classification", labels=LABELS, seed=3, findings=findings_for(train, flipped),
+                          selection_metrics={"per_class": {"neg": {"f1": 0.9}, "neu": {"f1": 0.4}, "pos": {"f1": 0.8}}},
+                          history=history, predict=lambda texts: truth_probs(texts),
+                          embed=lambda texts: np.eye(8)[[hash(t) % 8 for t in texts]].astype(np.float32),
+                          oracle=ColumnOracle(hidden), champion_model=tmp_path / "champ", work_dir=tmp_path)
+    return Recipe(tree=tree, train=train, pool=pool), inputs, flipped, hidden
+
+
+def _proposed(name, recipe, inputs):
+    a = ACTIONS[name].propose(inputs, recipe)
+    return a if a is not None else ACTIONS[name]()
+
+
+def _cheap(action):
+    # The contract runs every action; MLM pre-training runs two steps here (its own test runs more).
+    if action.name == "domain_pretraining":
+        return get_action("domain_pretraining", **{**action.params(), "steps": 2, "batch_size": 4})
+    return action
+
+
+def _snapshot(r: Recipe) -> str:
+    return json.dumps({"tree": r.tree, "ids": r.train.ids, "labels": r.train.labels, "texts": r.train.texts,
+                       "weights": None if r.train.weights is None else r.train.weights.tolist(),
+                       "pool": None if r.pool is None else r.pool.ids, "post": r.post, "init": r.init_from,
+                       "changes": r.changes, "labels_used": r.labels_used}, sort_keys=True, default=str)
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+@pytest.mark.parametrize("name", list(ACTIONS))
+def test_contract(name, case, tmp_path):
+    recipe, inputs, _, _ = case
+    cls = ACTIONS[name]
+    assert cls.name == name and cls.mode in (SUPERIORITY, NON_INFERIORITY) and isinstance(cls.retrains, bool)
+    assert cls.addresses and all(isinstance(k, str) for k in cls.addresses)
+    action = _cheap(_proposed(name, recipe, inputs))
+    # params are JSON and rebuild the same action (plan.json replays a round)
+    params = json.loads(json.dumps(action.params()))
+    assert from_plan([{"action": name, "params": params}])[0] == action
+    # deterministic, and never changes the recipe it was given
+    before = _snapshot(recipe)
+    a = action.apply(recipe, inputs)
+    (tmp_path / "adapted").exists() and __import__("shutil").rmtree(tmp_path / "adapted")
+    b = action.apply(recipe, inputs)
+    assert _snapshot(recipe) == before
+    assert _snapshot(a) == _snapshot(b)
+    assert a.changes and a.changes[-1]["action"] == name  # every action says what it did
+    json.dumps(a.changes)
+    # copes with an empty pool and one-class data
+    one = cls_dataset(30, classes=["pos"])
+    empty_pool = Dataset(task="classification", ids=[], labels=[], texts=[], tokens=None)
+    small = Recipe(tree=recipe.tree, train=one, pool=empty_pool)
+    one_inputs = ActionInputs(task="classification", labels=["pos"], seed=1, findings=[],
+                              selection_metrics={"per_class": {"pos": {"f1": 1.0}}}, history=inputs.history,
+                              predict=lambda texts: np.ones((len(texts), 1)), embed=inputs.embed, oracle=inputs.oracle,
+                              champion_model=inputs.champion_model, work_dir=tmp_path / "one")
+    (tmp_path / "one").mkdir(exist_ok=True)
+    out = action.apply(small, one_inputs)
+    assert set(out.train.labels) <= {"pos"} and len(out.train) >= len(one) * (1 - action.params().get("max_fraction", 0))
+
+
+def test_unknown_action_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown action 'fix_label'; valid actions: reweight_classes"):
+        get_action("fix_label")
+    with pytest.raises(ValueError, match="its parameters are"):
+        get_action("tune_lr", factr=2)
+
+
+def test_every_rule_action_exists():
+    from reflectlm.reflect import ACTION_NAMES, RULES
+
+    assert set(ACTION_NAMES) == set(ACTIONS)
+    for kind, rule in RULES.items():
+        for a in rule.actions:
+            assert kind in ACTIONS[a].addresses or a in ("calibrate",), (kind, a)
+
+
+# --------------------------------------------------------------------------- one case each
+
+
+def test_fix_labels_restores_flipped_labels_and_records_the_original(case):
+    recipe, inputs, flipped, _ = case
+    out = get_action("fix_labels").apply(recipe, inputs)
+    new = dict(zip(out.train.ids, out.train.labels))
+    assert all(new[i] == y for i, y in flipped.items())  # every wrong label put right
+    rel = out.changes[-1]["relabels"]
+    assert {r["id"] for r in rel} == set(flipped)
+    assert all(r["given"] != r["new"] for r in rel)  # the original label stays in the record
+    # cautious: a suggestion the evidence does not back strongly is left alone
+    weak = ActionInputs(**{**inputs.__dict__, "findings": [Finding(
+        "label_issues", "label_issues", 0.5, "", {"flagged": list(flipped),
+                                                  "suggested": {i: [y, 0.4, 0.3] for i, y in flipped.items()}})]})
+    assert get_action("fix_labels", use_hard_to_learn=False).apply(recipe, weak).changes[-1]["relabelled"] == 0
+
+
+def test_drop_suspects_removes_the_flagged_examples_only(case):
+    recipe, inputs, flipped, _ = case
+    out = get_action("drop_suspects").apply(recipe, inputs)
+    assert set(recipe.train.ids) - set(out.train.ids) == set(flipped)
+    # after fix_labels in the same plan, the relabelled ones are kept
+    fixed = get_action("fix_labels").apply(recipe, inputs)
+    assert len(get_action("drop_suspects").apply(fixed, inputs).train) == len(recipe.train)
+
+
+def test_reweight_classes_weights_the_worst_class_most(case):
+    recipe, inputs, _, _ = case
+    out = get_action("reweight_classes").apply(recipe, inputs)
+    w = out.tree["train"]["class_weights"]
+    assert w[LABELS.index("neu")] == max(w) and np.mean(w) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_reweight_classes_raises_minority_recall(tmp_path, tiny_config):
+    """Imbalanced data (5% of one class): the minority class's selection recall goes up."""
+    from reflectlm.data import load_splits
+    from reflectlm.train import train
+
+    rows = make_cls_rows(600)
+    rows = [r for k, r in enumerate(rows) if r[1] != "neg" or k % 20 == 0]
+    path = tmp_path / "imb.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    cfg = tiny_config(path, epochs=2, lr=3e-3)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    base = train(cfg, tmp_path / "a", splits=splits).metrics["selection"]["per_class"]["neg"]["recall"]
+    recipe = Recipe(tree=cfg.model_dump(), train=splits.train)
+    inputs = ActionInputs(task="classification", labels=splits.labels)
+    weighted = get_action("reweight_classes", basis="frequency", power=1.0, max_weight=10).apply(recipe, inputs)
+    from reflectlm.config import validate_tree
+
+    rec = train(validate_tree(weighted.tree), tmp_path / "b", splits=splits).metrics["selection"]["per_class"]["neg"]
+    assert rec["recall"] > base
+
+
+def test_active_learning_asks_for_the_least_certain_and_adds_true_labels(case):
+    recipe, inputs, _, hidden = case
+    # the champion is unsure exactly about the pool examples whose id ends in 7
+    sure = inputs.predict
+
+    def predict(texts):
+        p = sure(texts)
+        for k, t in enumerate(texts):
+            if t.endswith("7"):
+                p[k] = [0.34, 0.33, 0.33]
+        return p
+
+    inputs.predict = predict
+    action = get_action("active_learning", size=5, diversity=False)
+    out = action.apply(recipe, inputs)
+    added = [i for i in out.train.ids if i.startswith("p")]
+    assert len(added) == 5 and all(recipe.pool.texts[recipe.pool.ids.index(i)].endswith("7") for i in added)
+    got = dict(zip(out.train.ids, out.train.labels))
+    assert all(got[i] == hidden[i] for i in added)  # the oracle's labels, not the model's guesses
+    assert out.labels_used == 5 and not set(added) & set(out.pool.ids)
+
+
+def test_active_learning_strategies_and_diversity():
+    from reflectlm.actions.active_learning import uncertainty
+
+    p = np.array([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.4, 0.3, 0.3]])
+    assert np.argmax(uncertainty(p, "margin")) == 0
+    assert np.argmax(uncertainty(p, "entropy")) == 2
+    assert np.argmax(uncertainty(p, "least_confidence")) == 2
+    with pytest.raises(ValueError, match="use margin, entropy or least_confidence"):
+        uncertainty(p, "random")
+
+
+def test_active_learning_diversity_spreads_the_batch(case):
+    recipe, inputs, _, _ = case
+    inputs.predict = lambda texts: np.tile([0.34, 0.33, 0.33], (len(texts), 1))  # all equally unsure
+    # two tight clusters of embeddings: a diverse batch of 2 takes one from each
+    inputs.embed = lambda texts: np.array([[1.0, 0.0] if "great" in t or "good" in t else [0.0, 1.0] for t in texts])
+    idx = get_action("active_learning", size=2, diversity=True).select(recipe.pool, inputs)
+    kinds = {("great" in recipe.pool.texts[i] or "good" in recipe.pool.texts[i]) for i in idx}
+    assert len(idx) == 2 and kinds == {True, False}
+
+
+def test_self_training_adds_confident_pseudo_labels_with_lower_weight(case):
+    recipe, inputs, _, hidden = case
+    out = get_action("self_training", threshold=0.9, cap=30, weight=0.5).apply(recipe, inputs)
+    new = [k for k, i in enumerate(out.train.ids) if i.startswith("p")]
+    assert len(new) == 30
+    assert np.allclose(out.train.weights[new], 0.5) and np.allclose(out.train.weights[:60], 1.0)
+    right = np.mean([out.train.labels[k] == hidden[out.train.ids[k]] for k in new])
+    assert right >= 0.9  # a sure champion's pseudo-labels are mostly right
+    counts = {y: sum(out.train.labels[k] == y for k in new) for y in LABELS}
+    assert max(counts.values()) - min(counts.values()) <= 1  # the cap is shared across classes
+
+
+def test_augment_noise_adds_noisy_copies_with_the_same_labels(case):
+    recipe, inputs, _, _ = case
+    out = get_action("augment_noise", fraction=1.0, rate=1.0, kinds=("typos",)).apply(recipe, inputs)
+    copies = [k for k, i in enumerate(out.train.ids) if i.endswith("~noise")]
+    assert len(copies) == len(recipe.train)
+    changed = sum(out.train.texts[k] != recipe.train.texts[k - len(recipe.train)] for k in copies)
+    assert changed >= 0.9 * len(copies)
+    assert [out.train.labels[k] for k in copies] == recipe.train.labels
+    # NER: tags still line up with the words
+    ner = Dataset(task="ner", ids=["s"], labels=[["B-per", "O"]], texts=["John runs"], tokens=[["John", "runs"]])
+    o = get_action("augment_noise", fraction=1.0, rate=1.0).apply(Recipe(tree={}, train=ner),
+                                                                  ActionInputs(task="ner", labels=["O", "B-per", "I-per"]))
+    assert [len(t) for t in o.train.tokens] == [2, 2] and o.train.labels[1] == ["B-per", "O"]
+
+
+def test_config_actions_move_the_right_knobs(case):
+    recipe, inputs, _, _ = case
+    t = get_action("tune_lr", factor=0.5, warmup_ratio=0.1).apply(recipe, inputs).tree["train"]
+    assert t["lr"] == pytest.approx(5e-5) and t["head_lr"] == pytest.approx(1e-3) and t["warmup_ratio"] == 0.1
+    assert ACTIONS["tune_lr"].propose(inputs, recipe).factor == 0.5  # lr_too_high outranks slowness
+    assert get_action("unfreeze", freeze="last_n", unfreeze_last_n=2).apply(recipe, inputs).tree["train"]["freeze"] == "last_n"
+    assert ACTIONS["unfreeze"].propose(inputs, recipe.set("train.freeze", "none")) is None  # nothing frozen
+    assert get_action("layerwise_lr", decay=0.8).apply(recipe, inputs).tree["train"]["layerwise_lr_decay"] == 0.8
+    r = get_action("regularize").apply(recipe, inputs).tree
+    assert r["train"]["weight_decay"] == 0.05 and r["train"]["label_smoothing"] == 0.1 and r["model"]["dropout"] == 0.15
+    # the champion peaked at epoch 2 of 4: early_stop proposes 2 epochs, more_epochs declines
+    assert ACTIONS["early_stop"].propose(inputs, recipe).epochs == 2
+    assert ACTIONS["more_epochs"].propose(inputs, recipe) is None
+    assert get_action("more_epochs").apply(recipe, inputs).tree["train"]["epochs"] == 6
+    assert get_action("adversarial_training", epsilon=0.5).apply(recipe, inputs).tree["train"]["adversarial_epsilon"] == 0.5
+    tr = get_action("transfer", epochs=2).apply(recipe, inputs)
+    assert tr.init_from == str(inputs.champion_model) and tr.tree["train"]["epochs"] == 2
+    assert tr.tree["train"]["lr"] == pytest.approx(5e-5)
+
+
+def test_tune_lr_rescues_a_diverging_run(tmp_path, tiny_config, cls_csv):
+    """lr = 1.0 diverges (lr_too_high / divergence); the action's lower rate trains."""
+    from reflectlm.config import validate_tree
+    from reflectlm.data import load_splits
+    from reflectlm.train import train
+
+    cfg = tiny_config(cls_csv, lr=1.0, epochs=2)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    bad = train(cfg, tmp_path / "a", splits=splits).metrics["selection"]["macro_f1"]
+    inputs = ActionInputs(task="classification", labels=splits.labels,
+                          findings=[Finding("descent", "divergence", 1.0, "diverges", {})])
+    action = ACTIONS["tune_lr"].propose(inputs, Recipe(cfg.model_dump(), splits.train))
+    tree = Recipe(cfg.model_dump(), splits.train)
+    for _ in range(3):  # three rounds of the same finding: 1.0 -> 0.027
+        tree = action.apply(tree, inputs)
+    good = train(validate_tree(tree.tree), tmp_path / "b", splits=splits).metrics["selection"]["macro_f1"]
+    assert action.factor == 0.3 and good > bad + 0.2
+
+
+def test_adversarial_training_trains_and_restores_the_embeddings(tmp_path, tiny_config, cls_csv):
+    import torch
+
+    from reflectlm.modeling import build
+    from reflectlm.train import FGM
+
+    cfg = tiny_config(cls_csv)
+    bundle = build(cfg.model, "classification", LABELS)
+    fgm = FGM(bundle.model, 1.0)
+    w0 = fgm.weight.detach().clone()
+    fgm.weight.grad = torch.randn_like(fgm.weight)
+    with fgm.perturbed():
+        moved = (fgm.weight - w0).norm().item()
+    assert moved == pytest.approx(1.0, rel=1e-3)
+    assert torch.equal(fgm.weight.detach(), w0)  # restored exactly
+    from reflectlm.train import train
+
+    res = train(tiny_config(cls_csv, adversarial_epsilon=0.5, epochs=3), tmp_path / "r")
+    # it learns (three balanced classes: chance is 0.33) with the perturbed second pass in every step
+    assert res.metrics["selection"]["macro_f1"] > 0.5 and np.isfinite(res.metrics["history"][-1]["train_loss"])
+
+
+def test_calibrate_lowers_ece_and_keeps_predictions(tiny_config, cls_csv, tmp_path):
+    import torch
+
+    from reflectlm.actions.calibrate import reliability
+    from reflectlm.data import load_splits
+    from reflectlm.loop import _PostInputs
+    from reflectlm.train import train
+
+    cfg = tiny_config(cls_csv, epochs=4, lr=3e-2)  # a high rate: over-confident
+    splits = load_splits(cfg.data, cfg.train.seed)
+    bundle = train(cfg, tmp_path / "r", splits=splits).bundle
+    post = _PostInputs(bundle, splits, cfg)
+    before = post.selection_logits(bundle.model)
+    info = get_action("calibrate").transform(bundle.model, post)
+    after = post.selection_logits(bundle.model)
+    assert (before.argmax(1) == after.argmax(1)).all()
+    assert np.allclose(after, before / info["temperature"], atol=1e-3)
+    assert info["ece_after"] <= info["ece_before"] + 1e-9
+    sm = torch.softmax(torch.tensor(after), 1).numpy()
+    assert reliability(sm, post.selection_targets)[0] == pytest.approx(info["ece_after"], abs=1e-4)
+
+
+def test_prune_zeroes_the_asked_share_and_keeps_predictions_close(tiny_config, cls_csv, tmp_path):
+    import torch
+
+    from reflectlm.data import load_splits
+    from reflectlm.loop import _PostInputs
+    from reflectlm.train import train
+
+    cfg = tiny_config(cls_csv, epochs=3)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    bundle = train(cfg, tmp_path / "r", splits=splits).bundle
+    post = _PostInputs(bundle, splits, cfg)
+    before = post.selection_logits(bundle.model).argmax(1)
+    info = get_action("prune", method="magnitude", amount=0.2).transform(bundle.model, post)
+    assert info["sparsity"] == pytest.approx(0.2, abs=0.01)
+    agree = (post.selection_logits(bundle.model).argmax(1) == before).mean()
+    assert agree >= 0.9
+    heads = get_action("prune", method="heads", amount=0.5).transform(bundle.model, post)
+    assert heads["removed"] == 2  # 1 of 2 heads in each of 2 layers
+    q = bundle.model.base_model.encoder.layer[0].attention.self.query.weight
+    assert (q.abs().sum(1) == 0).sum().item() == 16  # one head's 16 rows are zero
+    assert not torch.isnan(torch.tensor(post.selection_logits(bundle.model))).any()
+
+
+def test_transfer_starts_from_the_champion(tiny_config, cls_csv, tmp_path):
+    """From the champion's weights the first epoch is already good; from scratch it is not."""
+    from reflectlm.config import validate_tree
+    from reflectlm.data import load_splits
+    from reflectlm.train import train
+
+    cfg = tiny_config(cls_csv, epochs=3)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    champ = train(cfg, tmp_path / "champ", splits=splits)
+    inputs = ActionInputs(task="classification", labels=splits.labels, champion_model=tmp_path / "champ" / "model")
+    r = get_action("transfer", epochs=1).apply(Recipe(cfg.model_dump(), splits.train), inputs)
+    tree = r.tree
+    tree["model"]["name"] = r.init_from
+    warm = train(validate_tree(tree), tmp_path / "warm", splits=splits).metrics["history"][0]["selection_macro_f1"]
+    cold = champ.metrics["history"][0]["selection_macro_f1"]
+    assert warm > cold
+
+
+def test_domain_pretraining_lowers_mlm_loss_and_saves_an_encoder(case, tmp_path):
+    recipe, inputs, _, _ = case
+    out = get_action("domain_pretraining", steps=30, batch_size=16, lr=1e-3).apply(recipe, inputs)
+    ch = out.changes[-1]
+    assert ch["mlm_loss"][1] < ch["mlm_loss"][0]
+    enc = tmp_path / "adapted"
+    assert out.tree["model"]["name"] == str(enc) and (enc / "config.json").is_file() and (enc / "tokenizer.json").is_file()
+    assert out.extra_examples == 30 * 16
+    from reflectlm.config import load_config
+    from reflectlm.modeling import build
+
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "model": {"name": str(enc)}})
+    build(cfg.model, "classification", LABELS)  # the adapted encoder fine-tunes like any model directory

@@ -1,0 +1,297 @@
+"""The self-improvement loop end to end on a tiny model: the run directory, decisions, the sealed
+test split, learned action values across runs, kill-and-resume, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_cls_rows
+
+CHECKS = ["performance", "label_issues", "dynamics", "fit", "descent", "gradients", "calibration"]
+
+
+def noisy_csv(path: Path, n: int = 300, noise: float = 0.15, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    rows = [(t, rng.choice(["pos", "neg", "neu"]) if rng.random() < noise else y) for t, y in make_cls_rows(n)]
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+def loop_tree(train: Path, model: Path, out: Path, **loop) -> dict:
+    return {"data": {"task": "classification", "train": str(train), "selection_fraction": 0.2, "test_fraction": 0.2},
+            "model": {"name": str(model)},
+            "train": {"epochs": 3, "batch_size": 16, "lr": 1e-2, "head_lr": 0.0, "telemetry_every": 2,
+                      "precision": "fp32", "threads": 1},
+            "run": {"quiet": True, "output_dir": str(out)},
+            "loop": {"rounds": 3, "patience": 3, "report": False, "checks": CHECKS, "n_bootstrap": 200, **loop}}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_bert_dir):
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    tmp = tmp_path_factory.mktemp("loop")
+    cfg = load_config(tree=loop_tree(noisy_csv(tmp / "cls.csv"), tiny_bert_dir, tmp / "runs"))
+    return improve(cfg)
+
+
+def test_run_directory_has_the_documented_files(finished_run):
+    from reflectlm.loop import ROUND_FILES
+
+    run = finished_run.run_dir
+    top = {p.name for p in run.iterdir()}
+    assert top == {"config.toml", "run.json", "store.sqlite", "champion", "summary.json", "rounds"}
+    assert (run / "champion").resolve() == (run / "rounds" / f"{finished_run.champion_round:02d}").resolve()
+    rounds = sorted((run / "rounds").iterdir())
+    assert [p.name for p in rounds] == ["00", "01", "02", "03"]
+    for rd in rounds:
+        d = json.loads((rd / "decision.json").read_text())
+        files = {p.name for p in rd.iterdir()}
+        must = {"config.toml", "run.json", "metrics.json", "dynamics.npz", "gradients.npz", "train.jsonl",
+                "plan.json", "decision.json"}
+        if d.get("no_op"):  # the plan changed nothing: recorded, not trained
+            assert files == {"findings.json", "targets.json", "plan.json", "decision.json"}
+            continue
+        if d["round"] > 0:
+            must |= {"findings.json", "targets.json", "compare.json"}
+        if d["promoted"]:
+            must |= {"model", "recipe.json"}
+        assert must <= files, (rd.name, must - files)
+        assert files <= set(f.rstrip("/") for f in ROUND_FILES), files - set(f.rstrip("/") for f in ROUND_FILES)
+        assert ("model" in files) == d["promoted"]  # a rejected challenger's weights are not kept
+
+
+def test_every_round_is_decided_by_its_comparison(finished_run):
+    run = finished_run.run_dir
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == finished_run.stop_reason == "round budget spent (3 rounds)"
+    champion = 0
+    for r in summary["rounds"][1:]:
+        rd = run / "rounds" / f"{r['round']:02d}"
+        if not (rd / "compare.json").exists():
+            assert "changed nothing" in r["reason"] and not r["promoted"]
+            continue
+        cmp = json.loads((rd / "compare.json").read_text())
+        plan = json.loads((rd / "plan.json").read_text())
+        assert r["promoted"] == cmp["promote"]
+        assert plan["actions"] and [a["action"] for a in plan["actions"]] == r["actions"]
+        assert cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"] or cmp["ci_low"] == cmp["ci_high"]
+        if r["promoted"]:
+            assert cmp["ci_low"] > 0  # promoted only on a significant gain
+            champion = r["round"]
+    assert summary["champion_round"] == champion
+    # The champion's selection metric is at least the baseline's: nothing worse was promoted.
+    assert summary["selection"] >= summary["round0_selection"]
+    assert 0.0 <= summary["test"]["accuracy"] <= 1.0 and "round0_test" in summary
+
+
+def test_store_records_each_round_and_the_action_values(finished_run):
+    from reflectlm import store
+
+    rows = store.rounds(finished_run.run_dir)
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    values = store.action_values(finished_run.run_dir.parent, "classification")
+    tried = {a for r in finished_run.summary["rounds"][1:] for a in r["actions"]}
+    assert {v.action for v in values} == tried
+    for v in values:
+        assert v.n >= 1 and np.isfinite(v.mean_gain)
+
+
+def test_test_split_is_read_only_at_the_end(tmp_path, tiny_bert_dir, monkeypatch):
+    """Every evaluation (early stopping inside training, the champion's diagnosis, the A/B test)
+    sees only selection examples until every round is decided; then the test split, once."""
+    import reflectlm.evaluate as ev
+    import reflectlm.train as train_mod
+    from reflectlm.config import load_config
+    from reflectlm.data import load_splits
+    from reflectlm.loop import improve
+
+    runs = tmp_path / "runs"
+    calls = []
+    real = ev.evaluate_features
+
+    def spy(model, ds, *a, **k):
+        calls.append((set(ds.ids), len(list(runs.glob("*/rounds/*/decision.json")))))
+        return real(model, ds, *a, **k)
+
+    monkeypatch.setattr(ev, "evaluate_features", spy)
+    monkeypatch.setattr(train_mod, "evaluate_features", spy)
+    cfg = load_config(tree=loop_tree(noisy_csv(tmp_path / "cls.csv"), tiny_bert_dir, runs, rounds=2))
+    res = improve(cfg)
+    test_ids = set(load_splits(cfg.data, cfg.train.seed).test.ids)
+    on_test = [decided for ids, decided in calls if ids & test_ids]
+    assert on_test, "the champion was never evaluated on test"
+    assert all(decided == len(res.summary["rounds"]) for decided in on_test), "test split read before the end"
+    assert len(calls) > 2 * len(on_test)  # the spy saw the loop's own evaluations too
+
+
+def test_learned_values_from_earlier_runs_rank_the_next_plan(tmp_path):
+    """A workspace where `regularize` paid off before puts it first for the same findings."""
+    from reflectlm import store
+    from reflectlm.actions import ActionInputs, Recipe
+    from reflectlm.config import load_config
+    from reflectlm.data import Dataset
+    from reflectlm.loop import choose_plan
+    from reflectlm.reflect import Target
+
+    targets = [Target("high_error_class", "performance", ["reweight_classes", "active_learning", "fix_labels"], 0.5,
+                      0.05, "", ""),
+               Target("overfitting", "fit", ["early_stop", "regularize", "augment_noise"], 0.3, 0.03, "", "")]
+    ds = Dataset(task="classification", ids=["a", "b"], labels=["x", "y"], texts=["a a", "b b"], tokens=None)
+    tree = {"data": {"train": "x.csv"}, "train": {"epochs": 3}, "model": {}}
+    inputs = ActionInputs(task="classification", labels=["x", "y"], selection_metrics={"per_class": {}},
+                          history=[{"epoch": 1, "selection_macro_f1": 0.5}, {"epoch": 2, "selection_macro_f1": 0.4}])
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 1}})
+    ws = tmp_path / "ws"
+    fresh = ws / "run-b"
+    fresh.mkdir(parents=True)
+    plan, ranking, _ = choose_plan(targets, inputs, Recipe(tree, ds), cfg, fresh, set(), 1)
+    assert plan[0].name == "reweight_classes"  # the rules' prior alone
+
+    old = ws / "run-a"
+    old.mkdir()
+    for r in (1, 2, 3):  # an earlier run in the same workspace: regularize helped three times
+        store.record_round(old, {"round": r, "promoted": True, "selection": 0.9}, {"difference": 0.06},
+                           [{"action": "regularize", "params": {}}], ["overfitting"], "classification")
+        store.record_round(old, {"round": r + 3, "promoted": False, "selection": 0.8}, {"difference": -0.02},
+                           [{"action": "reweight_classes", "params": {}}], ["high_error_class"], "classification")
+    plan, ranking, _ = choose_plan(targets, inputs, Recipe(tree, ds), cfg, fresh, set(), 1)
+    assert plan[0].name == "regularize"
+    row = next(x for x in ranking if x["action"] == "regularize")
+    assert row["observed"] == 3 and row["observed_mean"] == pytest.approx(0.06)
+    # Values are per task: an NER workspace's history does not leak into classification.
+    assert store.action_values(ws, "ner") == []
+
+
+def test_thompson_draws_are_seeded_and_explore(tmp_path):
+    from reflectlm import store
+
+    mean, sd = store.posterior(0.05, [])
+    assert mean == pytest.approx(0.05) and sd == pytest.approx(store.PRIOR_SD)
+    mean, sd = store.posterior(0.05, [0.0] * 10)
+    assert mean < 0.01 and sd < store.PRIOR_SD / 3  # data outweigh the prior
+
+
+def _hash_dir(d: Path) -> dict:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_kill_mid_round_and_resume(tmp_path, tiny_bert_dir):
+    """The process is SIGKILLed in the middle of round 2; --resume finishes the run without
+    touching rounds 0 and 1 and redoes round 2 from its start."""
+    tree = loop_tree(noisy_csv(tmp_path / "cls.csv"), tiny_bert_dir, tmp_path / "runs")
+    tree["run"]["name"] = "killed"
+    cfg_path = tmp_path / "loop.toml"
+    cfg_path.write_text(_toml(tree), encoding="utf-8")
+    env = {**os.environ, "REFLECTLM_KILL_AT": "2:after_train", "REFLECTLM_DEBUG": "1"}
+    cmd = [sys.executable, "-m", "reflectlm.cli", "run", str(cfg_path), "--quiet"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    run = tmp_path / "runs" / "killed"
+    assert (run / "rounds" / "02").is_dir() and not (run / "rounds" / "02" / "decision.json").exists()
+    before = {r: _hash_dir(run / "rounds" / r) for r in ("00", "01")}
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+
+    env.pop("REFLECTLM_KILL_AT")
+    p = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert {r: _hash_dir(run / "rounds" / r) for r in ("00", "01")} == before  # never redone or rewritten
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2, 3]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["resumed"] == 1
+    from reflectlm import store
+
+    assert [r["round"] for r in store.rounds(run)] == [0, 1, 2, 3]  # each round recorded once
+
+    # The same run without a kill decides every round the same way (in its own workspace: the
+    # killed run's action values would otherwise, rightly, change its plans).
+    tree["run"].update(name="straight", output_dir=str(tmp_path / "other"))
+    cfg_path.write_text(_toml(tree), encoding="utf-8")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    straight = json.loads((tmp_path / "other" / "straight" / "summary.json").read_text())
+    key = [(r["actions"], r["promoted"], round(r["selection"], 6)) for r in summary["rounds"]]
+    assert key == [(r["actions"], r["promoted"], round(r["selection"], 6)) for r in straight["rounds"]]
+
+
+def _toml(tree: dict) -> str:
+    from reflectlm.config import dump_toml, load_config
+
+    return dump_toml(load_config(tree=tree))
+
+
+def test_resume_refuses_a_changed_config(tmp_path, finished_run):
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+    from reflectlm.train import RunError
+
+    cfg = load_config(finished_run.run_dir / "config.toml", ["train.lr=0.5"])
+    with pytest.raises(RunError, match=r"\[train\] section differs"):
+        improve(cfg, finished_run.run_dir, resume=True)
+
+
+def test_cli_run_prints_rounds_and_stops_on_target(tmp_path, tiny_bert_dir):
+    tree = loop_tree(noisy_csv(tmp_path / "cls.csv"), tiny_bert_dir, tmp_path / "runs", target=0.0)
+    cfg_path = tmp_path / "loop.toml"
+    cfg_path.write_text(_toml(tree), encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "reflectlm.cli", "run", str(cfg_path), "--quiet"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "target reached" in p.stdout and "baseline" in p.stdout and "run directory:" in p.stdout
+
+
+def test_queue_oracle_and_label_import(tmp_path, tiny_bert_dir):
+    """Active learning with a person as the oracle: the loop queues pool examples, `reflectlm
+    label import` reads the answers back, and the resumed run trains on them."""
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    rows = make_cls_rows(400, seed=3)
+    pool = tmp_path / "pool.csv"
+    pool.write_text("text\n" + "".join(f"{t} p\n" for t, _ in rows[300:]), encoding="utf-8")
+    truth = {f"{t} p": y for t, y in rows[300:]}
+    tree = loop_tree(noisy_csv(tmp_path / "cls.csv", noise=0.0), tiny_bert_dir, tmp_path / "runs", rounds=1,
+                     pool=str(pool), oracle="queue", actions=["active_learning"])
+    tree["run"]["name"] = "al"
+    res = improve(load_config(tree=tree))
+    queue = res.run_dir / "label_queue.csv"
+    assert queue.is_file()
+    import csv
+
+    with queue.open() as fh:
+        queued = list(csv.DictReader(fh))
+    assert 0 < len(queued) <= 500 and all(r["label"] == "" for r in queued)
+    filled = tmp_path / "filled.csv"
+    with filled.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
+        w.writeheader()
+        w.writerows({**r, "label": truth[r["text"]]} for r in queued[:20])
+    p = subprocess.run([sys.executable, "-m", "reflectlm.cli", "label", "import", str(res.run_dir), str(filled)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "imported 20 new labels" in p.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text,label\n" + f"{queued[0]['id']},x,nonsense\n")
+    p = subprocess.run([sys.executable, "-m", "reflectlm.cli", "label", "import", str(res.run_dir), str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "unknown label 'nonsense'" in p.stderr
+
+    tree["loop"]["rounds"] = 2
+    res2 = improve(load_config(tree=tree), res.run_dir, resume=True)
+    plan = json.loads((res2.run_dir / "rounds" / "02" / "plan.json").read_text())
+    al = next(c for c in plan["changes"] if c["action"] == "active_learning")
+    assert al["labelled"] == 20 and al["oracle"] == "queue"
+    train_ids = {json.loads(line)["id"] for line in (res2.run_dir / "rounds" / "02" / "train.jsonl").read_text().splitlines()}
+    assert {r["id"] for r in queued[:20]} <= train_ids
