@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow bench install
+.PHONY: demo test test-slow bench install chromium
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,7 +25,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/reflectlm demo
 
-test: $(STAMP)
+# Headless Chromium (Debian packages) for the report's browser test; as root without sudo, or with
+# passwordless sudo. Where neither apt nor sudo works the test is skipped, and the build goes on.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  ($$SUDO apt-get install -y -q chromium chromium-driver || \
+	   ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver)) >/dev/null 2>&1 \
+	  || echo "chromium not installed: the report's browser test will be skipped"; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

@@ -62,9 +62,17 @@ def _grid(work: Path, train_csv: Path, grid: list[int], threads, name: str) -> d
     runs = []
     for e in grid:
         t0 = time.time()
-        res = train(load_config(tree=_tree(work, train_csv, e, threads)), work / "runs" / f"{name}-e{e}", quiet=True)
-        runs.append({"epochs": e, "selection_accuracy": res.metrics["selection"]["accuracy"],
-                     "test_accuracy": res.metrics["test"]["accuracy"], "examples_trained": res.metrics["examples_trained"],
+        out = work / "runs" / f"{name}-e{e}"
+        if (out / "metrics.json").is_file():  # finished in an earlier, interrupted invocation (--workdir)
+            metrics = json.loads((out / "metrics.json").read_text())
+        else:
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+            metrics = train(load_config(tree=_tree(work, train_csv, e, threads)), out, quiet=True).metrics
+        runs.append({"epochs": e, "selection_accuracy": metrics["selection"]["accuracy"],
+                     "test_accuracy": metrics["test"]["accuracy"], "examples_trained": metrics["examples_trained"],
                      "seconds": round(time.time() - t0, 1)})
         print(f"{name} epochs={e}: selection {runs[-1]['selection_accuracy']:.4f} test {runs[-1]['test_accuracy']:.4f}",
               file=sys.stderr, flush=True)
@@ -145,8 +153,9 @@ def main() -> None:
     tree = _tree(work, work / "train_noisy.csv", plain["epochs"], args.threads)
     budget = 4 * plain["examples_trained"]
     tree["loop"] = {"rounds": 10, "patience": 2, "examples_budget": budget, "report": False}
-    tree["run"]["output_dir"] = str(work / "loop-workspace")
-    result = improve(load_config(tree=tree), quiet=False)
+    tree["run"].update(output_dir=str(work / "loop-workspace"), name="loop")
+    again = (work / "loop-workspace" / "loop" / "run.json").is_file()  # resume an interrupted invocation
+    result = improve(load_config(tree=tree), quiet=False, resume=again)
     s = result.summary
     fixes = []
     for r in s["rounds"][1:]:

@@ -138,14 +138,79 @@ def demo_cmd(
     set_: list[str] = typer.Option([], "--set", help="override a key of the demo config"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Fine-tune MiniLM on a sample of the tweet-sentiment corpus (the embedded default)."""
+    """Run the self-improvement loop on a sample of the tweet-sentiment corpus (the embedded default)."""
     from .config import load_config
-    from .train import train
+    from .loop import improve
 
     cfg = load_config(demo_config_path(), list(set_) + (["run.quiet=true"] if quiet else []))
-    result = train(cfg, output_dir, stem="demo")
-    _print_metrics({k: result.metrics.get(k) for k in ("selection", "test")}, f"demo: best epoch {result.metrics['best_epoch']}")
-    print(f"run directory: {result.run_dir}")
+    result = improve(cfg, output_dir, config_path=demo_config_path())
+    _print_loop(result)
+
+
+def _print_loop(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    metric = s["selection_metric"]
+    table = Table(title=f"rounds ({metric} on the selection split)")
+    for col in ("round", "plan", metric, "difference (CI)", "McNemar p", "decision"):
+        table.add_column(col)
+    for r in s["rounds"]:
+        ci = "" if r["difference"] is None else f"{r['difference']:+.4f} ({r['ci_low']:+.4f}, {r['ci_high']:+.4f})"
+        p = "" if r["p_mcnemar"] is None else f"{r['p_mcnemar']:.3g}"
+        table.add_row(str(r["round"]), " + ".join(r["actions"]) or "baseline", f"{r['selection']:.4f}", ci, p,
+                      "promoted" if r["promoted"] else "rejected")
+    Console().print(table)
+    if s.get("test"):
+        _print_metrics({"round 0 (test)": s.get("round0_test"), f"champion: round {s['champion_round']} (test)": s["test"]},
+                       "test split (read once, at the end)")
+    print(f"stopped: {s['stop_reason']}")
+    print(f"run directory: {result.run_dir}  (champion: {result.run_dir / 'champion'})")
+
+
+@_guard
+def run_cmd(
+    config: Path = typer.Argument(..., help="TOML config with a [loop] section, e.g. configs/banking77.toml"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="run directory (default runs/<name>)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set loop.rounds=5"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run after its last finished round"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Improve a model round after round: diagnose, reflect, update, A/B test, promote or reject."""
+    from .config import load_config
+    from .loop import improve
+
+    cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
+    result = improve(cfg, output_dir, resume=resume, config_path=config)
+    _print_loop(result)
+
+
+label_app = typer.Typer(no_args_is_help=True, help="Labels a person gives the loop (loop.oracle = 'queue').")
+
+
+@label_app.command("import")
+@_guard
+def label_import_cmd(
+    run: Path = typer.Argument(..., help="the loop's run directory (it holds label_queue.csv)"),
+    file: Path = typer.Argument(..., help="the filled-in copy of label_queue.csv (id,text,label)"),
+) -> None:
+    """Read a person's labels for the queued examples; the next round (or --resume) uses them."""
+    import json as _json
+
+    from .actions.oracle import import_labels
+
+    info = _json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    labels = info.get("labels")
+    if not labels:
+        from .config import load_config
+        from .data import load_splits
+
+        cfg = load_config(run / "config.toml")
+        labels = load_splits(cfg.data, cfg.train.seed).labels
+    out = import_labels(run, file, labels)
+    print(f"imported {out['imported']} new labels ({out['total']} of {out['queued']} queued examples answered); "
+          f"continue with: reflectlm run <config> --resume --output-dir {run}")
 
 
 @_guard
@@ -186,6 +251,43 @@ def diagnose_cmd(
     print(f"wrote {run / 'findings.json'} and {run / 'targets.json'}")
 
 
+# --------------------------------------------------------------------------- reports (reflectlm.report)
+
+
+@_guard
+def report_cmd(
+    run: Path = typer.Argument(..., help="run directory (from `reflectlm run` or `reflectlm train`)"),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="also write <run>/tb/ event files"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="also log the run to MLflow (needs reflectlm[mlflow])"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default sqlite:///<workspace>/mlflow.db)"),
+) -> None:
+    """Write the run's self-contained report.html (and TensorBoard events; MLflow with --mlflow)."""
+    from .report import log_mlflow, write_report, write_tensorboard
+
+    path = write_report(run)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if tensorboard:
+        print(f"tensorboard: {write_tensorboard(run)}  (view: tensorboard --logdir {run / 'tb'})")
+    if mlflow:
+        print(f"mlflow run: {log_mlflow(run, tracking_uri)}")
+
+
+@_guard
+def runs_cmd(workspace: Path = typer.Argument(Path("runs"), help="folder holding run directories")) -> None:
+    """List the runs in a workspace with their champion's metrics."""
+    from .report import list_runs
+
+    list_runs(workspace, print_table=True)
+
+
+@_guard
+def show_cmd(run: Path = typer.Argument(..., help="run directory")) -> None:
+    """Print a run's summary: headline, rounds and decisions."""
+    from .report import show
+
+    show(run)
+
+
 def demo_config_path() -> Path:
     return Path(__file__).parent / "defaults" / "demo.toml"
 
@@ -196,10 +298,15 @@ COMMANDS = {
     "predict": predict_cmd,
     "demo": demo_cmd,
     "diagnose": diagnose_cmd,
+    "report": report_cmd,  # reports: reflectlm.report
+    "runs": runs_cmd,
+    "show": show_cmd,
+    "run": run_cmd,
 }
 
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
+app.add_typer(label_app, name="label")
 
 
 def main() -> None:

@@ -143,6 +143,9 @@ class LoopConfig(_Section):
     actions: list[str] = Field(default_factory=list)  # allow only these (empty: all)
     exclude_actions: list[str] = Field(default_factory=list)
     exploration: Literal["thompson", "greedy"] = "thompson"  # how learned action values rank plans
+    # Parameters that override what an action would pick, per action, e.g.
+    # action_params = { active_learning = { size = 200, strategy = "entropy" } }
+    action_params: dict[str, dict] = Field(default_factory=dict)
     checks: list[str] = Field(default_factory=list)  # diagnosis checks to run (empty: all)
     cv: Literal["fast", "full"] = "fast"  # out-of-fold probabilities for the label checks
     # Unlabelled pool for active learning / self-training / domain pre-training (same format as

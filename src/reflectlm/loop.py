@@ -663,9 +663,9 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
     Returns (actions, the ranking with its numbers, the finding kinds the plan addresses)."""
     lc = cfg.loop
     allowed = set(lc.actions or ACTIONS) - set(lc.exclude_actions)
-    unknown = sorted((set(lc.actions) | set(lc.exclude_actions)) - set(ACTIONS))
+    unknown = sorted((set(lc.actions) | set(lc.exclude_actions) | set(lc.action_params)) - set(ACTIONS))
     if unknown:
-        raise ValueError(f"loop.actions / loop.exclude_actions name unknown actions {unknown}; valid: {', '.join(ACTIONS)}")
+        raise ValueError(f"loop.actions / exclude_actions / action_params name unknown actions {unknown}; valid: {', '.join(ACTIONS)}")
     prior: dict[str, float] = {}
     kinds: dict[str, list[str]] = {}
     for t in targets:
@@ -698,6 +698,8 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         if action is None:
             row["skipped"] = "does not apply here"
             continue
+        if lc.action_params.get(action.name):
+            action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
         fresh = action.name == "active_learning" and inputs.oracle is not None and recipe.pool is not None and bool(
             set(inputs.oracle.answered()) & set(recipe.pool.ids))  # a person answered since: not the same plan
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
