@@ -176,7 +176,9 @@ def test_real_run_at_learning_rate_one_diverges_with_exploding_unstable_gradient
     from reflectlm.diagnose.gradients import GradientHealth
     from reflectlm.train import train
 
-    cfg = tiny_config(cls_csv, epochs=2, lr=1.0, head_lr=0.0, max_grad_norm=0.0, telemetry_every=1)
+    # lr = 3: at 1.0 whether the norms pass 100x depends on the trajectory (seen both ways on this
+    # machine); at 3 the run blows up every time.
+    cfg = tiny_config(cls_csv, epochs=2, lr=3.0, head_lr=0.0, max_grad_norm=0.0, telemetry_every=1)
     result = train(cfg, tmp_path / "run")
     with np.load(result.run_dir / "gradients.npz") as d:
         g = {k: d[k] for k in d.files}
@@ -198,5 +200,5 @@ def test_real_run_at_learning_rate_one_diverges_with_exploding_unstable_gradient
     hi = path["lr_too_high"]
     assert hi.evidence["direction"] == "down" and hi.evidence["factor"] <= 0.3
     assert hi.evidence["median_update_ratio"] > 1e-2
-    assert hi.evidence["suggested_lr"] == pytest.approx(1.0 * hi.evidence["factor"])
+    assert hi.evidence["suggested_lr"] == pytest.approx(3.0 * hi.evidence["factor"])
     assert hi.severity >= 0.6

@@ -295,3 +295,22 @@ def test_queue_oracle_and_label_import(tmp_path, tiny_bert_dir):
     assert al["labelled"] == 20 and al["oracle"] == "queue"
     train_ids = {json.loads(line)["id"] for line in (res2.run_dir / "rounds" / "02" / "train.jsonl").read_text().splitlines()}
     assert {r["id"] for r in queued[:20]} <= train_ids
+
+
+def test_a_round_replays_exactly_from_its_plan(finished_run):
+    """plan.json + findings.json + the champion's recipe give back exactly what the round trained on."""
+    from reflectlm.loop import _load_train, replay
+
+    run = finished_run.run_dir
+    replayed = 0
+    for r in (1, 2, 3):
+        rd = run / "rounds" / f"{r:02d}"
+        if not (rd / "train.jsonl").exists():
+            continue  # a no-op round trained nothing
+        recipe = replay(run, r)
+        trained = _load_train(rd / "train.jsonl", "classification", "")
+        assert recipe.train.ids == trained.ids and recipe.train.labels == trained.labels
+        plan = json.loads((rd / "plan.json").read_text())
+        assert json.loads(json.dumps(recipe.changes)) == plan["changes"]
+        replayed += 1
+    assert replayed >= 1

@@ -6,19 +6,20 @@
     reflectlm.evaluate(result.run_dir, "data/test.csv")
     reflectlm.predict(result.run_dir, ["where is my card?"])
     findings = reflectlm.diagnose(result.run_dir)   # also writes findings.json, targets.json
+    loop = reflectlm.loop(cfg)                      # -> LoopResult: the self-improvement loop
 
 Imports are lazy so `import reflectlm` stays fast; the heavy stack loads on first use.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["diagnose", "evaluate", "load_config", "predict", "train"]
+__all__ = ["diagnose", "evaluate", "load_config", "loop", "predict", "train"]
 
 
 def __getattr__(name):
     import importlib
 
-    if name in ("train", "evaluate", "diagnose"):  # callable modules, see train.py
+    if name in ("train", "evaluate", "diagnose", "loop"):  # callable modules, see train.py
         return importlib.import_module(f".{name}", __name__)
     if name == "predict":
         return importlib.import_module(".evaluate", __name__).predict

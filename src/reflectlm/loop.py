@@ -240,6 +240,13 @@ def _restore(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None) -
             shutil.rmtree(p)  # half-written (killed mid-round): redo it from its start
     if not decisions:
         return None
+    for d in decisions:  # re-sync the store: a kill between decision.json and the store write loses nothing
+        _record(run_dir, d, cfg)
+    return _state_after(run_dir, cfg, splits, pool, decisions)
+
+
+def _state_after(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, decisions: list[dict]) -> _State:
+    """The loop's state once `decisions` (rounds 0 .. k, in order) are made, rebuilt from disk."""
     champion = decisions[-1]["champion_round"]
     cdir = _round_dir(run_dir, champion)
     tree = json.loads((cdir / "recipe.json").read_text())["tree"]
@@ -247,14 +254,70 @@ def _restore(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None) -
     acquired = {}
     for d in decisions:
         acquired.update(d.get("acquired", {}))
-    # Acquired labels stay in the pool until a round merges them in (see _round), as in an unbroken run.
+    # Acquired labels stay in the pool until a round merges them in (_base_recipe), as in an unbroken run.
     used = set(train.ids)
     pool_left = None if pool is None else pool.subset([k for k, i in enumerate(pool.ids) if i not in used])
-    for d in decisions:  # re-sync the store: a kill between decision.json and the store write loses nothing
-        _record(run_dir, d, cfg)
     return _State(decisions, champion, Recipe(tree=tree, train=train, pool=pool_left),
                   sum(d["examples_trained"] for d in decisions), sum(d.get("labels_used", 0) for d in decisions),
                   acquired)
+
+
+def _base_recipe(state: _State) -> Recipe:
+    """What the next challenger starts from: the champion's recipe, plus oracle answers bought in
+    rejected rounds (they are still gold labels)."""
+    base = state.recipe.evolve()
+    missing = [i for i in state.acquired if i not in set(base.train.ids)]
+    if missing and base.pool is not None:
+        from .actions.base import concat, drop_ids
+
+        got = base.pool.subset([k for k, i in enumerate(base.pool.ids) if i in set(missing)])
+        got.labels = [state.acquired[i] for i in got.ids]
+        base = base.evolve(train=concat(base.train, got), pool=drop_ids(base.pool, set(got.ids)))
+    return base
+
+
+def _inputs(cfg: Config, splits: Splits, r: int, state: _State, findings: list, champ_out, cdir: Path, predict,
+            embed, oracle, work_dir: Path, quiet: bool) -> ActionInputs:
+    budget_left = None if cfg.loop.label_budget is None else cfg.loop.label_budget - state.labels_used
+    return ActionInputs(task=cfg.data.task, labels=splits.labels, seed=cfg.train.seed + r, findings=findings,
+                        selection_metrics=champ_out.metrics,
+                        history=json.loads((cdir / "metrics.json").read_text()).get("history"), predict=predict,
+                        embed=embed, oracle=oracle, champion_model=cdir / "model", work_dir=work_dir,
+                        label_budget_left=budget_left, quiet=quiet)
+
+
+def replay(run_dir: str | Path, r: int, work_dir: str | Path | None = None) -> Recipe:
+    """Apply round r's plan.json again to what its challenger started from (the champion's recipe
+    and the findings in its findings.json); the result equals what round r trained on.
+    Artifacts (e.g. an adapted encoder) go to work_dir (default: a temporary folder)."""
+    import tempfile
+
+    from . import data as data_mod
+    from .actions import from_plan
+    from .diagnose.base import Finding
+    from .modeling import load_bundle
+
+    run_dir = Path(run_dir)
+    rd = _round_dir(run_dir, r)
+    if r < 1 or not (rd / "plan.json").is_file():
+        raise RunError(f"{rd} has no plan.json to replay; pass a round >= 1 of a loop run")
+    cfg = load_config(run_dir / "config.toml")
+    splits = data_mod.load_splits(cfg.data, cfg.train.seed)
+    splits = Splits(splits.train, splits.selection, None, splits.labels, splits.warnings)
+    pool = _load_pool(cfg, splits)
+    oracle = _oracle(cfg, run_dir, pool[1] if pool else None)
+    decisions = [json.loads((_round_dir(run_dir, k) / "decision.json").read_text()) for k in range(r)]
+    state = _state_after(run_dir, cfg, splits, pool[0] if pool else None, decisions)
+    cdir = _round_dir(run_dir, state.champion)
+    champ = load_bundle(cdir / "model")
+    findings = [Finding.from_json(f) for f in json.loads((rd / "findings.json").read_text())["findings"]]
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="replay-"))
+    inputs = _inputs(cfg, splits, r, state, findings, _evaluate(champ, splits.selection, cfg), cdir,
+                     _predictor(champ, cfg), _embedder(cfg), oracle, work, True)
+    recipe = _base_recipe(state)
+    for action in from_plan(json.loads((rd / "plan.json").read_text())["actions"]):
+        recipe = action.apply(recipe, inputs)
+    return recipe
 
 
 def _record(run_dir: Path, decision: dict, cfg: Config) -> None:
@@ -437,8 +500,6 @@ def _predictor(bundle, cfg: Config):
 
 
 def _baseline(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, quiet: bool) -> _State:
-    from .config import Config as _C  # noqa: F401 (keeps the import graph obvious)
-
     t0 = time.time()
     rd = _round_dir(run_dir, 0)
     rd.mkdir(parents=True, exist_ok=True)
@@ -489,21 +550,8 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
     _fault(f"{r}:after_diagnosis")
 
     # Reflect + plan.
-    base = state.recipe.evolve()
-    if state.acquired:  # oracle answers bought in rejected rounds are still gold labels: keep them
-        missing = [i for i in state.acquired if i not in set(base.train.ids)]
-        if missing and base.pool is not None:
-            got = base.pool.subset([k for k, i in enumerate(base.pool.ids) if i in set(missing)])
-            got.labels = [state.acquired[i] for i in got.ids]
-            from .actions.base import concat, drop_ids
-
-            base = base.evolve(train=concat(base.train, got), pool=drop_ids(base.pool, set(got.ids)))
-    budget_left = None if cfg.loop.label_budget is None else cfg.loop.label_budget - state.labels_used
-    inputs = ActionInputs(task=cfg.data.task, labels=splits.labels, seed=cfg.train.seed + r,
-                          findings=diagnosis.findings, selection_metrics=champ_out.metrics,
-                          history=json.loads((cdir / "metrics.json").read_text()).get("history"), predict=predict,
-                          embed=embed, oracle=oracle, champion_model=cdir / "model", work_dir=rd,
-                          label_budget_left=budget_left, quiet=quiet)
+    base = _base_recipe(state)
+    inputs = _inputs(cfg, splits, r, state, diagnosis.findings, champ_out, cdir, predict, embed, oracle, rd, quiet)
     plan, ranking, addressed = choose_plan(diagnosis.targets, inputs, base, cfg, run_dir, _rejected_since_promotion(
         run_dir, state), r)
     if not plan:
@@ -810,4 +858,4 @@ class _CallableModule(type(sys)):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plan", "improve"]
+__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plan", "improve", "replay"]

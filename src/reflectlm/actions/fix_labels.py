@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .base import SUPERIORITY, class_probs, params_of, with_labels
 
 
