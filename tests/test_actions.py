@@ -159,7 +159,7 @@ def test_fix_labels_restores_flipped_labels_and_records_the_original(case):
     # cautious: a suggestion the evidence does not back strongly is left alone
     weak = ActionInputs(**{**inputs.__dict__, "findings": [Finding(
         "label_issues", "label_issues", 0.5, "", {"flagged": list(flipped),
-                                                  "suggested": {i: [y, 0.4, 0.3] for i, y in flipped.items()}})]})
+                                                  "suggested": {i: [y, 0.25, 0.3] for i, y in flipped.items()}})]})
     assert get_action("fix_labels", use_hard_to_learn=False).apply(recipe, weak).changes[-1]["relabelled"] == 0
 
 

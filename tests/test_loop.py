@@ -314,3 +314,27 @@ def test_a_round_replays_exactly_from_its_plan(finished_run):
         assert json.loads(json.dumps(recipe.changes)) == plan["changes"]
         replayed += 1
     assert replayed >= 1
+
+
+@pytest.mark.parametrize("loop, decisions, expect", [
+    ({"target": 0.8}, [(True, 0.85, 100)], "target reached"),
+    ({"rounds": 2}, [(True, 0.5, 100), (False, 0.5, 100), (True, 0.6, 100)], "round budget spent (2 rounds)"),
+    ({"patience": 2}, [(True, 0.5, 100), (False, 0.5, 100), (False, 0.5, 100)], "no promotion in the last 2 rounds"),
+    ({"time_budget_s": 10.0}, [(True, 0.5, 100)], "time budget spent"),
+    ({"examples_budget": 250}, [(True, 0.5, 100), (True, 0.6, 100)], "compute budget spent (200 of 250"),
+    ({"label_budget": 50, "oracle": "column"}, [(True, 0.5, 100)], "label budget spent (60 of 50)"),
+    ({}, [(True, 0.5, 100)], None),
+])
+def test_stop_rules(loop, decisions, expect):
+    from reflectlm.actions import Recipe
+    from reflectlm.config import load_config
+    from reflectlm.loop import _should_stop, _State
+
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"rounds": 5, "patience": 3, **loop}})
+    ds = [{"round": k, "promoted": p, "selection": v, "examples_trained": n, "seconds": 20.0,
+           "champion_round": max(j for j in range(k + 1) if decisions[j][0])}
+          for k, (p, v, n) in enumerate(decisions)]
+    champion = ds[-1]["champion_round"]
+    state = _State(ds, champion, Recipe({}, None), sum(d["examples_trained"] for d in ds), 60, {})
+    reason = _should_stop(state, cfg)
+    assert (reason is None) if expect is None else (expect in reason), reason

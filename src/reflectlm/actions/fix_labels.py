@@ -20,8 +20,11 @@ class FixLabels:
     mode = SUPERIORITY
     retrains = True
 
-    min_prob: float = 0.5  # relabel when the suggested label has at least this probability ...
-    min_ratio: float = 2.0  # ... and at least this many times the given label's
+    # Relabel when the pooled evidence prefers the suggested label to the given one (ratio >= 1)
+    # and gives it a fair share; the rest of the suspects are left to drop_suspects. A wrong fix is
+    # not final: the next round's champion, trained on cleaner labels, judges every label again.
+    min_prob: float = 0.3
+    min_ratio: float = 1.0
     max_fraction: float = 0.3  # never relabel more than this share of the training set
     use_hard_to_learn: bool = True
 
