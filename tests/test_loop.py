@@ -338,3 +338,26 @@ def test_stop_rules(loop, decisions, expect):
     state = _State(ds, champion, Recipe({}, None), sum(d["examples_trained"] for d in ds), 60, {})
     reason = _should_stop(state, cfg)
     assert (reason is None) if expect is None else (expect in reason), reason
+
+
+def test_ner_loop_compares_on_entity_f1(tmp_path, tiny_bert_dir):
+    """NER: the A/B test resamples sentences and scores entity F1; actions that cannot handle
+    NER (fix_labels, self_training, calibrate) are never proposed."""
+    from conftest import make_ner_sentences
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    path = tmp_path / "ner.conll"
+    path.write_text("".join("".join(f"{w}\t{t}\n" for w, t in s) + "\n" for s in make_ner_sentences(150)))
+    tree = loop_tree(path, tiny_bert_dir, tmp_path / "runs", rounds=2,
+                     checks=["performance", "dynamics", "fit", "descent", "gradients"])
+    tree["data"]["task"] = "ner"
+    res = improve(load_config(tree=tree))
+    rounds = res.summary["rounds"]
+    assert len(rounds) >= 2 and "entity_f1" in res.summary["test"]
+    for r in rounds[1:]:
+        assert not {"fix_labels", "self_training", "calibrate"} & set(r["actions"])
+        cmp = res.run_dir / "rounds" / f"{r['round']:02d}" / "compare.json"
+        if cmp.exists():
+            c = json.loads(cmp.read_text())
+            assert c["metric"] == "entity_f1" and c["n"] == 30  # sentences of the selection split
