@@ -90,7 +90,7 @@ def _cheap(action):
 def _snapshot(r: Recipe) -> str:
     return json.dumps({"tree": r.tree, "ids": r.train.ids, "labels": r.train.labels, "texts": r.train.texts,
                        "weights": None if r.train.weights is None else r.train.weights.tolist(),
-                       "pool": None if r.pool is None else r.pool.ids, "post": r.post, "init": r.init_from,
+                       "pool": None if r.pool is None else r.pool.ids, "post": r.post, "init": r.init_from, "only": r.round_only,
                        "changes": r.changes, "labels_used": r.labels_used}, sort_keys=True, default=str)
 
 
@@ -286,8 +286,9 @@ def test_config_actions_move_the_right_knobs(case):
     assert get_action("more_epochs").apply(recipe, inputs).tree["train"]["epochs"] == 6
     assert get_action("adversarial_training", epsilon=0.5).apply(recipe, inputs).tree["train"]["adversarial_epsilon"] == 0.5
     tr = get_action("transfer", epochs=2).apply(recipe, inputs)
-    assert tr.init_from == str(inputs.champion_model) and tr.tree["train"]["epochs"] == 2
-    assert tr.tree["train"]["lr"] == pytest.approx(5e-5)
+    assert tr.init_from == str(inputs.champion_model) and tr.round_only["train.epochs"] == 2
+    assert tr.round_only["train.lr"] == pytest.approx(5e-5)
+    assert tr.tree == recipe.tree  # a warm start's schedule is not inherited by later challengers
 
 
 def test_tune_lr_rescues_a_diverging_run(tmp_path, tiny_config, cls_csv):
@@ -389,6 +390,7 @@ def test_transfer_starts_from_the_champion(tiny_config, cls_csv, tmp_path):
     r = get_action("transfer", epochs=1).apply(Recipe(cfg.model_dump(), splits.train), inputs)
     tree = r.tree
     tree["model"]["name"] = r.init_from
+    tree["train"].update({k.split(".")[1]: v for k, v in r.round_only.items()})
     warm = train(validate_tree(tree), tmp_path / "warm", splits=splits).metrics["history"][0]["selection_macro_f1"]
     cold = champ.metrics["history"][0]["selection_macro_f1"]
     assert warm > cold

@@ -52,7 +52,8 @@ ROUND_FILES = {
 }
 # Plans that cannot run together: they set the same knob in opposite directions.
 CONFLICTS = [{"early_stop", "more_epochs"}, {"tune_lr", "transfer"}, {"more_epochs", "transfer"},
-             {"early_stop", "transfer"}, {"fix_labels", "transfer"}]
+             {"early_stop", "transfer"}, {"fix_labels", "transfer"}, {"domain_pretraining", "transfer"},
+             {"regularize", "transfer"}]
 
 
 @dataclass
@@ -104,8 +105,8 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
                       if ds is not None})
     _write_json(run_dir / "run.json", info)
     sealed = _Sealed(splits.test)
+    pool = _load_pool(cfg, splits, quiet)  # (de-duplicated against train, selection and test)
     splits = Splits(splits.train, splits.selection, None, splits.labels, splits.warnings)
-    pool = _load_pool(cfg, splits)
     oracle = _oracle(cfg, run_dir, pool[1] if pool else None)
     pool_ds = pool[0] if pool else None
 
@@ -144,6 +145,7 @@ def _fault(point: str) -> None:
 def _open_run(cfg: Config, output_dir, resume: bool, config_path) -> Path:
     from .train import make_run_dir
 
+    _validate_loop(cfg)
     if resume:
         run_dir = Path(output_dir) if output_dir else _find_resumable(cfg, config_path)
         if not (run_dir / "run.json").is_file():
@@ -156,10 +158,10 @@ def _open_run(cfg: Config, output_dir, resume: bool, config_path) -> Path:
                                f"same config (the run's own copy is {run_dir / 'config.toml'}), or start a new run")
         info.update(status="running", resumed=info.get("resumed", 0) + 1)
         _write_json(run_dir / "run.json", info)
-        (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")  # [loop] may grow (more rounds)
+        _write_text(run_dir / "config.toml", dump_toml(cfg))  # [loop] may grow (more rounds)
         return run_dir
     run_dir = make_run_dir(cfg, output_dir, stem="loop")
-    (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
+    _write_text(run_dir / "config.toml", dump_toml(cfg))
     (run_dir / "rounds").mkdir()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info = {"kind": "loop", "status": "running", "created": created, "command": sys.argv,
@@ -174,6 +176,28 @@ def _open_run(cfg: Config, output_dir, resume: bool, config_path) -> Path:
     store.record_run(run_dir, run_dir.name, cfg.data.task, cfg.data.train, info["base_model"], cfg.selection_metric,
                      created)
     return run_dir
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # atomic: a kill never leaves half a config
+
+
+def _validate_loop(cfg: Config) -> None:
+    """Name errors in [loop] before round 0 spends its training time."""
+    from .diagnose import DIAGNOSTICS
+
+    lc = cfg.loop
+    bad = sorted(set(lc.checks) - set(DIAGNOSTICS))
+    if bad:
+        raise ValueError(f"loop.checks names unknown checks {bad}; valid: {', '.join(DIAGNOSTICS)}")
+    bad = sorted((set(lc.actions) | set(lc.exclude_actions) | set(lc.action_params)) - set(ACTIONS))
+    if bad:
+        raise ValueError(f"loop.actions / exclude_actions / action_params name unknown actions {bad}; "
+                         f"valid: {', '.join(ACTIONS)}")
+    for name, params in lc.action_params.items():
+        get_action(name, **params)  # raises with the valid parameter names
 
 
 def _find_resumable(cfg: Config, config_path) -> Path:
@@ -231,7 +255,9 @@ def _load_train(path: Path, task: str, source: str) -> Dataset:
 
 def _restore(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None) -> _State | None:
     """The state after the last finished round; a round without decision.json is discarded."""
-    rounds = sorted(p for p in (run_dir / "rounds").iterdir() if p.is_dir()) if (run_dir / "rounds").is_dir() else []
+    rounds = [p for p in (run_dir / "rounds").iterdir() if p.is_dir() and p.name.isdigit()] \
+        if (run_dir / "rounds").is_dir() else []
+    rounds.sort(key=lambda p: int(p.name))  # numerically: rounds/100 after rounds/99
     decisions = []
     for p in rounds:
         if (p / "decision.json").is_file() and int(p.name) == len(decisions):
@@ -242,6 +268,7 @@ def _restore(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None) -
         return None
     for d in decisions:  # re-sync the store: a kill between decision.json and the store write loses nothing
         _record(run_dir, d, cfg)
+    _set_champion(run_dir, decisions[-1]["champion_round"])  # a kill may fall between decision.json and the link
     return _state_after(run_dir, cfg, splits, pool, decisions)
 
 
@@ -249,14 +276,19 @@ def _state_after(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | Non
     """The loop's state once `decisions` (rounds 0 .. k, in order) are made, rebuilt from disk."""
     champion = decisions[-1]["champion_round"]
     cdir = _round_dir(run_dir, champion)
-    tree = json.loads((cdir / "recipe.json").read_text())["tree"]
+    saved = json.loads((cdir / "recipe.json").read_text())
+    tree = saved["tree"]
     train = _load_train(cdir / "train.jsonl", cfg.data.task, splits.train.source)
     acquired = {}
     for d in decisions:
         acquired.update(d.get("acquired", {}))
     # Acquired labels stay in the pool until a round merges them in (_base_recipe), as in an unbroken run.
-    used = set(train.ids)
-    pool_left = None if pool is None else pool.subset([k for k, i in enumerate(pool.ids) if i not in used])
+    if pool is not None and saved.get("pool_ids") is not None:  # the champion's pool, exactly as it was
+        keep = set(saved["pool_ids"])
+        pool_left = pool.subset([k for k, i in enumerate(pool.ids) if i in keep])
+    else:
+        used = set(train.ids)
+        pool_left = None if pool is None else pool.subset([k for k, i in enumerate(pool.ids) if i not in used])
     return _State(decisions, champion, Recipe(tree=tree, train=train, pool=pool_left),
                   sum(d["examples_trained"] for d in decisions), sum(d.get("labels_used", 0) for d in decisions),
                   acquired)
@@ -266,11 +298,12 @@ def _base_recipe(state: _State) -> Recipe:
     """What the next challenger starts from: the champion's recipe, plus oracle answers bought in
     rejected rounds (they are still gold labels)."""
     base = state.recipe.evolve()
-    missing = [i for i in state.acquired if i not in set(base.train.ids)]
+    have = set(base.train.ids)
+    missing = {i for i in state.acquired if i not in have}
     if missing and base.pool is not None:
         from .actions.base import concat, drop_ids
 
-        got = base.pool.subset([k for k, i in enumerate(base.pool.ids) if i in set(missing)])
+        got = base.pool.subset([k for k, i in enumerate(base.pool.ids) if i in missing])
         got.labels = [state.acquired[i] for i in got.ids]
         base = base.evolve(train=concat(base.train, got), pool=drop_ids(base.pool, set(got.ids)))
     return base
@@ -303,9 +336,13 @@ def replay(run_dir: str | Path, r: int, work_dir: str | Path | None = None) -> R
         raise RunError(f"{rd} has no plan.json to replay; pass a round >= 1 of a loop run")
     cfg = load_config(run_dir / "config.toml")
     splits = data_mod.load_splits(cfg.data, cfg.train.seed)
-    splits = Splits(splits.train, splits.selection, None, splits.labels, splits.warnings)
     pool = _load_pool(cfg, splits)
+    splits = Splits(splits.train, splits.selection, None, splits.labels, splits.warnings)
     oracle = _oracle(cfg, run_dir, pool[1] if pool else None)
+    if oracle is not None and (rd / "decision.json").is_file():
+        # Answer exactly what the round was answered (a queue may have grown since; asking it
+        # again would also rewrite the run's label_queue.csv).
+        oracle = ColumnOracle(json.loads((rd / "decision.json").read_text()).get("acquired", {}))
     decisions = [json.loads((_round_dir(run_dir, k) / "decision.json").read_text()) for k in range(r)]
     state = _state_after(run_dir, cfg, splits, pool[0] if pool else None, decisions)
     cdir = _round_dir(run_dir, state.champion)
@@ -324,15 +361,17 @@ def _record(run_dir: Path, decision: dict, cfg: Config) -> None:
     rd = _round_dir(run_dir, decision["round"])
     cmp = json.loads((rd / "compare.json").read_text()) if (rd / "compare.json").is_file() else None
     plan = json.loads((rd / "plan.json").read_text()) if (rd / "plan.json").is_file() else {"actions": []}
-    steps = [{"action": a["action"], "params": a["params"]} for a in plan["actions"]]
+    steps = [{"action": a["action"], "params": a["params"], "addresses": a.get("addresses", [])} for a in plan["actions"]]
     store.record_round(run_dir, decision, cmp, steps, plan.get("addressed", []), cfg.data.task)
 
 
 # --------------------------------------------------------------------------- data
 
 
-def _load_pool(cfg: Config, splits: Splits):
-    """(pool Dataset, hidden labels or None). The pool's labels are never given to training."""
+def _load_pool(cfg: Config, splits: Splits, quiet: bool = True):
+    """(pool Dataset, hidden labels or None). The pool's labels are never given to training, and
+    pool examples that repeat a train, selection or test example are removed (a test text pulled
+    into training by active learning would leak the test split)."""
     from .data import DataError, load
 
     lc = cfg.loop
@@ -355,6 +394,19 @@ def _load_pool(cfg: Config, splits: Splits):
             raise DataError(f"{lc.pool}: pool labels {unknown[:5]} are not among the training labels")
     # The pool's own labels must not leak: keep only texts (and the ids the oracle answers for).
     ds.labels = [["O"] * len(t) for t in ds.tokens] if ds.task == "ner" else [None] * len(ds)
+    seen_ids, seen_texts = set(), set()
+    for other in (splits.train, splits.selection, splits.test):
+        if other is not None:
+            seen_ids.update(other.ids)
+            seen_texts.update(" ".join(t.lower().split()) for t in other.texts)
+    keep = [k for k, (i, t) in enumerate(zip(ds.ids, ds.texts))
+            if i not in seen_ids and " ".join(t.lower().split()) not in seen_texts]
+    if len(keep) < len(ds):
+        msg = (f"{lc.pool}: {len(ds) - len(keep)} pool examples repeat a train, selection or test example; "
+               "left out of the pool")
+        splits.warnings.append(msg)
+        _say(quiet, f"warning: {msg}")
+        ds = ds.subset(keep)
     return ds, hidden
 
 
@@ -405,6 +457,12 @@ def _train_round(rd: Path, cfg: Config, tree: dict, recipe: Recipe, splits: Spli
     run_tree = json.loads(json.dumps(tree))
     if recipe.init_from:
         run_tree["model"]["name"] = recipe.init_from  # transfer: this round only
+    for key, value in recipe.round_only.items():  # e.g. transfer's shorter schedule: not inherited
+        node = run_tree
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
     run_cfg = validate_tree(run_tree)
     if retrain:
         res = train(run_cfg, rd, splits=Splits(recipe.train, splits.selection, None, splits.labels, []), quiet=quiet,
@@ -508,7 +566,7 @@ def _baseline(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, 
     recipe = Recipe(tree=tree, train=splits.train, pool=pool)
     _write_json(rd / "plan.json", {"actions": [], "ranking": [], "addressed": [], "changes": []})
     metrics, seen, _ = _train_round(rd, cfg, tree, recipe, splits, None, quiet)
-    _write_json(rd / "recipe.json", {"tree": tree})
+    _write_json(rd / "recipe.json", {"tree": tree, "pool_ids": None if pool is None else list(pool.ids)})
     value = metrics["selection"][cfg.selection_metric]
     decision = {"round": 0, "promoted": True, "reason": "baseline: the first champion", "champion_round": 0,
                 "selection": value, "seconds": time.time() - t0, "examples_trained": seen, "labels_used": 0,
@@ -609,7 +667,8 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
 
     promoted = bool(result.promote)
     if promoted:
-        _write_json(rd / "recipe.json", {"tree": recipe.tree})
+        _write_json(rd / "recipe.json", {"tree": recipe.tree,
+                                         "pool_ids": None if recipe.pool is None else list(recipe.pool.ids)})
     elif (rd / "model").exists():
         shutil.rmtree(rd / "model")  # a rejected challenger's weights are not kept
     new_acquired = {}
@@ -619,7 +678,8 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
             new_acquired.update({i: recipe.train.labels[idx[i]] for i in ch.get("ids", []) if i in idx})
     decision = {"round": r, "promoted": promoted, "reason": result.reason,
                 "champion_round": r if promoted else state.champion,
-                "selection": chall_out.metrics[cfg.selection_metric], "champion_selection": result.champion,
+                "selection": chall_out.metrics[cfg.selection_metric],
+                "champion_selection": champ_out.metrics[cfg.selection_metric], "decided_by": result.metric,
                 "seconds": time.time() - t0, "examples_trained": seen, "labels_used": recipe.labels_used,
                 "acquired": new_acquired, "actions": [a.name for a in plan], "addressed": addressed}
     _fault(f"{r}:before_decision")
@@ -628,7 +688,8 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
         _set_champion(run_dir, r)
     _record(run_dir, decision, cfg)
     _say(quiet, f"round {r}: {result.reason}")
-    new_recipe = recipe.evolve(init_from=None, post=[], changes=[], labels_used=0, extra_examples=0) if promoted \
+    new_recipe = recipe.evolve(init_from=None, round_only={}, post=[], changes=[], labels_used=0,
+                               extra_examples=0) if promoted \
         else state.recipe
     return _State(state.decisions + [decision], r if promoted else state.champion, new_recipe,
                   state.examples_trained + seen, state.labels_used + recipe.labels_used,
@@ -733,7 +794,7 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
     rng = np.random.default_rng([cfg.train.seed, r])
     ranking = []
     for a in sorted(prior):
-        obs = [g for k in kinds[a] for g, _ in learned.get((k, a), [])]
+        obs = [g for k in sorted(set(kinds[a])) for g, _ in learned.get((k, a), [])]
         mean, sd = store.posterior(prior[a], obs)
         draw = float(rng.normal(mean, sd)) if lc.exploration == "thompson" else mean
         ranking.append({"action": a, "finding_kinds": kinds[a], "prior": round(prior[a], 5), "observed": len(obs),
@@ -772,7 +833,8 @@ def _should_stop(state: _State, cfg: Config) -> str | None:
     done = len(state.decisions) - 1
     champ = state.decisions[state.champion]
     value = champ["selection"]
-    if lc.target is not None and value >= lc.target:
+    reached = value <= lc.target if cfg.selection_metric == "loss" else value >= lc.target if lc.target is not None else False
+    if lc.target is not None and reached:
         return f"target reached: {cfg.selection_metric} {value:.4f} >= {lc.target}"
     if done >= lc.rounds:
         return f"round budget spent ({lc.rounds} rounds)"

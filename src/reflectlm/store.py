@@ -58,7 +58,8 @@ def record_round(run_dir: str | Path, decision: dict, compare: dict | None, plan
         con.execute("DELETE FROM action_values WHERE round = ?", (r,))
         if gain is not None:
             for step in plan:
-                for kind in addressed or ["(none)"]:
+                # The kinds this step answers (its own list); a plan-wide list only as a fallback.
+                for kind in sorted(set(step.get("addresses") or addressed or ["(none)"])):
                     con.execute("INSERT OR REPLACE INTO action_values VALUES (?, ?, ?, ?, ?, ?)",
                                 (r, kind, step["action"], task, float(gain), int(bool(decision["promoted"]))))
 

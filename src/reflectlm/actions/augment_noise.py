@@ -29,7 +29,7 @@ class AugmentNoise:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if any(str(i).endswith("~noise") for i in recipe.train.ids[:1000]):
+        if any("~noise" in str(i) for i in recipe.train.ids):
             return None  # this training set already carries noisy copies
         f = inputs.finding("noise_sensitivity")
         worst = (f.evidence.get("worst") if f is not None else None) or None
@@ -40,10 +40,12 @@ class AugmentNoise:
         from ..diagnose.robustness import perturb
 
         train = recipe.train
-        if len(train) == 0:
+        originals = [k for k, i in enumerate(train.ids) if "~noise" not in str(i)]
+        if not originals:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no training examples"}])
         rng = np.random.default_rng(inputs.seed)
-        idx = np.sort(rng.choice(len(train), size=max(1, int(self.fraction * len(train))), replace=False))
+        # Copies are made of originals only, so every copy id ("<id>~noise") is unique.
+        idx = np.sort(rng.choice(originals, size=max(1, int(self.fraction * len(originals))), replace=False))
         copy = train.subset(idx)
         kinds = list(self.kinds)
         new_tokens, new_texts = [], []

@@ -30,6 +30,9 @@ class Recipe:
     train: Dataset  # training examples: labels may be fixed, examples dropped or added
     pool: Dataset | None = None  # unlabelled examples still in the pool (labels, if any, are not read)
     init_from: str | None = None  # a model bundle to start from instead of the base model (transfer)
+    # Config overrides for this round's training only (dotted keys), not inherited by later
+    # challengers when promoted: transfer's shorter schedule suits a warm start, not a fresh one.
+    round_only: dict = field(default_factory=dict)
     post: list[dict] = field(default_factory=list)  # steps on the trained model: {"action", "params"}
     changes: list[dict] = field(default_factory=list)  # what each action did, for plan.json
     labels_used: int = 0  # oracle answers spent by this recipe
@@ -40,6 +43,7 @@ class Recipe:
         kw.setdefault("tree", copy.deepcopy(self.tree))
         kw.setdefault("post", list(self.post))
         kw.setdefault("changes", list(self.changes))
+        kw.setdefault("round_only", dict(self.round_only))
         return replace(self, **kw)
 
     def set(self, dotted: str, value: Any) -> Recipe:
@@ -82,6 +86,18 @@ class ActionInputs:
         """The most severe finding of these kinds, or None."""
         found = [f for f in self.findings if f.kind in kinds]
         return max(found, key=lambda f: f.severity) if found else None
+
+
+def champion_post(inputs: ActionInputs) -> set[str]:
+    """Post-training steps (calibrate, prune) the champion's model has already been through."""
+    import json
+
+    if inputs.champion_model is None:
+        return set()
+    path = Path(inputs.champion_model).parent / "metrics.json"
+    if not path.is_file():
+        return set()
+    return set((json.loads(path.read_text()).get("post") or {}))
 
 
 def params_of(action) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import NON_INFERIORITY, params_of
+from .base import NON_INFERIORITY, champion_post, params_of
 
 
 def output_layer(model: torch.nn.Module, num_labels: int) -> torch.nn.Linear:
@@ -69,7 +69,9 @@ class Calibrate:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        return cls() if inputs.task == "classification" else None
+        if inputs.task != "classification" or "calibrate" in champion_post(inputs):
+            return None  # already calibrated: a second temperature would be 1
+        return cls()
 
     def apply(self, recipe, inputs):
         out = recipe.evolve(post=recipe.post + [{"action": self.name, "params": self.params()}])

@@ -76,7 +76,7 @@ class DomainPretraining:
                 opt.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 bar.advance(1, loss=float(np.mean(losses[-20:])))
-        out_dir = inputs.work_dir / "adapted"
+        out_dir = (inputs.work_dir / "adapted").resolve()  # absolute: resumable from any directory
         mlm.base_model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
         out = recipe.set("model.name", str(out_dir))

@@ -26,9 +26,9 @@ class LayerwiseLR:
         if recipe.get("model.kind", "transformer") != "transformer":
             return None
         current = float(recipe.get("train.layerwise_lr_decay", 1.0))
-        if inputs.finding("vanishing_gradients", "vanishing_updates") is not None and current < 1.0:
-            # the lower layers barely move: decay less (closer to 1)
-            return cls(decay=round(min(1.0, current + 0.1), 3))
+        if inputs.finding("vanishing_gradients", "vanishing_updates") is not None:
+            # the lower layers barely move: decay less (closer to 1); at 1 there is nothing to undo
+            return cls(decay=round(min(1.0, current + 0.1), 3)) if current < 1.0 else None
         return cls(decay=round(current * 0.85, 3)) if current > 0.5 else None
 
     def apply(self, recipe, inputs):

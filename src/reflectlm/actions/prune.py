@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import NON_INFERIORITY, params_of
+from .base import NON_INFERIORITY, champion_post, params_of
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class Prune:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        return cls() if recipe.get("model.kind", "transformer") == "transformer" else None
+        if recipe.get("model.kind", "transformer") != "transformer" or "prune" in champion_post(inputs):
+            return None  # pruning the pruned champion again would select the same zeros
+        return cls()
 
     def apply(self, recipe, inputs):
         if self.method not in ("magnitude", "heads"):

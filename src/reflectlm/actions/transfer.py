@@ -34,12 +34,14 @@ class Transfer:
         src = inputs.champion_model if self.source == "champion" else Path(self.source)
         if src is None:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no champion model"}])
-        out = recipe.evolve(init_from=str(src))
+        # The warm start's schedule is for this round only (Recipe.round_only): a later challenger
+        # that starts fresh from the base model needs the full one.
+        only = {"train.lr": float(recipe.get("train.lr", 1e-4)) * self.lr_factor}
         if self.epochs:
-            out = out.set("train.epochs", self.epochs)
-        out = out.set("train.lr", float(recipe.get("train.lr", 1e-4)) * self.lr_factor)
+            only["train.epochs"] = self.epochs
         head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
         if head:
-            out = out.set("train.head_lr", head * self.lr_factor)
+            only["train.head_lr"] = head * self.lr_factor
+        out = recipe.evolve(init_from=str(src), round_only={**recipe.round_only, **only})
         out.changes.append({"action": self.name, "from": str(src), "epochs": self.epochs, "lr_factor": self.lr_factor})
         return out
