@@ -148,6 +148,10 @@ def main() -> None:
                  dropped_recall=len(dropped & flipped_ids) / max(len(flipped_ids), 1),
                  seconds_total=round(time.time() - t0, 1))
 
+    # reference: the same training on the true labels (what the noise cost; the ceiling for (b), (c))
+    _write(work / "train_true.csv", rest)
+    reference = _grid(work, work / "train_true.csv", [plain["epochs"]], args.threads, "clean_reference")
+
     # (c) the loop, from (a)'s chosen epochs, with at most 4x (a)'s training compute
     t0 = time.time()
     tree = _tree(work, work / "train_noisy.csv", plain["epochs"], args.threads)
@@ -180,6 +184,8 @@ def main() -> None:
     out = {"setup": {"train": len(rest), "flipped": len(flip), "noise": args.noise, "selection": len(selection),
                      "test": len(test), "grid": grid, "seed": args.seed, "quick": args.quick},
            "plain": plain, "one_shot_clean": clean, "loop": loop,
+           "clean_labels_reference": {"test_accuracy": reference["test_accuracy"], "epochs": reference["epochs"],
+                                      "selection_accuracy": reference["selection_accuracy"]},
            "examples_trained": {"plain": plain["examples_trained"], "plain_grid": plain["grid_examples_trained"],
                                 "one_shot_clean": clean["examples_trained"],
                                 "one_shot_clean_grid": clean["grid_examples_trained"], "loop": loop["examples_trained"],

@@ -809,8 +809,9 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
             continue
         if lc.action_params.get(action.name):
             action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
-        fresh = action.name == "active_learning" and inputs.oracle is not None and recipe.pool is not None and bool(
-            set(inputs.oracle.answered()) & set(recipe.pool.ids))  # a person answered since: not the same plan
+        # Asking the oracle is never the same plan twice: each query takes new examples from the
+        # pool (and the answers of a rejected round stay in the data).
+        fresh = action.name == "active_learning" and inputs.oracle is not None
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
             row["skipped"] = "the same plan was rejected since the champion last changed"
             continue
