@@ -36,7 +36,7 @@ chromium:
 	  || echo "chromium not installed: the report's browser test will be skipped"; }
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
