@@ -173,7 +173,7 @@ def test_learned_values_from_earlier_runs_rank_the_next_plan(tmp_path):
     assert store.action_values(ws, "ner") == []
 
 
-def test_thompson_draws_are_seeded_and_explore(tmp_path):
+def test_value_posterior_moves_from_the_prior_to_the_data(tmp_path):
     from reflectlm import store
 
     mean, sd = store.posterior(0.05, [])

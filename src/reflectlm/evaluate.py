@@ -79,6 +79,31 @@ def evaluate_features(model, ds, features: list[dict], labels: list[str], pad_id
     return Outputs(probs, losses, task.metrics(ds, probs, labels, loss=mean_loss))
 
 
+def evaluate_bundle(bundle, ds, *, batch_size: int = 128, precision: str = "auto", quiet: bool = True,
+                    labelled: bool = True) -> Outputs:
+    """Probabilities (and, for a labelled Dataset, metrics) of a loaded model bundle on a Dataset."""
+    task = get_task(bundle.task)
+    label2id = {n: i for i, n in enumerate(bundle.labels)} if labelled else None
+    feats = task.encode(bundle.tokenizer, ds, label2id, bundle.meta["max_length"])
+    return evaluate_features(bundle.model, ds, feats, bundle.labels, _pad_id(bundle.tokenizer), bundle.task,
+                             batch_size, runtime.resolve_precision(precision), quiet)
+
+
+def text_dataset(texts: list[str], task: str):
+    """Unlabelled texts as a Dataset (NER: split on whitespace into words)."""
+    from .data import Dataset
+
+    tokens = [t.split() for t in texts] if task == "ner" else None
+    labels = [["O"] * len(t) for t in tokens] if task == "ner" else [None] * len(texts)
+    return Dataset(task=task, ids=[str(i) for i in range(len(texts))], labels=labels, texts=list(texts), tokens=tokens)
+
+
+def bundle_probs(bundle, texts: list[str], *, batch_size: int = 128, precision: str = "auto"):
+    """The bundle's probabilities for raw texts: (N, C), or per sentence (n_words, C) for NER."""
+    return evaluate_bundle(bundle, text_dataset(texts, bundle.task), batch_size=batch_size, precision=precision,
+                           labelled=False).probs
+
+
 def evaluate(model_or_run: str | Path, data: str | Path, *, batch_size: int = 128, precision: str = "auto",
              quiet: bool = True, **columns) -> dict:
     """Metrics of a trained model (run directory or bundle) on a labelled file."""
@@ -91,35 +116,19 @@ def evaluate(model_or_run: str | Path, data: str | Path, *, batch_size: int = 12
     if unknown:
         raise data_mod.DataError(f"{data}: labels {unknown[:10]} are not among the model's labels "
                                  f"({', '.join(bundle.labels[:20])}); evaluate with data of the same label set")
-    precision = runtime.resolve_precision(precision)
-    task = get_task(bundle.task)
-    label2id = {n: i for i, n in enumerate(bundle.labels)}
-    feats = task.encode(bundle.tokenizer, ds, label2id, bundle.meta["max_length"])
-    out = evaluate_features(bundle.model, ds, feats, bundle.labels, _pad_id(bundle.tokenizer), bundle.task,
-                            batch_size, precision, quiet)
-    return out.metrics
+    return evaluate_bundle(bundle, ds, batch_size=batch_size, precision=precision, quiet=quiet).metrics
 
 
 def predict(model_or_run: str | Path, texts: list[str], *, batch_size: int = 128, precision: str = "auto") -> list[dict]:
     """Predictions for raw texts (NER: split on whitespace into words)."""
-    from .data import Dataset
     from .modeling import load_bundle
 
     bundle = load_bundle(model_or_run)
     task = get_task(bundle.task)
+    probs = bundle_probs(bundle, texts, batch_size=batch_size, precision=precision)
     if bundle.task == "ner":
-        tokens = [t.split() for t in texts]
-        ds = Dataset(task="ner", ids=[str(i) for i in range(len(texts))], labels=[["O"] * len(t) for t in tokens],
-                     texts=list(texts), tokens=tokens)
-    else:
-        ds = Dataset(task="classification", ids=[str(i) for i in range(len(texts))], labels=[None] * len(texts),
-                     texts=list(texts), tokens=None)
-    feats = task.encode(bundle.tokenizer, ds, None, bundle.meta["max_length"])
-    out = evaluate_features(bundle.model, ds, feats, bundle.labels, _pad_id(bundle.tokenizer), bundle.task,
-                            batch_size, runtime.resolve_precision(precision))
-    if bundle.task == "ner":
-        return task.predictions(out.probs, tokens, bundle.labels)
-    return task.predictions(out.probs, bundle.labels)
+        return task.predictions(probs, [t.split() for t in texts], bundle.labels)
+    return task.predictions(probs, bundle.labels)
 
 
 def _label_set(ds, task: str) -> set:

@@ -445,14 +445,12 @@ def _oracle(cfg: Config, run_dir: Path, hidden: dict | None):
 
 
 def _train_round(rd: Path, cfg: Config, tree: dict, recipe: Recipe, splits: Splits, champion_dir: Path | None,
-                 quiet: bool) -> tuple[dict, int, object]:
+                 quiet: bool, retrain: bool = True) -> tuple[dict, int, object]:
     """Train (or, for post-only plans, copy) the challenger into `rd`; returns its metrics, the
     examples it processed, and its bundle."""
     from .modeling import load_bundle, save_bundle
     from .train import train
 
-    retrain = champion_dir is None or any(ACTIONS[p["action"]].retrains for p in recipe.changes if "action" in p
-                                          and p["action"] in ACTIONS) or not recipe.post
     _save_train(rd / "train.jsonl", recipe.train)
     run_tree = json.loads(json.dumps(tree))
     if recipe.init_from:
@@ -517,38 +515,22 @@ class _PostInputs:
 
 
 def _evaluate(bundle, ds: Dataset, cfg: Config):
-    from . import runtime
-    from .evaluate import evaluate_features
-    from .tasks import get_task
+    from .evaluate import evaluate_bundle
 
-    tmod = get_task(cfg.data.task)
-    l2i = {n: i for i, n in enumerate(bundle.labels)}
-    feats = tmod.encode(bundle.tokenizer, ds, l2i, cfg.data.max_length)
-    pad = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
-    return evaluate_features(bundle.model, ds, feats, bundle.labels, pad, cfg.data.task, cfg.train.eval_batch_size,
-                             runtime.resolve_precision(cfg.train.precision), quiet=True)
+    return evaluate_bundle(bundle, ds, batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision)
 
 
 def _predictor(bundle, cfg: Config):
-    from . import runtime
-    from .evaluate import forward_all
-    from .tasks import get_task
+    from .evaluate import bundle_probs
 
-    tmod = get_task(cfg.data.task)
-    pad = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
     cache: dict = {}
 
     def predict(texts: list[str]):
         key = tuple(texts)
-        if key not in cache:  # fix_labels and the label check ask for the same texts in one round
-            ds = Dataset(task=cfg.data.task, ids=[str(i) for i in range(len(texts))],
-                         labels=[["O"] * len(t.split()) for t in texts] if cfg.data.task == "ner" else [None] * len(texts),
-                         texts=list(texts), tokens=[t.split() for t in texts] if cfg.data.task == "ner" else None)
-            feats = tmod.encode(bundle.tokenizer, ds, None, cfg.data.max_length)
-            logits, _, _ = forward_all(bundle.model, feats, pad, cfg.data.task, cfg.train.eval_batch_size,
-                                       runtime.resolve_precision(cfg.train.precision))
+        if key not in cache:  # the label check and the robustness check ask for the same texts in one round
             cache.clear()
-            cache[key] = tmod.probs_from_logits(feats, logits)
+            cache[key] = bundle_probs(bundle, list(texts), batch_size=cfg.train.eval_batch_size,
+                                      precision=cfg.train.precision)
         return cache[key]
 
     return predict
@@ -643,7 +625,9 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
                       state.labels_used, state.acquired)
 
     # Train the challenger.
-    metrics, seen, bundle = _train_round(rd, cfg, recipe.tree, recipe, splits, cdir, quiet)
+    # A plan is all-retraining or all-post (choose_plan keeps them apart): calibrate / prune work on
+    # the champion's trained model.
+    metrics, seen, bundle = _train_round(rd, cfg, recipe.tree, recipe, splits, cdir, quiet, retrain=plan[0].retrains)
     _fault(f"{r}:after_train")
     chall_out = _evaluate(bundle, splits.selection, cfg)
 
@@ -772,9 +756,7 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
     Returns (actions, the ranking with its numbers, the finding kinds the plan addresses)."""
     lc = cfg.loop
     allowed = set(lc.actions or ACTIONS) - set(lc.exclude_actions)
-    unknown = sorted((set(lc.actions) | set(lc.exclude_actions) | set(lc.action_params)) - set(ACTIONS))
-    if unknown:
-        raise ValueError(f"loop.actions / exclude_actions / action_params name unknown actions {unknown}; valid: {', '.join(ACTIONS)}")
+    _validate_loop(cfg)
     prior: dict[str, float] = {}
     kinds: dict[str, list[str]] = {}
     for t in targets:

@@ -67,7 +67,7 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
     from .. import data as data_mod
     from .. import runtime
     from ..config import load_config
-    from ..evaluate import evaluate_features, forward_all
+    from ..evaluate import bundle_probs, evaluate_features
     from ..modeling import load_bundle
     from ..tasks import get_task
 
@@ -101,15 +101,8 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
                                 precision, quiet)
         ctx.selection_probs, ctx.selection_metrics = out.probs, out.metrics
 
-    def predict_texts(texts: list[str]):
-        ds = data_mod.Dataset(task=task, ids=[str(i) for i in range(len(texts))],
-                              labels=[["O"] * len(t.split()) for t in texts] if task == "ner" else [None] * len(texts),
-                              texts=list(texts), tokens=[t.split() for t in texts] if task == "ner" else None)
-        feats = tmod.encode(bundle.tokenizer, ds, None, cfg.data.max_length)
-        logits, _, _ = forward_all(bundle.model, feats, pad_id, task, cfg.train.eval_batch_size, precision)
-        return tmod.probs_from_logits(feats, logits)
-
-    ctx.predict_texts = predict_texts
+    ctx.predict_texts = lambda texts: bundle_probs(bundle, list(texts), batch_size=cfg.train.eval_batch_size,
+                                                   precision=precision)
     if "embed_texts" in needs:
         from ..embed import embed_texts
 

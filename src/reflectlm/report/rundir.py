@@ -178,7 +178,7 @@ class Run:
         if link.is_symlink() or link.is_dir():
             try:
                 return int(link.resolve().name)
-            except ValueError:
+            except ValueError:  # not a round folder: fall through to the recorded sources below
                 pass
         if self.summary and isinstance(self.summary.get("champion_round"), int):
             return self.summary["champion_round"]
