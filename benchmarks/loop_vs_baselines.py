@@ -47,10 +47,13 @@ def _write(path: Path, ds, labels=None) -> None:
             w.writerow([i, t, y])
 
 
+DROPOUT = "pretrained"  # set from --dropout in main(); every arm trains with the same
+
+
 def _tree(work: Path, train: Path, epochs: int, threads: int | None) -> dict:
     return {"data": {"task": "classification", "train": str(train), "selection": str(work / "selection.csv"),
                      "test": str(work / "test.csv"), "id_column": "id", "max_length": 64},
-            "model": {"name": "minilm"},
+            "model": {"name": "minilm", "dropout": DROPOUT},
             "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-4, "metric": "accuracy", "threads": threads},
             "run": {"quiet": True, "output_dir": str(work / "runs")}}
 
@@ -88,7 +91,11 @@ def main() -> None:
     ap.add_argument("--grid", default=None, help="epoch grid for (a) and (b), e.g. 3,5")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--dropout", default="pretrained",
+                    help='model.dropout for every arm (default "pretrained", as the numbers in docs/benchmarks.md)')
     args = ap.parse_args()
+    global DROPOUT
+    DROPOUT = args.dropout if args.dropout == "pretrained" else float(args.dropout)
 
     from label_issues import nearest_other_class
 
@@ -120,6 +127,12 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loop-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    # A --workdir reuses finished runs; only when they were made with the same setting.
+    setting = {"seed": args.seed, "noise": args.noise, "quick": args.quick, "dropout": DROPOUT}
+    marker = work / "setting.json"
+    if marker.is_file() and json.loads(marker.read_text()) != setting:
+        sys.exit(f"{work} holds runs made with {marker.read_text().strip()}, not {setting}: use another --workdir")
+    marker.write_text(json.dumps(setting))
     _write(work / "train_noisy.csv", rest, noisy)
     _write(work / "selection.csv", selection)
     _write(work / "test.csv", test)

@@ -409,3 +409,25 @@ def test_domain_pretraining_lowers_mlm_loss_and_saves_an_encoder(case, tmp_path)
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "model": {"name": str(enc)}})
     build(cfg.model, "classification", LABELS)  # the adapted encoder fine-tunes like any model directory
+
+
+def test_mlm_loss_on_masked_positions_equals_the_models_own(tiny_bert_dir):
+    # domain_pretraining projects only the masked positions onto the vocabulary: the loss must be
+    # the one the model's full forward computes
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from reflectlm.actions.domain_pretraining import mlm_loss
+
+    torch.manual_seed(0)
+    mlm = AutoModelForMaskedLM.from_pretrained(tiny_bert_dir).eval()
+    ids = torch.randint(5, mlm.config.vocab_size, (3, 9))
+    am = torch.ones_like(ids)
+    am[2, 6:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 1], labels[1, 4], labels[1, 7], labels[2, 0] = 11, 12, 13, 14
+    ours = mlm_loss(mlm, ids, am, labels)
+    theirs = mlm(input_ids=ids, attention_mask=am, labels=labels).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    ours.backward()  # and it trains the encoder
+    assert mlm.base_model.embeddings.word_embeddings.weight.grad is not None

@@ -192,6 +192,8 @@ def test_invalid_literal_names_key_and_allowed_values():
     ("train.lr=-1e-5", "train.lr", "greater than 0"),
     ("data.selection_fraction=1.0", "data.selection_fraction", "less than 1"),
     ("model.lstm.dropout=1.5", "model.lstm.dropout", "less than 1"),
+    ("model.dropout=1.5", "model.dropout", 'in [0, 1) or "pretrained"'),
+    ("model.dropout=some", "model.dropout", 'in [0, 1) or "pretrained"'),
 ])
 def test_out_of_range_values(override, key, bound):
     msg = error_of(tree=base_tree(), overrides=[override])
@@ -304,3 +306,11 @@ def test_dump_leaves_out_none_values():
     assert "metric" not in parsed["train"]
     assert parsed["model"]["lstm"]["hidden_size"] == 128
     assert text.startswith("[data]\n")
+
+
+def test_dropout_pretrained_survives_the_toml_round_trip():
+    # "keep the model's own dropout" must read back from a run's config.toml as written (a None
+    # would be left out of the TOML and come back as the default 0.0)
+    for value in ("pretrained", 0.25, 0.0):
+        cfg = load_config(tree=base_tree(), overrides=[f"model.dropout={value}"])
+        assert load_config(tree=tomllib.loads(dump_toml(cfg))).model.dropout == value

@@ -170,6 +170,8 @@ def test_build_transformer(tiny_bert_dir, task, labels):
     assert cfg.id2label == dict(enumerate(labels))
     assert cfg.label2id == {n: i for i, n in enumerate(labels)}
     assert cfg.hidden_dropout_prob == 0.25 and cfg.attention_probs_dropout_prob == 0.25
+    drops = [m for m in bundle.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.p == 0.25 for m in drops)  # hidden, attention (sdpa reads .p) and classifier
     assert bundle.meta == {"format_version": 1, "task": task, "labels": labels, "max_length": 64,
                            "kind": "transformer", "base_model": str(tiny_bert_dir)}
     assert bundle.labels == labels and bundle.task == task
@@ -286,3 +288,19 @@ def test_layer_groups_lstm():
     assert g["layer.0"] == {f"lstm.{w}_l0{s}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                             for s in ("", "_reverse")}
     assert g["head"] == {"classifier.weight", "classifier.bias"}
+
+
+def test_dropout_default_off_and_applied_on_transfer(tiny_bert_dir, tmp_path):
+    # off by default (measured faster at equal accuracy); "pretrained" keeps the model's own; a saved
+    # bundle used as the starting point (transfer) still takes the configured dropout.
+    bundle = build(ModelConfig(name=str(tiny_bert_dir)), "classification", CLS_LABELS, max_length=64)
+    assert all(m.p == 0.0 for m in bundle.model.modules() if isinstance(m, torch.nn.Dropout))
+    kept = build(ModelConfig(name=str(tiny_bert_dir), dropout="pretrained"), "classification", CLS_LABELS, max_length=64)
+    from transformers import AutoConfig
+
+    pretrained = AutoConfig.from_pretrained(tiny_bert_dir).hidden_dropout_prob
+    assert kept.model.config.hidden_dropout_prob == pretrained
+    save_bundle(bundle, tmp_path / "b")
+    again = build(ModelConfig(name=str(tmp_path / "b"), dropout=0.3), "classification", CLS_LABELS, max_length=64)
+    assert again.model.config.hidden_dropout_prob == 0.3
+    assert all(m.p == 0.3 for m in again.model.modules() if isinstance(m, torch.nn.Dropout))

@@ -36,7 +36,7 @@ from .train import RunError, _versions, _write_json
 
 ROUND_FILES = {
     "config.toml": "the resolved config this round trained with",
-    "run.json": "what trained this round's model (train.py's record)",
+    "run.json": "what made this round's model (train.py's record; for calibrate / prune: the source and the steps)",
     "metrics.json": "selection metrics (best epoch) and the per-epoch history",
     "dynamics.npz": "training dynamics of this round's model",
     "gradients.npz": "gradient telemetry of this round's model",
@@ -468,6 +468,11 @@ def _train_round(rd: Path, cfg: Config, tree: dict, recipe: Recipe, splits: Spli
         bundle, metrics, seen = res.bundle, res.metrics, res.fit.examples_seen
     else:  # calibrate / prune: work on the champion's trained model, no training
         (rd / "config.toml").write_text(dump_toml(run_cfg), encoding="utf-8")
+        # The round still describes itself: what it started from and what it did, no training.
+        _write_json(rd / "run.json", {"kind": "post", "status": "finished", "trained": False,
+                                      "source_model": str((champion_dir / "model").resolve()),
+                                      "steps": recipe.post, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                      "versions": _versions()})
         for name in ("dynamics.npz", "gradients.npz"):
             if (champion_dir / name).is_file():
                 shutil.copy(champion_dir / name, rd / name)

