@@ -51,7 +51,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_ours() -> dict:
+def run_ours(dropout: str | None = None) -> dict:
     from reflectlm.config import ModelConfig, TrainConfig
     from reflectlm.modeling import build
     from reflectlm.tasks import get_task
@@ -60,7 +60,8 @@ def run_ours() -> dict:
     train, selection, labels = _data()
     tc = TrainConfig(epochs=EPOCHS, seed=SEED)  # our defaults; dynamics + telemetry on
     assert tc.record_dynamics and tc.telemetry_every > 0
-    bundle = build(ModelConfig(), "classification", labels)
+    mc = ModelConfig() if dropout is None else ModelConfig(dropout=dropout)
+    bundle = build(mc, "classification", labels)
     task = get_task("classification")
     l2i = {n: i for i, n in enumerate(labels)}
     feats = task.encode(bundle.tokenizer, train, l2i, 128)
@@ -72,7 +73,7 @@ def run_ours() -> dict:
     return {"samples_per_s": result.examples_seen / result.train_seconds,
             "samples_per_s_incl_eval": result.examples_seen / wall,
             "accuracy": result.history[-1]["selection_accuracy"], "peak_rss_mb": _peak_rss_mb(),
-            "precision": result.precision, "dropout": ModelConfig().dropout, "telemetry_records": int(len(result.telemetry["step"])),
+            "precision": result.precision, "dropout": mc.dropout, "telemetry_records": int(len(result.telemetry["step"])),
             "recording_pct": 100 * sum(result.overhead_seconds.values()) / result.train_seconds}
 
 
@@ -113,20 +114,32 @@ def run_trainer(tuned: bool) -> dict:
             "batch_size": args.per_device_train_batch_size, "lr": args.learning_rate}
 
 
-def child(which: str) -> dict:
-    return {"ours": run_ours, "trainer": lambda: run_trainer(False), "tuned": lambda: run_trainer(True)}[which]()
+def child(which: str, dropout: str | None) -> dict:
+    return {"ours": lambda: run_ours(dropout), "trainer": lambda: run_trainer(False),
+            "tuned": lambda: run_trainer(True)}[which]()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", choices=["ours", "trainer", "tuned"], help=argparse.SUPPRESS)
+    ap.add_argument("--dropout", default=None,
+                    help='ours only: model.dropout (default: ours\' default, 0; "pretrained" = the model\'s 0.1)')
+    ap.add_argument("--only-ours", action="store_true", help="measure only our loop (e.g. to compare --dropout values)")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.dropout)))
+        return
+    if args.only_ours:
+        cmd = [sys.executable, __file__, "--child", "ours"] + (["--dropout", args.dropout] if args.dropout else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"ours failed:\n{out.stderr[-3000:]}")
+        print(out.stdout.strip().splitlines()[-1])
         return
     res = {}
     for which in ("ours", "trainer", "tuned"):
-        out = subprocess.run([sys.executable, __file__, "--child", which], capture_output=True, text=True)
+        cmd = [sys.executable, __file__, "--child", which] + (["--dropout", args.dropout] if args.dropout else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{which} failed:\n{out.stderr[-3000:]}")
         res[which] = json.loads(out.stdout.strip().splitlines()[-1])
