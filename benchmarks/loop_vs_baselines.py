@@ -23,6 +23,7 @@ Prints one JSON object: {"plain": {"test_accuracy", ...}, "one_shot_clean": {...
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -172,7 +173,9 @@ def main() -> None:
     tree["loop"] = {"rounds": 10, "patience": 2, "examples_budget": budget, "report": False}
     tree["run"].update(output_dir=str(work / "loop-workspace"), name="loop")
     again = (work / "loop-workspace" / "loop" / "run.json").is_file()  # resume an interrupted invocation
-    result = improve(load_config(tree=tree), quiet=False, resume=again)
+    # The loop's progress goes to stderr: stdout carries only the JSON result.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = improve(load_config(tree=tree), quiet=False, resume=again)
     s = result.summary
     fixes = []
     for r in s["rounds"][1:]:
