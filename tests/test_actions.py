@@ -280,6 +280,10 @@ def test_config_actions_move_the_right_knobs(case):
     assert get_action("layerwise_lr", decay=0.8).apply(recipe, inputs).tree["train"]["layerwise_lr_decay"] == 0.8
     r = get_action("regularize").apply(recipe, inputs).tree
     assert r["train"]["weight_decay"] == 0.05 and r["train"]["label_smoothing"] == 0.1 and r["model"]["dropout"] == 0.15
+    # dropout rises from wherever it is: off (the default) or the model's own 0.1 -> 0.15; 0.2 -> 0.25
+    assert ACTIONS["regularize"].propose(inputs, recipe.set("model.dropout", 0.0)).dropout == 0.15
+    assert ACTIONS["regularize"].propose(inputs, recipe.set("model.dropout", "pretrained")).dropout == 0.15
+    assert ACTIONS["regularize"].propose(inputs, recipe.set("model.dropout", 0.2)).dropout == 0.25
     # the champion peaked at epoch 2 of 4: early_stop proposes 2 epochs, more_epochs declines
     assert ACTIONS["early_stop"].propose(inputs, recipe).epochs == 2
     assert ACTIONS["more_epochs"].propose(inputs, recipe) is None

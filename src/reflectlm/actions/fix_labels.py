@@ -23,9 +23,9 @@ class FixLabels:
     # Relabel only when the pooled evidence clearly prefers the suggested label (twice the given
     # one's probability, and at least 0.5); the rest of the suspects are left to drop_suspects,
     # because a wrong relabel teaches a confusion while a drop only loses an example. Measured on
-    # BANKING77 with 20 % nearest-class flips (docs/benchmarks.md): 0.3 / 1.0 relabelled 1,768
-    # (82 % right) and left 7.3 % wrong labels; 0.5 / 2.0 relabels 1,370 (89 % right) and, with
-    # the rest dropped, leaves 5.5 %. A wrong fix is not final: the next round's champion,
+    # BANKING77 with 20 % nearest-class flips (docs/benchmarks.md): 0.3 / 1.0 relabelled 1,783
+    # (81 % right) and left 7.3 % wrong labels; 0.5 / 2.0 relabelled 1,367 (89 % right) and, with
+    # drop_suspects, left 5.3 %. A wrong fix is not final: the next round's champion,
     # trained on cleaner labels, judges every label again.
     min_prob: float = 0.5
     min_ratio: float = 2.0
