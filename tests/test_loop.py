@@ -64,11 +64,12 @@ def test_run_directory_has_the_documented_files(finished_run):
             continue
         if d["round"] > 0:
             must |= {"findings.json", "targets.json", "compare.json"}
-        if d["promoted"]:
+        kept = d["promoted"] or d.get("next_base") == d["round"]  # promoted, or the next round builds on it
+        if kept:
             must |= {"model", "recipe.json"}
         assert must <= files, (rd.name, must - files)
         assert files <= set(f.rstrip("/") for f in ROUND_FILES), files - set(f.rstrip("/") for f in ROUND_FILES)
-        assert ("model" in files) == d["promoted"]  # a rejected challenger's weights are not kept
+        assert ("model" in files) == kept  # other rejected challengers' weights are not kept
 
 
 def test_every_round_is_decided_by_its_comparison(finished_run):
@@ -172,6 +173,38 @@ def test_learned_values_from_earlier_runs_rank_the_next_plan(tmp_path):
     assert row["observed"] == 3 and row["observed_mean"] == pytest.approx(0.06)
     # Values are per task: an NER workspace's history does not leak into classification.
     assert store.action_values(ws, "ner") == []
+
+
+def test_a_plan_that_would_overrun_the_compute_budget_is_left_out(tmp_path):
+    """Masked-LM pre-training costs steps x batch examples on top of fine-tuning: with too little
+    budget left, the next-best plan that fits is taken instead, and the ranking says why."""
+    from reflectlm.actions import ActionInputs, Recipe, get_action
+    from reflectlm.config import load_config
+    from reflectlm.data import Dataset
+    from reflectlm.loop import choose_plan, plan_cost
+    from reflectlm.reflect import Target
+
+    ds = Dataset(task="classification", ids=[str(i) for i in range(100)], labels=["x", "y"] * 50,
+                 texts=[f"t {i}" for i in range(100)], tokens=None)
+    tree = {"data": {"train": "x.csv"}, "train": {"epochs": 3}, "model": {"kind": "transformer"}}
+    recipe = Recipe(tree, ds)
+    dp = get_action("domain_pretraining", steps=100, batch_size=32)
+    assert plan_cost([dp], recipe) == 100 * 3 + 100 * 32
+    assert plan_cost([get_action("more_epochs")], recipe) == 100 * 5  # 3 epochs x 1.5, rounded up
+    assert plan_cost([get_action("calibrate")], recipe) == 0  # post-only: no training
+    targets = [Target("underfitting", "fit", ["domain_pretraining", "more_epochs"], 0.5, 0.05, "", "")]
+    inputs = ActionInputs(task="classification", labels=["x", "y"], selection_metrics={"per_class": {}},
+                          history=[{"epoch": 3, "selection_macro_f1": 0.5}], work_dir=tmp_path)
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 1,
+                                                                  "action_params": {"domain_pretraining": {"steps": 100}}}})
+    plan, _, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    assert plan[0].name == "domain_pretraining"  # the rules rank it first
+    plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=1000)
+    assert [a.name for a in plan] == ["more_epochs"]
+    row = next(x for x in ranking if x["action"] == "domain_pretraining")
+    assert "3500 training examples" in row["skipped"] and "1000 are left" in row["skipped"]
+    plan, _, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=400)
+    assert plan == []  # nothing fits: the loop stops with "no applicable action left"
 
 
 def test_value_posterior_moves_from_the_prior_to_the_data(tmp_path):
@@ -315,6 +348,69 @@ def test_a_round_replays_exactly_from_its_plan(finished_run):
         assert json.loads(json.dumps(recipe.changes)) == plan["changes"]
         replayed += 1
     assert replayed >= 1
+
+
+def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_against_the_champion(
+        tmp_path, tiny_bert_dir, monkeypatch):
+    """Round 1 is rejected with a positive estimate (forced): round 2 builds on round 1's data and
+    model - the same cleaning plan may run again there - and is compared with the champion, round
+    0. Round 2 is rejected without promise (forced): round 3 is back on the champion, where round
+    1's plan is not tried again. Replay and the saved state agree with what each round trained on."""
+    from reflectlm import compare as compare_mod
+    from reflectlm.config import load_config
+    from reflectlm.loop import _load_train, improve, replay
+
+    real = compare_mod.compare
+    forced = {1: +0.02, 2: -0.01}
+    seen_champion = {}
+
+    def fake(y, champ_pred, chall_pred, **kw):
+        res = real(y, champ_pred, chall_pred, **kw)
+        r = kw["seed"]  # the loop seeds each round's test with train.seed + r (seed 0 here)
+        seen_champion[r] = np.asarray(champ_pred).copy()
+        if r in forced:
+            res.difference, res.promote = forced[r], False
+            res.reason = f"forced {forced[r]:+.2f}; rejected"
+        return res
+
+    monkeypatch.setattr(compare_mod, "compare", fake)
+    tree = loop_tree(noisy_csv(tmp_path / "cls.csv", noise=0.25), tiny_bert_dir, tmp_path / "runs",
+                     actions=["fix_labels", "drop_suspects", "reweight_classes", "regularize"], max_actions=1)
+    tree["train"]["seed"] = 0
+    res = improve(load_config(tree=tree))
+    run = res.run_dir
+    dec = {d["round"]: json.loads((run / "rounds" / f"{d['round']:02d}" / "decision.json").read_text())
+           for d in res.summary["rounds"]}
+    assert dec[1]["promoted"] is False and dec[1]["next_base"] == 1 and "builds on this one" in dec[1]["reason"]
+    assert (run / "rounds" / "01" / "model").is_dir() and (run / "rounds" / "01" / "recipe.json").is_file()
+    assert dec[2]["built_on"] == 1 and dec[2]["champion_round"] == 0
+    # round 2 was judged against the champion (round 0), not against round 1
+    np.testing.assert_array_equal(seen_champion[2], seen_champion[1])
+    # round 2 started from round 1's training data
+    t1 = _load_train(run / "rounds" / "01" / "train.jsonl", "classification", "")
+    t2 = _load_train(run / "rounds" / "02" / "train.jsonl", "classification", "")
+    r2 = replay(run, 2)
+    assert r2.train.ids == t2.ids and r2.train.labels == t2.labels
+    plan2 = json.loads((run / "rounds" / "02" / "plan.json").read_text())
+    relabelled = {x["id"] for ch in plan2["changes"] if ch["action"] == "fix_labels" for x in ch["relabels"]}
+    old = dict(zip(t1.ids, t1.labels))
+    assert set(t2.ids) <= set(t1.ids)
+    assert all(old[i] == y for i, y in zip(t2.ids, t2.labels) if i not in relabelled)
+    if t1.weights is not None:  # e.g. round 1 reweighted: round 2 keeps it
+        w1 = dict(zip(t1.ids, t1.weights))
+        assert t2.weights is not None and all(w1[i] == w for i, w in zip(t2.ids, t2.weights))
+    # round 2 was forced negative: the chain ends; round 3 is built on the champion again
+    assert dec[2]["next_base"] == 0 and not (run / "rounds" / "02" / "model").exists()
+    if 3 in dec:
+        assert dec[3]["built_on"] == 0
+        t0 = _load_train(run / "rounds" / "00" / "train.jsonl", "classification", "")
+        r3 = replay(run, 3)
+        t3 = _load_train(run / "rounds" / "03" / "train.jsonl", "classification", "")
+        assert r3.train.ids == t3.ids and set(t3.ids) <= set(t0.ids)
+        p1 = json.loads((run / "rounds" / "01" / "plan.json").read_text())["actions"]
+        p3 = json.loads((run / "rounds" / "03" / "plan.json").read_text())["actions"]
+        assert p3 != p1  # tried on this base already
+    assert [r["built_on"] for r in res.summary["rounds"]][:3] == [None, 0, 1]
 
 
 @pytest.mark.parametrize("loop, decisions, expect", [

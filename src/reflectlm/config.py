@@ -157,6 +157,11 @@ class LoopConfig(_Section):
     margin: float = Field(0.01, ge=0.0, lt=1.0)  # non-inferiority margin (size / speed / calibration actions)
     n_bootstrap: int = Field(1000, ge=100)
     allow_class_regressions: bool = False  # else a class significantly worse vetoes a promotion
+    # A rejected challenger that beat the champion by at least chain_min_gain (not significantly)
+    # becomes what the next round builds on - e.g. a second cleaning pass on the first one's data -
+    # at most `chain` rounds in a row; the next challenger is still tested against the champion.
+    chain: int = Field(2, ge=0)
+    chain_min_gain: float = Field(0.005, gt=0.0, lt=1.0)
     max_actions: int = Field(2, ge=1)  # actions combined in one round's plan
     actions: list[str] = Field(default_factory=list)  # allow only these (empty: all)
     exclude_actions: list[str] = Field(default_factory=list)

@@ -44,11 +44,11 @@ ROUND_FILES = {
     "findings.json": "rounds >= 1: the diagnosis of the champion that motivated the plan",
     "targets.json": "rounds >= 1: the ranked improvement targets",
     "plan.json": "the actions with their parameters, the ranking behind them and what they changed",
-    "recipe.json": "promoted rounds: the config tree later challengers start from",
+    "recipe.json": "promoted rounds, and a rejected round the next one builds on: the config tree later challengers start from",
     "calibration.json": "when the plan calibrated: temperature and reliability before / after",
     "compare.json": "rounds >= 1: the A/B test against the champion",
     "decision.json": "promoted or rejected, and why (written last: the round is finished)",
-    "model/": "the model, kept only when promoted",
+    "model/": "the model, kept when promoted or when the next round builds on it",
 }
 # Plans that cannot run together: they set the same knob in opposite directions.
 CONFLICTS = [{"early_stop", "more_epochs"}, {"tune_lr", "transfer"}, {"more_epochs", "transfer"},
@@ -68,10 +68,16 @@ class LoopResult:
 class _State:
     decisions: list[dict]  # decision.json of every finished round, in order
     champion: int
-    recipe: Recipe  # the champion's recipe: what the next challenger starts from
+    recipe: Recipe  # what the next challenger starts from: the base round's recipe
     examples_trained: int
     labels_used: int
     acquired: dict  # id -> label bought from the oracle (kept even when its round was rejected)
+    base: int = -1  # the round the next challenger builds on: the champion, or a promising rejected round
+
+    def __post_init__(self):
+        if self.base < 0:
+            self.base = self.champion
+
 
 
 class _Sealed:
@@ -117,9 +123,9 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
     while (reason := _should_stop(state, cfg)) is None:
         r = len(state.decisions)
         _say(quiet, f"round {r}: diagnosing the champion (round {state.champion})")
-        nxt = _round(r, run_dir, cfg, splits, state, oracle, quiet)
-        if nxt is None:
-            reason = "no applicable action left to try"
+        nxt = _round(r, run_dir, cfg, splits, state, oracle, quiet, pool_ds)
+        if isinstance(nxt, str):  # no plan: why
+            reason = nxt
             break
         state = nxt
         _after_round(run_dir, cfg, quiet)
@@ -275,7 +281,8 @@ def _restore(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None) -
 def _state_after(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, decisions: list[dict]) -> _State:
     """The loop's state once `decisions` (rounds 0 .. k, in order) are made, rebuilt from disk."""
     champion = decisions[-1]["champion_round"]
-    cdir = _round_dir(run_dir, champion)
+    base = decisions[-1].get("next_base", champion)
+    cdir = _round_dir(run_dir, base)
     saved = json.loads((cdir / "recipe.json").read_text())
     tree = saved["tree"]
     train = _load_train(cdir / "train.jsonl", cfg.data.task, splits.train.source)
@@ -291,12 +298,12 @@ def _state_after(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | Non
         pool_left = None if pool is None else pool.subset([k for k, i in enumerate(pool.ids) if i not in used])
     return _State(decisions, champion, Recipe(tree=tree, train=train, pool=pool_left),
                   sum(d["examples_trained"] for d in decisions), sum(d.get("labels_used", 0) for d in decisions),
-                  acquired)
+                  acquired, base)
 
 
 def _base_recipe(state: _State) -> Recipe:
-    """What the next challenger starts from: the champion's recipe, plus oracle answers bought in
-    rejected rounds (they are still gold labels)."""
+    """What the next challenger starts from: the base round's recipe (the champion's, or a promising
+    rejected round's), plus oracle answers bought in rejected rounds (they are still gold labels)."""
     base = state.recipe.evolve()
     have = set(base.train.ids)
     missing = {i for i in state.acquired if i not in have}
@@ -345,7 +352,7 @@ def replay(run_dir: str | Path, r: int, work_dir: str | Path | None = None) -> R
         oracle = ColumnOracle(json.loads((rd / "decision.json").read_text()).get("acquired", {}))
     decisions = [json.loads((_round_dir(run_dir, k) / "decision.json").read_text()) for k in range(r)]
     state = _state_after(run_dir, cfg, splits, pool[0] if pool else None, decisions)
-    cdir = _round_dir(run_dir, state.champion)
+    cdir = _round_dir(run_dir, state.base)  # what round r diagnosed and built on
     champ = load_bundle(cdir / "model")
     findings = [Finding.from_json(f) for f in json.loads((rd / "findings.json").read_text())["findings"]]
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="replay-"))
@@ -573,7 +580,8 @@ def _base_tree(cfg: Config) -> dict:
 # --------------------------------------------------------------------------- a round
 
 
-def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, oracle, quiet: bool) -> _State | None:
+def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, oracle, quiet: bool,
+           pool: Dataset | None = None) -> _State | str:
     from .compare import compare, compare_ner
     from .diagnose import run_diagnosis
     from .modeling import load_bundle
@@ -583,25 +591,32 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
     if rd.exists():
         shutil.rmtree(rd)
     rd.mkdir(parents=True)
-    cdir = _round_dir(run_dir, state.champion)
-    champ = load_bundle(cdir / "model")
-    champ_out = _evaluate(champ, splits.selection, cfg)
-    predict = _predictor(champ, cfg)
+    # The challenger builds on the base round (the champion, or a promising rejected challenger:
+    # diagnosed on the data it was trained on) and is tested against the champion.
+    cdir = _round_dir(run_dir, state.base)
+    base_model = load_bundle(cdir / "model")
+    base_out = _evaluate(base_model, splits.selection, cfg)
+    champ_out = base_out if state.base == state.champion else _evaluate(
+        load_bundle(_round_dir(run_dir, state.champion) / "model"), splits.selection, cfg)
+    predict = _predictor(base_model, cfg)
     embed = _embedder(cfg)
 
-    # Diagnose the champion on the data it was trained on.
-    ctx = _context(cfg, splits, state, cdir, champ_out, predict, embed, quiet)
+    ctx = _context(cfg, splits, state, cdir, base_out, predict, embed, quiet)
     diagnosis = run_diagnosis(rd, cfg.loop.checks or None, ctx=ctx, write=True, quiet=quiet)
     _fault(f"{r}:after_diagnosis")
 
     # Reflect + plan.
     base = _base_recipe(state)
-    inputs = _inputs(cfg, splits, r, state, diagnosis.findings, champ_out, cdir, predict, embed, oracle, rd, quiet)
-    plan, ranking, addressed = choose_plan(diagnosis.targets, inputs, base, cfg, run_dir, _rejected_since_promotion(
-        run_dir, state), r)
+    inputs = _inputs(cfg, splits, r, state, diagnosis.findings, base_out, cdir, predict, embed, oracle, rd, quiet)
+    left = None if cfg.loop.examples_budget is None else cfg.loop.examples_budget - state.examples_trained
+    plan, ranking, addressed = choose_plan(diagnosis.targets, inputs, base, cfg, run_dir, _rejected_on_base(
+        run_dir, state), r, examples_left=left)
     if not plan:
         shutil.rmtree(rd)
-        return None
+        if any("loop.examples_budget" in row.get("skipped", "") for row in ranking):
+            return (f"compute budget spent: no applicable plan fits in the {left} training examples left of "
+                    f"{cfg.loop.examples_budget}")
+        return "no applicable action left to try"
     _say(quiet, f"round {r}: plan " + " + ".join(f"{a.name}" for a in plan) + f" (for {', '.join(addressed)})")
     recipe = base
     for action in plan:
@@ -622,12 +637,12 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
                     "selection": champ_out.metrics[cfg.selection_metric], "champion_selection":
                     champ_out.metrics[cfg.selection_metric], "seconds": time.time() - t0, "examples_trained": 0,
                     "labels_used": 0, "acquired": {}, "actions": [a.name for a in plan], "addressed": addressed,
-                    "no_op": True}
+                    "no_op": True, "built_on": state.base, "next_base": state.base}
         _write_json(rd / "decision.json", decision)
         _record(run_dir, decision, cfg)
         _say(quiet, f"round {r}: {reason}")
         return _State(state.decisions + [decision], state.champion, state.recipe, state.examples_trained,
-                      state.labels_used, state.acquired)
+                      state.labels_used, state.acquired, state.base)
 
     # Train the challenger.
     # A plan is all-retraining or all-post (choose_plan keeps them apart): calibrate / prune work on
@@ -655,7 +670,13 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
     _write_json(rd / "compare.json", result.to_json())
 
     promoted = bool(result.promote)
-    if promoted:
+    chained = not promoted and _promising(result, plan, chall_out, base_out, state, cfg)
+    reason = result.reason
+    if chained:
+        depth = _chain_depth(state) + 1
+        reason += (f"; but {result.difference:+.4f} >= {lc.chain_min_gain}: the next round builds on this one "
+                   f"({depth} of at most {lc.chain} in a row) and is again tested against the champion")
+    if promoted or chained:
         _write_json(rd / "recipe.json", {"tree": recipe.tree,
                                          "pool_ids": None if recipe.pool is None else list(recipe.pool.ids)})
     elif (rd / "model").exists():
@@ -665,24 +686,29 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
         if ch.get("action") == "active_learning":
             idx = {i: k for k, i in enumerate(recipe.train.ids)}
             new_acquired.update({i: recipe.train.labels[idx[i]] for i in ch.get("ids", []) if i in idx})
-    decision = {"round": r, "promoted": promoted, "reason": result.reason,
+    next_base = r if promoted or chained else state.champion
+    decision = {"round": r, "promoted": promoted, "reason": reason,
                 "champion_round": r if promoted else state.champion,
                 "selection": chall_out.metrics[cfg.selection_metric],
                 "champion_selection": champ_out.metrics[cfg.selection_metric], "decided_by": result.metric,
                 "seconds": time.time() - t0, "examples_trained": seen, "labels_used": recipe.labels_used,
-                "acquired": new_acquired, "actions": [a.name for a in plan], "addressed": addressed}
+                "acquired": new_acquired, "actions": [a.name for a in plan], "addressed": addressed,
+                "built_on": state.base, "next_base": next_base}
     _fault(f"{r}:before_decision")
     _write_json(rd / "decision.json", decision)
     if promoted:
         _set_champion(run_dir, r)
     _record(run_dir, decision, cfg)
-    _say(quiet, f"round {r}: {result.reason}")
-    new_recipe = recipe.evolve(init_from=None, round_only={}, post=[], changes=[], labels_used=0,
-                               extra_examples=0) if promoted \
-        else state.recipe
+    _say(quiet, f"round {r}: {reason}")
+    if promoted or chained:
+        new_recipe = recipe.evolve(init_from=None, round_only={}, post=[], changes=[], labels_used=0, extra_examples=0)
+    elif state.base == state.champion:
+        new_recipe = state.recipe
+    else:  # the chain ends: back to the champion's recipe
+        new_recipe = _state_after(run_dir, cfg, splits, pool, state.decisions[:state.champion + 1]).recipe
     return _State(state.decisions + [decision], r if promoted else state.champion, new_recipe,
                   state.examples_trained + seen, state.labels_used + recipe.labels_used,
-                  {**state.acquired, **new_acquired})
+                  {**state.acquired, **new_acquired}, next_base)
 
 
 def _unchanged(a: Recipe, b: Recipe) -> bool:
@@ -692,14 +718,40 @@ def _unchanged(a: Recipe, b: Recipe) -> bool:
             and not b.post and b.init_from == a.init_from)
 
 
-def _rejected_since_promotion(run_dir: Path, state: _State) -> set[str]:
-    """Plans rejected since the champion last changed: the same findings would propose them again."""
+def _rejected_on_base(run_dir: Path, state: _State) -> set[str]:
+    """Plans already tried on the current base since the champion last changed: the same findings
+    would propose them again. (A plan rejected on the champion may still be tried on a promising
+    challenger's data, e.g. a second cleaning pass.)"""
     out = set()
     for d in state.decisions[state.champion + 1:]:
+        if d.get("built_on", d["champion_round"]) != state.base:
+            continue
         plan = json.loads((_round_dir(run_dir, d["round"]) / "plan.json").read_text())
         for a in plan["actions"]:
             out.add(json.dumps([a["action"], a["params"]], sort_keys=True))
     return out
+
+
+def _chain_depth(state: _State) -> int:
+    """How many promising rejected rounds in a row the current base stands on."""
+    depth, r = 0, state.base
+    while r != state.champion:
+        depth += 1
+        r = state.decisions[r].get("built_on", state.champion)
+    return depth
+
+
+def _promising(result, plan: list, chall_out, base_out, state: _State, cfg: Config) -> bool:
+    """A rejected challenger worth building on: a retraining plan judged by superiority whose
+    estimate beats the champion by at least chain_min_gain, and beats the round it was built on."""
+    lc = cfg.loop
+    if lc.chain <= 0 or not plan or plan[0].mode != SUPERIORITY or not plan[0].retrains:
+        return False
+    if result.difference is None or not result.difference >= lc.chain_min_gain or _chain_depth(state) >= lc.chain:
+        return False
+    m = cfg.selection_metric
+    better = (lambda a, b: a < b) if m == "loss" else (lambda a, b: a > b)
+    return state.base == state.champion or better(chall_out.metrics[m], base_out.metrics[m])
 
 
 def _embedder(cfg: Config):
@@ -752,8 +804,20 @@ def _ner_counts(probs, ds: Dataset, labels: list[str]) -> tuple[np.ndarray, np.n
 # --------------------------------------------------------------------------- planning
 
 
+def plan_cost(plan: list, recipe: Recipe) -> int:
+    """Training examples a plan will process (an upper estimate made before it runs): its epochs
+    over the training set plus what its actions process on their own; post-only plans train nothing."""
+    if not plan or not plan[0].retrains:
+        return 0
+    n, epochs, extra = len(recipe.train), int(recipe.get("train.epochs", 1)), 0
+    for action in plan:
+        if hasattr(action, "estimate"):
+            n, epochs, extra = action.estimate(n, epochs, extra)
+    return int(n * epochs + extra)
+
+
 def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
-                rejected: set[str], r: int) -> tuple[list, list[dict], list[str]]:
+                rejected: set[str], r: int, examples_left: int | None = None) -> tuple[list, list[dict], list[str]]:
     """Rank candidate actions by a Thompson draw from their value posterior (prior: the rules'
     expected gain; data: the gains measured in this workspace), then take the best applicable one
     and up to max_actions - 1 compatible others judged the same way.
@@ -800,7 +864,11 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         # pool (and the answers of a rejected round stay in the data).
         fresh = action.name == "active_learning" and inputs.oracle is not None
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
-            row["skipped"] = "the same plan was rejected since the champion last changed"
+            row["skipped"] = "the same plan was already tried on this base since the champion last changed"
+            continue
+        if examples_left is not None and plan_cost(plan + [action], recipe) > examples_left:
+            row["skipped"] = (f"would process about {plan_cost(plan + [action], recipe)} training examples; "
+                              f"{examples_left} are left of loop.examples_budget")
             continue
         if plan:
             lead = plan[0]
@@ -870,7 +938,8 @@ def _finish(run_dir: Path, cfg: Config, splits: Splits, sealed: _Sealed, state: 
                      "selection": d["selection"], "promoted": d["promoted"], "difference": cmp.get("difference"),
                      "ci_low": cmp.get("ci_low"), "ci_high": cmp.get("ci_high"),
                      "p_mcnemar": (cmp.get("mcnemar") or {}).get("p_value"), "reason": d["reason"],
-                     "examples_trained": d["examples_trained"], "seconds": d["seconds"]})
+                     "examples_trained": d["examples_trained"], "seconds": d["seconds"],
+                     "built_on": d.get("built_on")})
     out["rounds"] = rows
     out["action_values"] = [v.to_json() for v in store.action_values(run_dir.parent, cfg.data.task)]
     info = json.loads((run_dir / "run.json").read_text())
@@ -908,4 +977,4 @@ class _CallableModule(type(sys)):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plan", "improve", "replay"]
+__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plan", "improve", "plan_cost", "replay"]

@@ -97,6 +97,9 @@ class ActiveLearning:
             picked.setdefault(int(c), int(i))  # cand is sorted: the first seen is the most uncertain
         return sorted(picked.values(), key=lambda i: (-u[i], i))
 
+    def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
+        return n + self.size, epochs, extra
+
     def apply(self, recipe, inputs):
         pool = recipe.pool
         if pool is None or len(pool) == 0 or inputs.oracle is None or inputs.predict is None or self.size <= 0:

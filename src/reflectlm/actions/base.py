@@ -5,6 +5,11 @@ An action is a frozen dataclass whose fields are its parameters (JSON-able, all 
 action cannot help here, e.g. active learning without a pool); `apply(recipe, inputs)` returns a
 new Recipe and never changes the one it was given, so a plan is a pure function of the champion's
 recipe, the findings and the seed, and plan.json replays a round exactly.
+
+An action that changes how much a round trains (more epochs, added examples, masked-LM steps)
+also has `estimate(n, epochs, extra) -> (n, epochs, extra)`: the training examples, epochs and
+examples processed outside fine-tuning once it has run, so the loop can leave out a plan that
+would overrun loop.examples_budget before spending anything on it.
 """
 
 from __future__ import annotations

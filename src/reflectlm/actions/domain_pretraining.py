@@ -55,6 +55,9 @@ class DomainPretraining:
             return None  # already adapted in an earlier round
         return cls()
 
+    def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
+        return n, epochs, extra + self.steps * self.batch_size  # the masked-LM steps (at most)
+
     def apply(self, recipe, inputs):
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling

@@ -33,6 +33,10 @@ class MoreEpochs:
                 return None  # the best epoch was not the last: more epochs will not help
         return cls()
 
+    def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
+        # (training examples, epochs, examples processed outside fine-tuning) once this runs
+        return n, min(self.max_epochs, max(epochs + 1, math.ceil(epochs * self.factor))), extra
+
     def apply(self, recipe, inputs):
         epochs = int(recipe.get("train.epochs", 3))
         new = min(self.max_epochs, max(epochs + 1, math.ceil(epochs * self.factor)))

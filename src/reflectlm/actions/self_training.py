@@ -33,6 +33,9 @@ class SelfTraining:
             return None
         return cls()
 
+    def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
+        return n + self.cap, epochs, extra  # at most cap pseudo-labels
+
     def apply(self, recipe, inputs):
         pool = recipe.pool
         if pool is None or len(pool) == 0 or inputs.predict is None or inputs.task != "classification":

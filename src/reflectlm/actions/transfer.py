@@ -30,6 +30,9 @@ class Transfer:
             return None
         return cls(epochs=max(1, int(recipe.get("train.epochs", 3)) // 2))
 
+    def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
+        return n, self.epochs or epochs, extra
+
     def apply(self, recipe, inputs):
         src = inputs.champion_model if self.source == "champion" else Path(self.source)
         if src is None:
