@@ -411,6 +411,10 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
         p3 = json.loads((run / "rounds" / "03" / "plan.json").read_text())["actions"]
         assert p3 != p1  # tried on this base already
     assert [r["built_on"] for r in res.summary["rounds"]][:3] == [None, 0, 1]
+    from reflectlm.report import write_report
+
+    page = write_report(run).read_text(encoding="utf-8")
+    assert page.count("on round 1&#x27;s data and model") + page.count("on round 1's data and model") == 1
 
 
 @pytest.mark.parametrize("loop, decisions, expect", [

@@ -312,6 +312,7 @@ def _decisions(run: Run) -> str:
     if not run.rounds:
         return _note("no round has started yet")
     rows = []
+    champion = 0  # the champion round when each round started
     for r in run.rounds:
         c, d = r.compare or {}, r.decision or {}
         if r.number == 0:
@@ -324,6 +325,11 @@ def _decisions(run: Run) -> str:
         else:
             badge, reason = '<span class="badge b-wait">pending</span>', "the challenger has not been compared yet"
         found, plan = _plan_cell(r)
+        if isinstance(d.get("built_on"), int) and d["built_on"] != champion:
+            # a chained round: built on a promising rejected challenger, judged against the champion
+            plan = f"<span class='muted'>on round {d['built_on']}'s data and model:</span><br>" + plan
+        if r.promoted is True:
+            champion = r.number
         mc = c.get("mcnemar") or {}
         ci = "–" if _num(c.get("ci_low")) is None else f"[{_f(c.get('ci_low'))}, {_f(c.get('ci_high'))}]"
         rows.append([str(r.number), found, plan, _f(r.selection(run.metric)), _signed(c.get("difference")), ci,
