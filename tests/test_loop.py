@@ -204,7 +204,31 @@ def test_a_plan_that_would_overrun_the_compute_budget_is_left_out(tmp_path):
     row = next(x for x in ranking if x["action"] == "domain_pretraining")
     assert "3500 training examples" in row["skipped"] and "1000 are left" in row["skipped"]
     plan, _, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=400)
-    assert plan == []  # nothing fits: the loop stops with "no applicable action left"
+    assert plan == []  # nothing fits: the loop stops, saying the budget is spent
+    # The same with time: 10 ms per example, 20 s left -> 3,500 examples (35 s) do not fit, 500 (5 s) do.
+    plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, seconds_left=20.0,
+                                   seconds_per_example=0.01)
+    assert [a.name for a in plan] == ["more_epochs"]
+    row = next(x for x in ranking if x["action"] == "domain_pretraining")
+    assert "about 35 s" in row["skipped"] and "20 s are left of loop.time_budget_s" in row["skipped"]
+
+
+def test_the_loop_stops_when_no_plan_fits_the_compute_budget(tmp_path, tiny_bert_dir):
+    """Active learning with an oracle is always worth a round, but 500 more labels x 3 epochs do
+    not fit in what round 0 left of the budget: the loop says so instead of overrunning it."""
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    pool = tmp_path / "pool.csv"  # texts unlike the training set's (repeats are left out of a pool)
+    pool.write_text("text,label\n" + "".join(f"{t} pool {k},{y}\n" for k, (t, y) in enumerate(make_cls_rows(120))),
+                    encoding="utf-8")
+    tree = loop_tree(noisy_csv(tmp_path / "cls.csv", n=150), tiny_bert_dir, tmp_path / "runs",
+                     actions=["active_learning"], checks=["performance"], pool=str(pool), oracle="column",
+                     pool_label_column="label", examples_budget=700)
+    res = improve(load_config(tree=tree))
+    assert [r["round"] for r in res.summary["rounds"]] == [0]
+    assert 2 * res.summary["examples_trained"] <= 700  # round 0 left room for a round like itself...
+    assert res.stop_reason.startswith("compute budget spent: no applicable plan fits in the "), res.stop_reason
 
 
 def test_value_posterior_moves_from_the_prior_to_the_data(tmp_path):

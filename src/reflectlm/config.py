@@ -150,7 +150,9 @@ class LoopConfig(_Section):
     rounds: int = Field(3, ge=0)  # improvement rounds after the baseline (round 0)
     patience: int = Field(2, ge=1)  # stop after this many rounds in a row without a promotion
     target: float | None = None  # stop once the champion's selection metric reaches it
-    time_budget_s: float | None = Field(None, gt=0)  # stop starting rounds after this much wall time
+    # Rounds' wall time, all together: no round starts after it, and a plan that would not finish
+    # in what is left (at this run's measured seconds per training example) is left out.
+    time_budget_s: float | None = Field(None, gt=0)
     examples_budget: int | None = Field(None, ge=1)  # training examples processed, all rounds together
     label_budget: int | None = Field(None, ge=0)  # labels the oracle may answer, all rounds together
     alpha: float = Field(0.05, gt=0.0, lt=0.5)  # significance level of a promotion

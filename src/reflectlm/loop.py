@@ -609,13 +609,22 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
     base = _base_recipe(state)
     inputs = _inputs(cfg, splits, r, state, diagnosis.findings, base_out, cdir, predict, embed, oracle, rd, quiet)
     left = None if cfg.loop.examples_budget is None else cfg.loop.examples_budget - state.examples_trained
+    seconds_left = rate = None
+    if cfg.loop.time_budget_s is not None:
+        # Rounds so far, diagnosis and evaluation included, give the run's cost per training example.
+        spent = sum(d["seconds"] for d in state.decisions) + (time.time() - t0)
+        seconds_left = cfg.loop.time_budget_s - spent
+        rate = sum(d["seconds"] for d in state.decisions) / max(1, state.examples_trained)
     plan, ranking, addressed = choose_plan(diagnosis.targets, inputs, base, cfg, run_dir, _rejected_on_base(
-        run_dir, state), r, examples_left=left)
+        run_dir, state), r, examples_left=left, seconds_left=seconds_left, seconds_per_example=rate)
     if not plan:
         shutil.rmtree(rd)
         if any("loop.examples_budget" in row.get("skipped", "") for row in ranking):
             return (f"compute budget spent: no applicable plan fits in the {left} training examples left of "
                     f"{cfg.loop.examples_budget}")
+        if any("loop.time_budget_s" in row.get("skipped", "") for row in ranking):
+            return (f"time budget spent: no applicable plan fits in the {seconds_left:.0f} s left of "
+                    f"{cfg.loop.time_budget_s:.0f} s")
         return "no applicable action left to try"
     _say(quiet, f"round {r}: plan " + " + ".join(f"{a.name}" for a in plan) + f" (for {', '.join(addressed)})")
     recipe = base
@@ -817,7 +826,8 @@ def plan_cost(plan: list, recipe: Recipe) -> int:
 
 
 def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
-                rejected: set[str], r: int, examples_left: int | None = None) -> tuple[list, list[dict], list[str]]:
+                rejected: set[str], r: int, examples_left: int | None = None, seconds_left: float | None = None,
+                seconds_per_example: float | None = None) -> tuple[list, list[dict], list[str]]:
     """Rank candidate actions by a Thompson draw from their value posterior (prior: the rules'
     expected gain; data: the gains measured in this workspace), then take the best applicable one
     and up to max_actions - 1 compatible others judged the same way.
@@ -866,9 +876,15 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
             row["skipped"] = "the same plan was already tried on this base since the champion last changed"
             continue
-        if examples_left is not None and plan_cost(plan + [action], recipe) > examples_left:
-            row["skipped"] = (f"would process about {plan_cost(plan + [action], recipe)} training examples; "
-                              f"{examples_left} are left of loop.examples_budget")
+        cost = plan_cost(plan + [action], recipe)
+        if examples_left is not None and cost > examples_left:
+            row["skipped"] = (f"would process about {cost} training examples; {examples_left} are left of "
+                              "loop.examples_budget")
+            continue
+        if seconds_left is not None and seconds_per_example and cost * seconds_per_example > seconds_left:
+            row["skipped"] = (f"would take about {cost * seconds_per_example:.0f} s at this run's "
+                              f"{seconds_per_example * 1000:.1f} ms per example; {seconds_left:.0f} s are left of "
+                              "loop.time_budget_s")
             continue
         if plan:
             lead = plan[0]
