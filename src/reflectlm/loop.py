@@ -8,6 +8,10 @@ rules and by the action values learned in this workspace), trains the challenger
 against the champion on the selection split, promotes or rejects it, and records everything
 before the next round starts. The test split is sealed until the very end.
 
+A rejected challenger that beat the champion by at least loop.chain_min_gain - a gain too small
+for the selection split to confirm - may be what the next round builds on (diagnosed and planned
+on its data), at most loop.chain rounds in a row; every challenger is tested against the champion.
+
 A round is finished when its decision.json exists (written last, atomically). `resume=True`
 discards a half-written round and continues after the last finished one; finished rounds are
 never redone or rewritten.
@@ -327,8 +331,9 @@ def _inputs(cfg: Config, splits: Splits, r: int, state: _State, findings: list, 
 
 
 def replay(run_dir: str | Path, r: int, work_dir: str | Path | None = None) -> Recipe:
-    """Apply round r's plan.json again to what its challenger started from (the champion's recipe
-    and the findings in its findings.json); the result equals what round r trained on.
+    """Apply round r's plan.json again to what its challenger started from (the recipe of the
+    round it was built on - the champion, or a promising rejected challenger - and the findings in
+    its findings.json); the result equals what round r trained on.
     Artifacts (e.g. an adapted encoder) go to work_dir (default: a temporary folder)."""
     import tempfile
 
