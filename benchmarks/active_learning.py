@@ -2,6 +2,7 @@
 
     python benchmarks/active_learning.py --threads 1            # 3 seeds x 5 rounds of 500 labels
     python benchmarks/active_learning.py --quick                # 1 seed, 2 rounds of 200, small data
+    python benchmarks/active_learning.py --merge s0.json s1.json  # one result from seeds run apart
 
 Per seed (seeded): 10% of train.csv is carved off, stratified, as the selection split (it decides
 promotions and the best epoch, for both arms). Of the rest, a stratified 10% starts labelled;
@@ -139,24 +140,49 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="combine the per-seed results of earlier runs of this script (same setup) into one")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds, args.size = "0", 2, 200
+    if args.merge:
+        print(json.dumps(merge(args.merge), indent=2))
+        return
 
     from reflectlm.config import data_root
 
     started = time.time()
     per_seed = [one_seed(int(s), args, data_root() / "banking77") for s in args.seeds.split(",")]
+    out = summarize(per_seed)
+    out.update(setup={"seeds": args.seeds, "rounds": args.rounds, "size": args.size, "start": args.start,
+                      "epochs": args.epochs, "quick": args.quick}, seconds=round(time.time() - started, 1))
+    print(json.dumps(out, indent=2))
+
+
+def merge(paths: list[str]) -> dict:
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    setups = [{k: v for k, v in r["setup"].items() if k != "seeds"} for r in runs]
+    if any(s != setups[0] for s in setups):
+        sys.exit(f"the runs were made with different setups: {setups}; merge only runs of the same setup")
+    per_seed = [p for r in runs for p in r["per_seed"]]
+    seeds = [p["seed"] for p in per_seed]
+    if len(set(seeds)) != len(seeds):
+        sys.exit(f"seeds {seeds} repeat: merge runs of different seeds")
+    out = summarize(per_seed)
+    out.update(setup={**setups[0], "seeds": ",".join(str(s) for s in seeds)}, merged_from=paths,
+               seconds=round(sum(r.get("seconds", 0.0) for r in runs), 1))
+    return out
+
+
+def summarize(per_seed: list[dict]) -> dict:
     n = min(len(p["budgets"]) for p in per_seed)
     out = {"budgets": [int(np.mean([p["budgets"][i] for p in per_seed])) for i in range(n)],
            "loop": [float(np.mean([p["loop"][i] for p in per_seed])) for i in range(n)],
            "random": [float(np.mean([p["random"][i] for p in per_seed])) for i in range(n)]}
     out["mean_gain"] = float(np.mean(np.array(out["loop"]) - np.array(out["random"]))) if n else None
     out["loop_above_random_at_every_budget"] = bool(n) and all(a > b for a, b in zip(out["loop"], out["random"]))
-    out.update(per_seed=per_seed, setup={"seeds": args.seeds, "rounds": args.rounds, "size": args.size,
-                                         "start": args.start, "epochs": args.epochs, "quick": args.quick},
-               seconds=round(time.time() - started, 1))
-    print(json.dumps(out, indent=2))
+    out["per_seed"] = per_seed
+    return out
 
 
 if __name__ == "__main__":
