@@ -126,7 +126,9 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
         _after_round(run_dir, cfg, quiet)
     while (reason := _should_stop(state, cfg)) is None:
         r = len(state.decisions)
-        _say(quiet, f"round {r}: diagnosing the champion (round {state.champion})")
+        _say(quiet, f"round {r}: diagnosing the champion (round {state.champion})" if state.base == state.champion
+             else f"round {r}: diagnosing round {state.base} (rejected, but promising: this round builds on it; "
+                  f"the champion is round {state.champion})")
         nxt = _round(r, run_dir, cfg, splits, state, oracle, quiet, pool_ds)
         if isinstance(nxt, str):  # no plan: why
             reason = nxt
