@@ -83,7 +83,6 @@ class _State:
             self.base = self.champion
 
 
-
 class _Sealed:
     """The test split, unreadable until the loop has decided everything."""
 
