@@ -420,9 +420,17 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     old = dict(zip(t1.ids, t1.labels))
     assert set(t2.ids) <= set(t1.ids)
     assert all(old[i] == y for i, y in zip(t2.ids, t2.labels) if i not in relabelled)
-    if t1.weights is not None:  # e.g. round 1 reweighted: round 2 keeps it
+    if t1.weights is not None:  # e.g. round 1 weighted examples: round 2 keeps it
         w1 = dict(zip(t1.ids, t1.weights))
         assert t2.weights is not None and all(w1[i] == w for i, w in zip(t2.ids, t2.weights))
+    # ... and from round 1's config: what round 1 changed there (e.g. class weights), round 2 trained with
+    tree0 = json.loads((run / "rounds" / "00" / "recipe.json").read_text())["tree"]["train"]
+    tree1 = json.loads((run / "rounds" / "01" / "recipe.json").read_text())["tree"]["train"]
+    changed = {k for k in tree1 if tree1[k] != tree0.get(k)}
+    base0 = _load_train(run / "rounds" / "00" / "train.jsonl", "classification", "")
+    assert changed or (t1.ids, t1.labels) != (base0.ids, base0.labels)  # round 1 changed something
+    trained2 = load_config(run / "rounds" / "02" / "config.toml").model_dump()["train"]
+    assert all(trained2[k] == tree1[k] for k in changed), changed
     # round 2 was forced negative: the chain ends; round 3 is built on the champion again
     assert dec[2]["next_base"] == 0 and not (run / "rounds" / "02" / "model").exists()
     if 3 in dec:
