@@ -48,18 +48,16 @@ def _write(path: Path, ds, labels=None) -> None:
             w.writerow([i, t, y])
 
 
-DROPOUT = "pretrained"  # set from --dropout in main(); every arm trains with the same
-
-
-def _tree(work: Path, train: Path, epochs: int, threads: int | None) -> dict:
+def _tree(work: Path, train: Path, epochs: int, threads: int | None, dropout) -> dict:
+    # every arm trains with the same dropout (--dropout)
     return {"data": {"task": "classification", "train": str(train), "selection": str(work / "selection.csv"),
                      "test": str(work / "test.csv"), "id_column": "id", "max_length": 64},
-            "model": {"name": "minilm", "dropout": DROPOUT},
+            "model": {"name": "minilm", "dropout": dropout},
             "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-4, "metric": "accuracy", "threads": threads},
             "run": {"quiet": True, "output_dir": str(work / "runs")}}
 
 
-def _grid(work: Path, train_csv: Path, grid: list[int], threads, name: str) -> dict:
+def _grid(work: Path, train_csv: Path, grid: list[int], threads, dropout, name: str) -> dict:
     from reflectlm.config import load_config
     from reflectlm.train import train
 
@@ -74,7 +72,7 @@ def _grid(work: Path, train_csv: Path, grid: list[int], threads, name: str) -> d
                 import shutil
 
                 shutil.rmtree(out)
-            metrics = train(load_config(tree=_tree(work, train_csv, e, threads)), out, quiet=True).metrics
+            metrics = train(load_config(tree=_tree(work, train_csv, e, threads, dropout)), out, quiet=True).metrics
         runs.append({"epochs": e, "selection_accuracy": metrics["selection"]["accuracy"],
                      "test_accuracy": metrics["test"]["accuracy"], "examples_trained": metrics["examples_trained"],
                      "seconds": round(time.time() - t0, 1)})
@@ -95,8 +93,7 @@ def main() -> None:
     ap.add_argument("--dropout", default="pretrained",
                     help='model.dropout for every arm (default "pretrained", as the numbers in docs/benchmarks.md)')
     args = ap.parse_args()
-    global DROPOUT
-    DROPOUT = args.dropout if args.dropout == "pretrained" else float(args.dropout)
+    dropout = args.dropout if args.dropout == "pretrained" else float(args.dropout)
 
     from label_issues import nearest_other_class
 
@@ -129,7 +126,7 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loop-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     # A --workdir reuses finished runs; only when they were made with the same setting.
-    setting = {"seed": args.seed, "noise": args.noise, "quick": args.quick, "dropout": DROPOUT}
+    setting = {"seed": args.seed, "noise": args.noise, "quick": args.quick, "dropout": dropout}
     marker = work / "setting.json"
     if marker.is_file() and json.loads(marker.read_text()) != setting:
         sys.exit(f"{work} holds runs made with {marker.read_text().strip()}, not {setting}: use another --workdir")
@@ -142,7 +139,7 @@ def main() -> None:
 
     # (a) plain fine-tuning on the noisy labels
     t0 = time.time()
-    plain = _grid(work, work / "train_noisy.csv", grid, args.threads, "plain")
+    plain = _grid(work, work / "train_noisy.csv", grid, args.threads, dropout, "plain")
     plain["seconds_total"] = round(time.time() - t0, 1)
 
     # (b) one-shot cleaning: cleanlab on frozen-embedding out-of-fold probabilities, drop, retrain
@@ -157,18 +154,18 @@ def main() -> None:
     keep = np.flatnonzero(~issues)
     dropped = {noisy_ds.ids[i] for i in np.flatnonzero(issues)}
     _write(work / "train_clean.csv", noisy_ds.subset(keep))
-    clean = _grid(work, work / "train_clean.csv", grid, args.threads, "one_shot_clean")
+    clean = _grid(work, work / "train_clean.csv", grid, args.threads, dropout, "one_shot_clean")
     clean.update(dropped=len(dropped), dropped_precision=len(dropped & flipped_ids) / max(len(dropped), 1),
                  dropped_recall=len(dropped & flipped_ids) / max(len(flipped_ids), 1),
                  seconds_total=round(time.time() - t0, 1))
 
     # reference: the same training on the true labels (what the noise cost; the ceiling for (b), (c))
     _write(work / "train_true.csv", rest)
-    reference = _grid(work, work / "train_true.csv", [plain["epochs"]], args.threads, "clean_reference")
+    reference = _grid(work, work / "train_true.csv", [plain["epochs"]], args.threads, dropout, "clean_reference")
 
     # (c) the loop, from (a)'s chosen epochs, with at most 4x (a)'s training compute
     t0 = time.time()
-    tree = _tree(work, work / "train_noisy.csv", plain["epochs"], args.threads)
+    tree = _tree(work, work / "train_noisy.csv", plain["epochs"], args.threads, dropout)
     budget = 4 * plain["examples_trained"]
     tree["loop"] = {"rounds": 10, "patience": 2, "examples_budget": budget, "report": False}
     tree["run"].update(output_dir=str(work / "loop-workspace"), name="loop")
