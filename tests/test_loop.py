@@ -473,6 +473,24 @@ def test_stop_rules(loop, decisions, expect):
     assert (reason is None) if expect is None else (expect in reason), reason
 
 
+def test_patience_waits_for_the_round_that_builds_on_a_promising_challenger():
+    from reflectlm.actions import Recipe
+    from reflectlm.config import load_config
+    from reflectlm.loop import _should_stop, _State
+
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"rounds": 9, "patience": 2}})
+    ds = [{"round": 0, "promoted": True, "selection": 0.5, "examples_trained": 100, "seconds": 1.0,
+           "champion_round": 0},
+          {"round": 1, "promoted": False, "selection": 0.51, "examples_trained": 100, "seconds": 1.0,
+           "champion_round": 0, "built_on": 0, "next_base": 1},
+          {"round": 2, "promoted": False, "selection": 0.52, "examples_trained": 100, "seconds": 1.0,
+           "champion_round": 0, "built_on": 1, "next_base": 2}]
+    chained = _State(ds, 0, Recipe({}, None), 300, 0, {}, base=2)
+    assert _should_stop(chained, cfg) is None  # round 3 builds on round 2
+    ended = _State(ds[:2] + [{**ds[2], "next_base": 0}], 0, Recipe({}, None), 300, 0, {}, base=0)
+    assert "no promotion in the last 2 rounds" in _should_stop(ended, cfg)
+
+
 def test_ner_loop_compares_on_entity_f1(tmp_path, tiny_bert_dir):
     """NER: the A/B test resamples sentences and scores entity F1; actions that cannot handle
     NER (fix_labels, self_training, calibrate) are never proposed."""

@@ -148,7 +148,7 @@ class LoopConfig(_Section):
     """`reflectlm run`: the self-improvement loop (loop.py)."""
 
     rounds: int = Field(3, ge=0)  # improvement rounds after the baseline (round 0)
-    patience: int = Field(2, ge=1)  # stop after this many rounds in a row without a promotion
+    patience: int = Field(2, ge=1)  # stop after this many rounds in a row without a promotion (and no chain going on)
     target: float | None = None  # stop once the champion's selection metric reaches it
     # Rounds' wall time, all together: no round starts after it, and a plan that would not finish
     # in what is left (at this run's measured seconds per training example) is left out.

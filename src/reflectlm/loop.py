@@ -921,7 +921,8 @@ def _should_stop(state: _State, cfg: Config) -> str | None:
         if d["promoted"]:
             break
         streak += 1
-    if streak >= lc.patience:
+    # A chain in progress (the last round was promising) gets its next round: loop.chain bounds it.
+    if streak >= lc.patience and state.base == state.champion:
         return f"no promotion in the last {streak} rounds (patience {lc.patience})"
     spent = sum(d["seconds"] for d in state.decisions)
     if lc.time_budget_s is not None and spent >= lc.time_budget_s:
