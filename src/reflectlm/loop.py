@@ -48,7 +48,7 @@ ROUND_FILES = {
     "findings.json": "rounds >= 1: the diagnosis of the champion that motivated the plan",
     "targets.json": "rounds >= 1: the ranked improvement targets",
     "plan.json": "the actions with their parameters, the ranking behind them and what they changed",
-    "recipe.json": "promoted rounds, and a rejected round the next one builds on: the config tree later challengers start from",
+    "recipe.json": "promoted rounds and a round the next one builds on: the config tree later challengers start from",
     "calibration.json": "when the plan calibrated: temperature and reliability before / after",
     "compare.json": "rounds >= 1: the A/B test against the champion",
     "decision.json": "promoted or rejected, and why (written last: the round is finished)",
