@@ -587,7 +587,7 @@ def _base_tree(cfg: Config) -> dict:
 
 
 def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, oracle, quiet: bool,
-           pool: Dataset | None = None) -> _State | str:
+           pool: Dataset | None) -> _State | str:
     from .compare import compare, compare_ner
     from .diagnose import run_diagnosis
     from .modeling import load_bundle
@@ -715,15 +715,8 @@ def _round(r: int, run_dir: Path, cfg: Config, splits: Splits, state: _State, or
         _set_champion(run_dir, r)
     _record(run_dir, decision, cfg)
     _say(quiet, f"round {r}: {reason}")
-    if promoted or chained:
-        new_recipe = recipe.evolve(init_from=None, round_only={}, post=[], changes=[], labels_used=0, extra_examples=0)
-    elif state.base == state.champion:
-        new_recipe = state.recipe
-    else:  # the chain ends: back to the champion's recipe
-        new_recipe = _state_after(run_dir, cfg, splits, pool, state.decisions[:state.champion + 1]).recipe
-    return _State(state.decisions + [decision], r if promoted else state.champion, new_recipe,
-                  state.examples_trained + seen, state.labels_used + recipe.labels_used,
-                  {**state.acquired, **new_acquired}, next_base)
+    # The next state is read back from disk, as --resume reads it: one derivation for both.
+    return _state_after(run_dir, cfg, splits, pool, state.decisions + [decision])
 
 
 def _unchanged(a: Recipe, b: Recipe) -> bool:
