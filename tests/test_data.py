@@ -416,3 +416,19 @@ def test_shared_banking77():
         pytest.skip(f"{path} not found; set REFLECTLM_DATA")
     ds = load(path, "classification")
     assert len(ds) == 10_003 and len(ds.label_names) == 77
+
+
+def test_held_out_files_need_no_weight_or_confidence_column(tmp_path):
+    # Weights and label confidences steer training only: a selection / test file without those
+    # columns is the normal case and must load; the training file's weights are still read.
+    rows = balanced_rows(16)
+    train = write(tmp_path, "train.csv", "text,label,w,c\n" + "".join(
+        f"{t},{y},{0.5 if i % 2 else 1.0},{0.9}\n" for i, (t, y) in enumerate(rows)))
+    sel = csv_file(tmp_path, balanced_rows(8, prefix="sel"), "sel.csv")
+    test = csv_file(tmp_path, balanced_rows(8, prefix="test"), "test.csv")
+    splits = load_splits(DataConfig(train=str(train), selection=str(sel), test=str(test), weight_column="w",
+                                    confidence_column="c"), 0)
+    assert splits.train.weights is not None and sorted(set(splits.train.weights.tolist())) == [0.5, 1.0]
+    assert splits.train.confidence is not None
+    assert len(splits.selection) == 8 and len(splits.test) == 8
+    assert splits.selection.weights is None and splits.test.weights is None

@@ -802,7 +802,10 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     columns = {k: getattr(cfg, k) for k in keys}
     train = load(cfg.train, cfg.task, **columns)
     warnings = list(train.warnings)
-    given = {name: load(p, cfg.task, **columns) for name, p in (("selection", cfg.selection), ("test", cfg.test)) if p}
+    # Example weights and label confidences steer training only; held-out files need not carry them
+    # (a selection or test file without the weight column is normal, not an error).
+    held_out = {**columns, "weight_column": None, "confidence_column": None}
+    given = {name: load(p, cfg.task, **held_out) for name, p in (("selection", cfg.selection), ("test", cfg.test)) if p}
     for ds in given.values():
         warnings += ds.warnings
     carve = [name for name in ("test", "selection") if name not in given]
