@@ -71,6 +71,23 @@ def test_relative_data_path_resolves_against_config_dir(tmp_path, monkeypatch):
     assert Path(load_config(path).data.train) == conf / "train.csv"
 
 
+def test_existing_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+    # A run directory's config.toml must find its data from any directory (diagnose, report,
+    # resume): a relative path that exists is made absolute when the config is loaded.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("text,label\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(tree={"data": {"train": "data/train.csv", "test": "data/missing.csv"}})
+    assert Path(cfg.data.train).is_absolute() and Path(cfg.data.train) == (tmp_path / "data" / "train.csv").resolve()
+    assert cfg.data.test == "data/missing.csv"  # not found anywhere: kept as written, the loader reports it
+    saved = tmp_path / "run.toml"
+    saved.write_text(dump_toml(cfg), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Path(load_config(saved).data.train).is_file()
+
+
 # --------------------------------------------------------------------------- overrides
 
 

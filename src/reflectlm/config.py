@@ -234,9 +234,12 @@ def _expand(value: str, base: Path) -> str:
         return value
     # Relative paths are relative to the current directory when they exist there, else to the
     # config file's directory, so a config works from the repo root and from its own folder.
-    if Path(value).exists() or not (base / value).exists():
-        return value
-    return str(base / value)
+    # A path that exists is made absolute: the run directory's config.toml must still find the
+    # data when the run is diagnosed, reported or resumed from another directory.
+    for candidate in (Path(value), base / value):
+        if candidate.exists():
+            return str(candidate.resolve())
+    return value
 
 
 def _parse_value(raw: str) -> Any:
