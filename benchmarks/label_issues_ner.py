@@ -30,21 +30,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 
-def read_conll(path: Path) -> list[list[list[str]]]:
-    sents, cur = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            if cur:
-                sents.append(cur)
-                cur = []
-            continue
-        tok, tag = line.rsplit("\t", 1) if "\t" in line else line.rsplit(" ", 1)
-        cur.append([tok, tag])
-    if cur:
-        sents.append(cur)
-    return sents
-
-
 def corrupt(sents: list, rate: float, seed: int) -> dict[int, str]:
     """Corrupt `rate` of the sentences in place; returns sentence index -> kind."""
     rng = random.Random(seed)
@@ -118,8 +103,11 @@ def main() -> None:
     from reflectlm.config import data_root, load_config
     from reflectlm.train import train
 
+    from reflectlm.data import load
+
     root = data_root() / "wnut17"
-    sents = read_conll(root / "train.conll")
+    clean = load(root / "train.conll", "ner")
+    sents = [[[w, t] for w, t in zip(words, tags)] for words, tags in zip(clean.tokens, clean.labels)]
     kinds = corrupt(sents, args.rate, args.seed)
     text = "".join("".join(f"{a}\t{b}\n" for a, b in s) + "\n" for s in sents)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
