@@ -155,7 +155,8 @@ def _text(s: str, limit: int = 200) -> str:
 
 class LabelIssues:
     """Suspected label errors: out-of-fold probabilities pooled with the fine-tuned model's training
-    dynamics and its own probabilities (when the context has them); see the module docstring."""
+    dynamics (classification only) and its own probabilities, when the context has them; see the
+    module docstring."""
 
     name = "label_issues"
     needs = ("train", "oof_probs")
