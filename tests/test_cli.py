@@ -231,3 +231,24 @@ def test_console_script_help():
     proc = subprocess.run([*cmd, "train", "/nonexistent/x.toml"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "does not exist" in flat(proc.stderr)
+
+
+def _commands(group, path=()):
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield (*path, name), cmd
+        yield from _commands(cmd, (*path, name))
+
+
+def test_every_help_text_is_shown_as_written():
+    # Rich reads "[loop]" in a help string as a markup tag and silently drops it ("TOML config
+    # with a  section"); a help text that means a literal bracket must escape it as "\[".
+    import typer.main
+
+    for path, cmd in _commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+        assert result.exit_code == 0, (path, result.output)
+        for param in cmd.params:
+            text = getattr(param, "help", None)
+            if text:
+                shown = flat(text.replace("\\[", "["))
+                assert shown in flat(result.output), f"`reflectlm {' '.join(path)} --help` mangles {text!r}"

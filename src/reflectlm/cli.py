@@ -171,7 +171,7 @@ def _print_loop(result) -> None:
 
 @_guard
 def run_cmd(
-    config: Path = typer.Argument(..., help="TOML config with a [loop] section, e.g. configs/banking77.toml"),
+    config: Path = typer.Argument(..., help=r"TOML config (its \[loop] section is optional), e.g. configs/banking77.toml"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="run directory (default runs/<name>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set loop.rounds=5"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run after its last finished round"),
@@ -258,7 +258,7 @@ def diagnose_cmd(
 def report_cmd(
     run: Path = typer.Argument(..., help="run directory (from `reflectlm run` or `reflectlm train`)"),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="also write <run>/tb/ event files"),
-    mlflow: bool = typer.Option(False, "--mlflow", help="also log the run to MLflow (needs reflectlm[mlflow])"),
+    mlflow: bool = typer.Option(False, "--mlflow", help=r"also log the run to MLflow (needs reflectlm\[mlflow])"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default sqlite:///<workspace>/mlflow.db)"),
 ) -> None:
     """Write the run's self-contained report.html (and TensorBoard events; MLflow with --mlflow)."""
