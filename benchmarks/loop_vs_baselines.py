@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--grid", default=None, help="epoch grid for (a) and (b), e.g. 3,5")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the reference run on the true labels (context only; saves one training)")
     ap.add_argument("--dropout", default="pretrained",
                     help='model.dropout for every arm (default "pretrained", as the numbers in docs/benchmarks.md)')
     args = ap.parse_args()
@@ -161,7 +163,8 @@ def main() -> None:
 
     # reference: the same training on the true labels (what the noise cost; the ceiling for (b), (c))
     _write(work / "train_true.csv", rest)
-    reference = _grid(work, work / "train_true.csv", [plain["epochs"]], args.threads, dropout, "clean_reference")
+    reference = (_grid(work, work / "train_true.csv", [plain["epochs"]], args.threads, dropout, "clean_reference")
+                 if args.reference else None)
 
     # (c) the loop, from (a)'s chosen epochs, with at most 4x (a)'s training compute
     t0 = time.time()
@@ -197,8 +200,9 @@ def main() -> None:
     out = {"setup": {"train": len(rest), "flipped": len(flip), "noise": args.noise, "selection": len(selection),
                      "test": len(test), "grid": grid, "seed": args.seed, "quick": args.quick},
            "plain": plain, "one_shot_clean": clean, "loop": loop,
-           "clean_labels_reference": {"test_accuracy": reference["test_accuracy"], "epochs": reference["epochs"],
-                                      "selection_accuracy": reference["selection_accuracy"]},
+           "clean_labels_reference": reference and {"test_accuracy": reference["test_accuracy"],
+                                                    "epochs": reference["epochs"],
+                                                    "selection_accuracy": reference["selection_accuracy"]},
            "examples_trained": {"plain": plain["examples_trained"], "plain_grid": plain["grid_examples_trained"],
                                 "one_shot_clean": clean["examples_trained"],
                                 "one_shot_clean_grid": clean["grid_examples_trained"], "loop": loop["examples_trained"],
