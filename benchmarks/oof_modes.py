@@ -57,7 +57,8 @@ def main() -> None:
     true = load(work / "train_true.csv", "classification")
     selection = load(work / "selection.csv", "classification")
     if noisy.ids != true.ids:
-        raise SystemExit(f"{work}: train_noisy.csv and train_true.csv list different examples; rerun loop_vs_baselines.py")
+        raise SystemExit(f"{work}: train_noisy.csv and train_true.csv list different examples; "
+                         "rerun loop_vs_baselines.py")
     labels = sorted(set(true.labels) | set(selection.labels))
     l2i = {n: i for i, n in enumerate(labels)}
     y = np.array([l2i[v] for v in noisy.labels])

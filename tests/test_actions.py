@@ -130,7 +130,8 @@ def test_contract(name, case, tmp_path):
 
 
 def test_unknown_action_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown action 'fix_label'; valid actions: reweight_classes"):
+    with pytest.raises(ValueError,
+                       match="unknown action 'fix_label'; did you mean 'fix_labels'\\? valid actions: active_learning, "):
         get_action("fix_label")
     with pytest.raises(ValueError, match="its parameters are"):
         get_action("tune_lr", factr=2)
@@ -171,6 +172,30 @@ def test_drop_suspects_removes_the_flagged_examples_only(case):
     fixed = get_action("fix_labels").apply(recipe, inputs)
     assert len(get_action("drop_suspects").apply(fixed, inputs).train) == len(recipe.train)
 
+
+
+def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, tmp_path):
+    """Seen in the loop benchmark (seed 1): drop_suspects ranked first, dropped every suspect, and
+    fix_labels after it had nothing left to relabel. A plan applies in the ACTIONS table's order."""
+    from reflectlm.actions import apply_order
+    from reflectlm.config import load_config
+    from reflectlm.loop import choose_plan
+    from reflectlm.reflect import Target
+
+    recipe, inputs, flipped, _ = case
+    targets = [Target("near_duplicates", "balance", ["drop_suspects"], 0.5, 0.05, "", ""),
+               Target("label_issues", "label_issues", ["fix_labels", "drop_suspects"], 0.4, 0.04, "", "")]
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2}})
+    plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    assert [r["action"] for r in ranking[:2]] == ["drop_suspects", "fix_labels"]  # ranked: drop first
+    assert [a.name for a in plan] == ["fix_labels", "drop_suspects"]  # applied: fix first
+    out = recipe
+    for action in plan:
+        out = action.apply(out, inputs)
+    assert out.changes[0]["relabelled"] == len(flipped) and out.changes[1]["dropped"] == 0
+    assert len(out.train) == len(recipe.train)
+    order = list(ACTIONS)
+    assert [a.name for a in apply_order([get_action(n) for n in reversed(order)])] == order
 
 def test_reweight_classes_weights_the_worst_class_most(case):
     recipe, inputs, _, _ = case

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .actions import ACTIONS, ActionInputs, Recipe, SUPERIORITY, get_action
+from .actions import ACTIONS, ActionInputs, Recipe, SUPERIORITY, apply_order, get_action
 from .actions.oracle import ColumnOracle, QueueOracle
 from .config import Config, dump_toml, load_config, validate_tree
 from .data import Dataset, Splits
@@ -875,7 +875,7 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
             row["skipped"] = "the same plan was already tried on this base since the champion last changed"
             continue
-        cost = plan_cost(plan + [action], recipe)
+        cost = plan_cost(apply_order(plan + [action]), recipe)
         if examples_left is not None and cost > examples_left:
             row["skipped"] = (f"would process about {cost} training examples; {examples_left} are left of "
                               "loop.examples_budget")
@@ -893,7 +893,8 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         plan.append(action)
         row["chosen"] = True
     addressed = sorted({k for a in plan for k in kinds.get(a.name, [])})
-    return plan, ranking, addressed
+    # Ranked to be chosen, applied in the table's order (e.g. fix labels before dropping suspects).
+    return apply_order(plan), ranking, addressed
 
 
 # --------------------------------------------------------------------------- stopping and the end

@@ -25,34 +25,49 @@ from .transfer import Transfer
 from .tune_lr import TuneLR
 from .unfreeze import Unfreeze
 
+# The table's order is the order a plan applies its actions, whatever their ranking: labels are
+# fixed before suspects are dropped (drop_suspects spares what fix_labels relabelled; the other way
+# round it drops every suspect and leaves fix_labels nothing), data is complete before noisy copies
+# are made of it and before class weights are set, and post-training steps come last.
 ACTIONS = {
-    "reweight_classes": ReweightClasses,
     "fix_labels": FixLabels,
     "drop_suspects": DropSuspects,
     "active_learning": ActiveLearning,
     "self_training": SelfTraining,
+    "augment_noise": AugmentNoise,
+    "reweight_classes": ReweightClasses,
     "domain_pretraining": DomainPretraining,
     "adversarial_training": AdversarialTraining,
-    "augment_noise": AugmentNoise,
     "regularize": Regularize,
     "tune_lr": TuneLR,
     "unfreeze": Unfreeze,
     "layerwise_lr": LayerwiseLR,
     "more_epochs": MoreEpochs,
     "early_stop": EarlyStop,
+    "transfer": Transfer,
     "calibrate": Calibrate,
     "prune": Prune,
-    "transfer": Transfer,
 }
 
-__all__ = ["ACTIONS", "NON_INFERIORITY", "SUPERIORITY", "ActionInputs", "Recipe", "from_plan", "get_action"]
+__all__ = ["ACTIONS", "NON_INFERIORITY", "SUPERIORITY", "ActionInputs", "Recipe", "apply_order", "from_plan",
+           "get_action"]
+
+
+def apply_order(plan: list) -> list:
+    """The plan's actions in the order they are applied: their order in ACTIONS."""
+    order = {name: k for k, name in enumerate(ACTIONS)}
+    return sorted(plan, key=lambda a: order[a.name])
 
 
 def get_action(name: str, **params):
     try:
         cls = ACTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown action {name!r}; valid actions: {', '.join(ACTIONS)}") from None
+        import difflib
+
+        near = difflib.get_close_matches(name, list(ACTIONS), n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ValueError(f"unknown action {name!r}; {hint}valid actions: {', '.join(sorted(ACTIONS))}") from None
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     try:
         return cls(**params)
