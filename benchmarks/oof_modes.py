@@ -76,6 +76,8 @@ def main() -> None:
     seconds = time.time() - t0
     np.save(work / f"oof_{args.mode}{args.folds}_e{args.epochs}.npy", probs)
     folds = len(set(info["fold"]))
+    # Full mode fits each fold on its training part less the 10 % carved to pick the epoch
+    # (crossval._carve_selection): an estimate to within a few examples per fold.
     trained = 0 if args.mode == "fast" else int(round(0.9 * len(noisy) * (folds - 1) / folds)) * folds * args.epochs
     out = {"mode": args.mode, "folds": folds, "epochs": args.epochs if args.mode == "full" else None,
            "seconds": round(seconds, 1), "examples_trained": trained, "fold_score": info["mean"],
