@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -25,16 +26,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
 
-def score(y: np.ndarray, y_true: np.ndarray, probs: np.ndarray) -> dict:
+
+def score(ids: list[str], y: np.ndarray, y_true: np.ndarray, probs: np.ndarray) -> dict:
     from cleanlab.filter import find_label_issues
-    from sklearn.metrics import roc_auc_score
+    from label_issues import _scores
 
     flip = y != y_true
-    issues = find_label_issues(y, probs)
-    hit = int((issues & flip).sum())
-    return {"flagged": int(issues.sum()), "precision": hit / max(1, int(issues.sum())), "recall": hit / int(flip.sum()),
-            "auroc": float(roc_auc_score(flip, -probs[np.arange(len(y)), y])),
+    flagged = {ids[k] for k in np.flatnonzero(find_label_issues(y, probs))}
+    # suspicion = 1 - the given label's probability (the AUROC ranks by it)
+    suspicion = dict(zip(ids, (1.0 - probs[np.arange(len(y)), y]).tolist()))
+    return {**_scores(flagged, {ids[k] for k in np.flatnonzero(flip)}, suspicion, ids),
             "argmax_is_true_label_on_flips": float((probs.argmax(1)[flip] == y_true[flip]).mean())}
 
 
@@ -81,11 +84,11 @@ def main() -> None:
     trained = 0 if args.mode == "fast" else int(round(0.9 * len(noisy) * (folds - 1) / folds)) * folds * args.epochs
     out = {"mode": args.mode, "folds": folds, "epochs": args.epochs if args.mode == "full" else None,
            "seconds": round(seconds, 1), "examples_trained": trained, "fold_score": info["mean"],
-           **score(y, y_true, probs)}
+           **score(noisy.ids, y, y_true, probs)}
     saved = sorted(work.glob("oof_fast*.npy")), sorted(work.glob("oof_full*.npy"))
     if saved[0] and saved[1]:
         out["pooled"] = {"of": [saved[0][-1].name, saved[1][-1].name],
-                         **score(y, y_true, (np.load(saved[0][-1]) + np.load(saved[1][-1])) / 2)}
+                         **score(noisy.ids, y, y_true, (np.load(saved[0][-1]) + np.load(saved[1][-1])) / 2)}
     print(json.dumps(out, indent=2))
 
 
