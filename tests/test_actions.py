@@ -173,7 +173,6 @@ def test_drop_suspects_removes_the_flagged_examples_only(case):
     assert len(get_action("drop_suspects").apply(fixed, inputs).train) == len(recipe.train)
 
 
-
 def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, tmp_path):
     """Seen in the loop benchmark (seed 1): drop_suspects ranked first, dropped every suspect, and
     fix_labels after it had nothing left to relabel. A plan applies in the ACTIONS table's order."""
@@ -196,6 +195,7 @@ def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, 
     assert len(out.train) == len(recipe.train)
     order = list(ACTIONS)
     assert [a.name for a in apply_order([get_action(n) for n in reversed(order)])] == order
+
 
 def test_reweight_classes_weights_the_worst_class_most(case):
     recipe, inputs, _, _ = case
