@@ -296,7 +296,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     per gold class. Both are for the update actions (re-weighting, self-training)."""
     tmod = get_task(task)
     dev = runtime.device()
-    precision = runtime.resolve_precision(tc.precision, dev)
+    precision = runtime.resolve_precision(tc.precision, dev, purpose="train")
     accelerator = _accelerator({"fp32": "no"}.get(precision, precision), tc.grad_accum, dev.type == "cpu")
     n = len(train_features)
     if n == 0:
@@ -469,7 +469,8 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
     info = {
         "kind": "train", "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv, "versions": _versions(), "device": str(runtime.device()),
+        "command": sys.argv, "versions": _versions(), "device": str(runtime.device()), "cpu": runtime.cpu_info(),
+        "precision": runtime.precision_report(tc.precision),
         "files": RUN_FILES, "warnings": list(splits.warnings), "labels": splits.labels,
         "data": {name: {"source": ds.source, "examples": len(ds), "fingerprint": ds.fingerprint()}
                  for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))

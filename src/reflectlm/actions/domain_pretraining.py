@@ -80,7 +80,7 @@ class DomainPretraining:
         enc = tok(texts, truncation=True, max_length=self.max_length)
         rng = np.random.default_rng(inputs.seed)
         opt = torch.optim.AdamW(mlm.parameters(), lr=self.lr, weight_decay=0.01, fused=True)  # 5x faster step on CPU
-        precision = runtime.resolve_precision("auto")
+        precision = runtime.resolve_precision("auto", purpose="train")
         mlm.train()
         losses = []
         with progress(self.steps, "domain pre-training (MLM)", inputs.quiet) as bar:
