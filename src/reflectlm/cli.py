@@ -313,8 +313,8 @@ def info_cmd(
           f"device {out['device']}, torch threads {out['torch_threads']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in out["versions"].items()))
     for purpose, c in out["precision"].items():
-        timed = ", ".join(f"{p} {1000 * t:.1f} ms" for p, t in c["seconds"].items())
-        print(f"precision = auto for {purpose}: {c['precision']} - {c['reason']}"
+        timed = ", ".join(f"{p}/{a} {1000 * t:.1f} ms" for p, by in c["seconds"].items() for a, t in by.items())
+        print(f"precision = auto for {purpose}: {c['precision']}, attention {c['attention']} - {c['reason']}"
               + (f" ({timed}; {c['source']})" if timed else f" ({c['source']})"))
     print(f"stored in {out['precision_cache']} (reflectlm info --remeasure times it again)")
 

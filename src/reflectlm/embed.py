@@ -111,7 +111,7 @@ def _run(encoder, input_ids: list[list[int]], pad_id: int, batch_size: int, prec
             for j, i in enumerate(idx):
                 ids[j, : len(input_ids[i])] = torch.tensor(input_ids[i])
                 mask[j, : len(input_ids[i])] = 1
-            with runtime.autocast(precision, dev):
+            with runtime.compute(precision, "infer", dev):
                 hidden = encoder(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state  # (B, T, D)
             reduce(hidden.float().cpu(), mask, idx)
             bar.advance(len(idx))

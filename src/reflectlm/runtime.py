@@ -45,9 +45,14 @@ def device() -> torch.device:
 # --------------------------------------------------------------------------- precision by measurement
 
 PURPOSES = ("train", "infer")
+# How scaled-dot-product attention runs: "sdpa" lets torch pick its fused kernel (flash attention
+# on CPU); "math" computes it as plain matmul + softmax. For short texts the fused CPU kernel's
+# backward can be the slowest op of a training step (36 % of a bf16 MiniLM step, batch 32 of ~16
+# tokens, on a 2-core AMD EPYC with AVX-512 BF16), so this is measured too.
+ATTENTIONS = ("sdpa", "math")
 # bf16 must beat fp32 by this much to be chosen: near a tie, fp32 is exact and the safer choice.
 BF16_MIN_SPEEDUP = 1.05
-_FORMAT = 1  # bump when the workload below changes, so stale decisions are re-measured
+_FORMAT = 2  # bump when the workload below changes, so stale decisions are re-measured
 _chosen: dict = {}  # (purpose, device) -> PrecisionChoice, for this process
 
 
@@ -56,8 +61,9 @@ class PrecisionChoice:
     precision: str
     purpose: str
     reason: str
-    seconds: dict = field(default_factory=dict)  # precision -> best seconds of the workload
-    source: str = "measured"  # "measured" (now), "cache" (an earlier measurement on this machine), "rule"
+    seconds: dict = field(default_factory=dict)  # precision -> attention -> best seconds of the workload
+    source: str = "measured"  # "measured" (now), "cache" (an earlier measurement on this machine), "rule", "config"
+    attention: str = "sdpa"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,10 +84,20 @@ def precision_cache_path() -> Path:
     return cache_home() / f"precision-{_machine_key()}.json"
 
 
-def _workload(purpose: str, precision: str, repeats: int = 5) -> float:
+def attention_context(attention: str):
+    """Run scaled-dot-product attention as `attention` says (see ATTENTIONS) inside this block.
+    Only the forward pass needs it: the backward pass replays whatever ops the forward recorded."""
+    if attention == "math":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
+
+
+def _workload(purpose: str, precision: str, attention: str, repeats: int = 5) -> float:
     """Best-of-`repeats` seconds of one MiniLM-shaped encoder layer (hidden 384, 12 heads, FFN
     1536; 16 sequences x 32 tokens) - forward and backward for "train", forward for "infer" -
-    under this precision's autocast. The same GEMM shapes as the model, in about 0.1 s."""
+    under this precision's autocast and attention kernel. The model's shapes, in about 0.1 s."""
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(0)
@@ -100,24 +116,29 @@ def _workload(purpose: str, precision: str, repeats: int = 5) -> float:
     for i in range(repeats + 2):  # two warm-up runs: the first call pays for kernel selection
         t0 = time.perf_counter()
         if purpose == "train":
-            with autocast(precision):
+            with autocast(precision), attention_context(attention):
                 y = layer()
             y.float().square().mean().backward()
         else:
-            with torch.no_grad(), autocast(precision):
+            with torch.no_grad(), autocast(precision), attention_context(attention):
                 layer()
         if i >= 2:
             best = min(best, time.perf_counter() - t0)
     return best
 
 
-def time_precisions(purpose: str) -> dict[str, float]:
-    """{precision: seconds} of the workload; replaced by a fake in tests."""
-    return {p: _workload(purpose, p) for p in ("fp32", "bf16")}
+def time_precisions(purpose: str) -> dict[str, dict[str, float]]:
+    """{precision: {attention: seconds}} of the workload; replaced by a fake in tests."""
+    return {p: {a: _workload(purpose, p, a) for a in ATTENTIONS} for p in ("fp32", "bf16")}
 
 
-def _decide(purpose: str, seconds: dict[str, float]) -> tuple[str, str]:
-    speedup = seconds["fp32"] / max(seconds["bf16"], 1e-12)
+def _fastest_attention(seconds: dict, precision: str) -> str:
+    return min(seconds[precision], key=seconds[precision].get)
+
+
+def _decide(purpose: str, seconds: dict) -> tuple[str, str]:
+    best = {p: min(seconds[p].values()) for p in ("fp32", "bf16")}
+    speedup = best["fp32"] / max(best["bf16"], 1e-12)
     if speedup >= BF16_MIN_SPEEDUP:
         return "bf16", f"bf16 autocast was {speedup:.2f}x as fast as fp32 for {purpose} on this CPU"
     if speedup >= 1.0:
@@ -128,8 +149,8 @@ def _decide(purpose: str, seconds: dict[str, float]) -> tuple[str, str]:
 
 def choose_precision(purpose: str = "infer", dev: torch.device | None = None) -> PrecisionChoice:
     """What precision = "auto" means here for `purpose` ("train" or "infer"): fp16 on CUDA; on a
-    CPU the faster of fp32 and bf16 autocast, measured once per machine and torch version and
-    kept in precision_cache_path() with the measured seconds."""
+    CPU the faster of fp32 and bf16 autocast, each with its faster attention kernel, measured
+    once per machine and torch version and kept in precision_cache_path() with the seconds."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}; use one of: {', '.join(PURPOSES)}")
     dev = dev or device()
@@ -143,17 +164,15 @@ def choose_precision(purpose: str = "infer", dev: torch.device | None = None) ->
         stored = {}
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-        if purpose in stored:
             choice = PrecisionChoice(**{**stored[purpose], "source": "cache"})
-        else:
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: measure
             seconds = time_precisions(purpose)
             precision, reason = _decide(purpose, seconds)
-            choice = PrecisionChoice(precision, purpose, reason, dict(seconds))
-            stored[purpose] = choice.to_json()
-            stored["cpu"] = cpu_info()
-            stored["torch"] = torch.__version__
+            attention = _fastest_attention(seconds, precision)
+            choice = PrecisionChoice(precision, purpose, f"{reason}; attention {attention!r} was the faster kernel",
+                                     seconds, attention=attention)
+            stored = {**(stored if isinstance(stored, dict) else {}), purpose: choice.to_json(), "cpu": cpu_info(),
+                      "torch": torch.__version__}
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
@@ -165,11 +184,26 @@ def choose_precision(purpose: str = "infer", dev: torch.device | None = None) ->
     return choice
 
 
+def attention_for(precision: str, purpose: str = "infer", dev: torch.device | None = None) -> str:
+    """The faster attention kernel for this (resolved) precision, from this machine's measurement."""
+    dev = dev or device()
+    if dev.type == "cuda":
+        return "sdpa"
+    choice = choose_precision(purpose, dev)
+    if precision == choice.precision or precision not in choice.seconds:
+        return choice.attention
+    return _fastest_attention(choice.seconds, precision)
+
+
 def precision_report(setting: str = "auto", dev: torch.device | None = None) -> dict:
     """{purpose: choice} for a precision setting, as run.json and `reflectlm info` show it."""
     if setting != "auto":
-        return {p: PrecisionChoice(resolve_precision(setting, dev, p), p, f"set explicitly (precision = {setting!r})",
-                                   source="config").to_json() for p in PURPOSES}
+        out = {}
+        for p in PURPOSES:
+            precision = resolve_precision(setting, dev, p)
+            out[p] = PrecisionChoice(precision, p, f"set explicitly (precision = {setting!r})", source="config",
+                                     attention=attention_for(precision, p, dev)).to_json()
+        return out
     return {p: choose_precision(p, dev).to_json() for p in PURPOSES}
 
 
@@ -189,6 +223,14 @@ def autocast(precision: str, dev: torch.device | None = None):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=dev.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def compute(precision: str, purpose: str = "infer", dev: torch.device | None = None):
+    """A model's forward pass as this machine runs it fastest: the precision's autocast and the
+    attention kernel measured faster for it (`attention_for`)."""
+    with autocast(precision, dev), attention_context(attention_for(precision, purpose, dev)):
+        yield
 
 
 def seed_everything(seed: int) -> None:

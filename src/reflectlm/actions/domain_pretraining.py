@@ -87,7 +87,7 @@ class DomainPretraining:
             for step in range(self.steps):
                 idx = rng.choice(len(texts), size=min(self.batch_size, len(texts)), replace=False)
                 batch = collator([{"input_ids": enc["input_ids"][i]} for i in idx])
-                with runtime.autocast(precision):
+                with runtime.compute(precision, "train"):
                     loss = mlm_loss(mlm, batch["input_ids"], (batch["input_ids"] != tok.pad_token_id).long(),
                                     batch["labels"])
                 loss.backward()
