@@ -135,3 +135,20 @@ def test_run_json_and_info_show_the_choice_and_why(fake_timing, tiny_config, cls
     assert shown["precision"]["infer"]["precision"] == "fp32" and shown["cpu"] == runtime.cpu_info()
     text = CliRunner().invoke(app, ["info"]).output
     assert "precision = auto for train: bf16, attention math" in text and "slower than fp32 for infer" in text
+
+
+def test_a_measurement_inside_autocast_still_times_fp32(monkeypatch, tmp_path):
+    # The decision can be first needed during an evaluation inside a bf16 training step; the
+    # fp32 timing must not run under the caller's autocast.
+    monkeypatch.setattr(runtime, "_chosen", {})
+    seen = []
+    real_linear = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real_linear(x, w, b)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        runtime._workload("infer", "fp32", "sdpa", repeats=1)
+    assert seen and not any(seen)

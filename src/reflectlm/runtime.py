@@ -52,7 +52,7 @@ PURPOSES = ("train", "infer")
 ATTENTIONS = ("sdpa", "math")
 # bf16 must beat fp32 by this much to be chosen: near a tie, fp32 is exact and the safer choice.
 BF16_MIN_SPEEDUP = 1.05
-_FORMAT = 2  # bump when the workload below changes, so stale decisions are re-measured
+_FORMAT = 3  # bump when the workload below changes, so stale decisions are re-measured
 _chosen: dict = {}  # (purpose, device) -> PrecisionChoice, for this process
 
 
@@ -113,17 +113,20 @@ def _workload(purpose: str, precision: str, attention: str, repeats: int = 5) ->
         return F.layer_norm(h + F.linear(F.gelu(F.linear(h, w["up"])), w["down"]), (d,))  # (B, T, d)
 
     best = float("inf")
-    for i in range(repeats + 2):  # two warm-up runs: the first call pays for kernel selection
-        t0 = time.perf_counter()
-        if purpose == "train":
-            with autocast(precision), attention_context(attention):
-                y = layer()
-            y.float().square().mean().backward()
-        else:
-            with torch.no_grad(), autocast(precision), attention_context(attention):
-                layer()
-        if i >= 2:
-            best = min(best, time.perf_counter() - t0)
+    # The decision may be first needed inside a caller's autocast block (an evaluation during
+    # training): switch any ambient autocast off, or "fp32" would be timed in bf16.
+    with torch.autocast("cpu", enabled=False):
+        for i in range(repeats + 2):  # two warm-up runs: the first call pays for kernel selection
+            t0 = time.perf_counter()
+            if purpose == "train":
+                with autocast(precision), attention_context(attention):
+                    y = layer()
+                y.float().square().mean().backward()
+            else:
+                with torch.no_grad(), autocast(precision), attention_context(attention):
+                    layer()
+            if i >= 2:
+                best = min(best, time.perf_counter() - t0)
     return best
 
 
@@ -229,7 +232,8 @@ def autocast(precision: str, dev: torch.device | None = None):
 def compute(precision: str, purpose: str = "infer", dev: torch.device | None = None):
     """A model's forward pass as this machine runs it fastest: the precision's autocast and the
     attention kernel measured faster for it (`attention_for`)."""
-    with autocast(precision, dev), attention_context(attention_for(precision, purpose, dev)):
+    attention = attention_for(precision, purpose, dev)  # before the autocast: it may measure
+    with autocast(precision, dev), attention_context(attention):
         yield
 
 
