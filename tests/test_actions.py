@@ -137,13 +137,37 @@ def test_unknown_action_names_the_valid_ones():
         get_action("tune_lr", factr=2)
 
 
-def test_every_rule_action_exists():
-    from reflectlm.reflect import ACTION_NAMES, RULES
+@pytest.mark.parametrize("name", list(ACTIONS))
+def test_every_action_declares_what_the_planner_reads(name):
+    """The planner holds no action names: what it knows of an action is this declaration."""
+    from reflectlm.compare import MODES
+    from reflectlm.findings import KINDS
 
-    assert set(ACTION_NAMES) == set(ACTIONS)
-    for kind, rule in RULES.items():
-        for a in rule.actions:
-            assert kind in ACTIONS[a].addresses or a in ("calibrate",), (kind, a)
+    cls = ACTIONS[name]
+    assert cls.name == name
+    assert isinstance(cls.addresses, dict) and cls.addresses, "addresses: {finding kind: rank or None}"
+    assert set(cls.addresses) <= KINDS, set(cls.addresses) - KINDS
+    assert all(r is None or (isinstance(r, int) and r >= 0) for r in cls.addresses.values())
+    assert cls.mode in MODES and isinstance(cls.retrains, bool)
+    conflicts = getattr(cls, "conflicts", ())
+    assert set(conflicts) <= set(ACTIONS) and name not in conflicts
+    if hasattr(cls, "unprompted"):
+        when, kind = cls.unprompted
+        assert when in ("listed", "oracle") and kind in KINDS
+    if hasattr(cls, "record"):
+        from reflectlm.loop import ROUND_FILES
+
+        assert cls.record in ROUND_FILES and not cls.retrains
+
+
+def test_remedies_follow_the_declared_ranks():
+    from reflectlm.actions import remedies
+
+    found = remedies()
+    assert found["label_issues"] == ["fix_labels", "drop_suspects"]
+    for kind, names in found.items():
+        ranks = [ACTIONS[n].addresses[kind] for n in names]
+        assert ranks == sorted(ranks) and None not in ranks, kind
 
 
 # --------------------------------------------------------------------------- one case each
@@ -366,7 +390,7 @@ def test_calibrate_lowers_ece_and_keeps_predictions(tiny_config, cls_csv, tmp_pa
 
     from reflectlm.actions.calibrate import reliability
     from reflectlm.data import load_splits
-    from reflectlm.loop import _PostInputs
+    from reflectlm.loop.round import PostInputs as _PostInputs
     from reflectlm.train import train
 
     cfg = tiny_config(cls_csv, epochs=4, lr=3e-2)  # a high rate: over-confident
@@ -387,7 +411,7 @@ def test_prune_zeroes_the_asked_share_and_keeps_predictions_close(tiny_config, c
     import torch
 
     from reflectlm.data import load_splits
-    from reflectlm.loop import _PostInputs
+    from reflectlm.loop.round import PostInputs as _PostInputs
     from reflectlm.train import train
 
     cfg = tiny_config(cls_csv, epochs=3)

@@ -52,12 +52,10 @@ class Recipe:
         return replace(self, **kw)
 
     def set(self, dotted: str, value: Any) -> Recipe:
+        from ..config import set_dotted
+
         out = self.evolve()
-        node = out.tree
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        set_dotted(out.tree, dotted, value)
         return out
 
     def get(self, dotted: str, default: Any = None) -> Any:
@@ -143,11 +141,24 @@ class Action:
     """Interface of an ACTIONS entry (documentation only: actions do not inherit from it).
 
     name: str                     the table key
-    addresses: tuple[str, ...]    finding kinds it answers (reflect.RULES lists it for them)
+    addresses: dict[str, int | None]
+                                  finding kinds (findings.py constants) it answers -> its rank among
+                                  the remedies the planner proposes for that kind (0 = first; its prior
+                                  is the target's expected gain x 0.8 ** rank), or None: it helps with
+                                  that kind (plan.json credits it) but is not proposed for it
     mode: str                     how its challenger is judged: SUPERIORITY (must be significantly
                                   better) or NON_INFERIORITY (size / speed / calibration: not worse
                                   than the margin)
     retrains: bool                False for steps on the champion's trained model (calibrate, prune)
+    conflicts: tuple[str, ...]    optional: actions it cannot share a plan with (checked both ways)
+    unprompted: (when, kind)      optional: proposed without a finding, as answering `kind` - when
+                                  "listed" (named in loop.actions) or "oracle" (an oracle is configured)
+    queries_oracle: bool          optional: each application asks the oracle for new labels, so the
+                                  same parameters are not "the same plan again"; its changes' "ids"
+                                  are the examples bought
+    record: str                   optional (post steps): the round file transform()'s result is written to
+    estimate(n, epochs, extra)    optional: the training examples, epochs and examples processed
+                                  outside fine-tuning once it has run (default: unchanged)
     propose(inputs, recipe)       classmethod: an instance with parameters fitted to the findings,
                                   or None when the action cannot apply
     apply(recipe, inputs)         a new Recipe; deterministic for inputs.seed; copes with an empty

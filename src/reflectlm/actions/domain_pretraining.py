@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
@@ -34,7 +35,7 @@ def mlm_loss(mlm, input_ids, attention_mask, labels):
 @dataclass(frozen=True)
 class DomainPretraining:
     name = "domain_pretraining"
-    addresses = ("underfitting", "ner_error_kinds", "noise_sensitivity")
+    addresses = {K.UNDERFITTING: 3, K.NER_ERROR_KINDS: 2, K.NOISE_SENSITIVITY: None}
     mode = SUPERIORITY
     retrains = True
 

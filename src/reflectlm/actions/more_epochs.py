@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class MoreEpochs:
     name = "more_epochs"
-    addresses = ("underfitting", "plateau", "lr_too_low", "ner_error_kinds", "ambiguous")
+    addresses = {K.UNDERFITTING: 0, K.PLATEAU: 1, K.LR_TOO_LOW: 1, K.NER_ERROR_KINDS: 0, K.AMBIGUOUS: 1}
     mode = SUPERIORITY
     retrains = True
 

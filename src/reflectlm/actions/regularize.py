@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class Regularize:
     name = "regularize"
-    addresses = ("overfitting", "ambiguous", "miscalibration", "cv_spread", "exploding_gradients", "gradient_spikes")
+    addresses = {K.OVERFITTING: 1, K.AMBIGUOUS: 0, K.MISCALIBRATION: 1, K.CV_SPREAD: 0, K.EXPLODING_GRADIENTS: 1,
+                 K.GRADIENT_SPIKES: 1}
     mode = SUPERIORITY
     retrains = True
 

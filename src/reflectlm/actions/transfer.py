@@ -7,15 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class Transfer:
     name = "transfer"
-    addresses = ("underfitting", "plateau")
+    addresses = {K.UNDERFITTING: 4, K.PLATEAU: None}
     mode = SUPERIORITY
     retrains = True
+    # It warm-starts from the champion with its own short schedule: the schedule and initialisation
+    # changes of these would fight it, and relabelled data would not match the model it starts from.
+    conflicts = ("tune_lr", "more_epochs", "early_stop", "fix_labels", "domain_pretraining", "regularize")
 
     source: str = "champion"  # "champion", or a model bundle / run directory
     epochs: int | None = None  # None: keep the recipe's epoch count

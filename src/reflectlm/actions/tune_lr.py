@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
-DOWN = {"divergence": 0.3, "lr_too_high": 0.5, "exploding_gradients": 0.5, "unstable_updates": 0.5,
-        "oscillation": 0.5, "gradient_spikes": 0.7}
-UP = {"lr_too_low": 2.0, "plateau": 1.5, "underfitting": 2.0, "vanishing_updates": 2.0, "vanishing_gradients": 1.5}
+DOWN = {K.DIVERGENCE: 0.3, K.LR_TOO_HIGH: 0.5, K.EXPLODING_GRADIENTS: 0.5, K.UNSTABLE_UPDATES: 0.5,
+        K.OSCILLATION: 0.5, K.GRADIENT_SPIKES: 0.7}
+UP = {K.LR_TOO_LOW: 2.0, K.PLATEAU: 1.5, K.UNDERFITTING: 2.0, K.VANISHING_UPDATES: 2.0, K.VANISHING_GRADIENTS: 1.5}
 
 
 @dataclass(frozen=True)
 class TuneLR:
     name = "tune_lr"
-    addresses = tuple(DOWN) + tuple(UP)
+    addresses = {K.DIVERGENCE: 0, K.LR_TOO_HIGH: 0, K.EXPLODING_GRADIENTS: 0, K.UNSTABLE_UPDATES: 0,
+                 K.OSCILLATION: 0, K.GRADIENT_SPIKES: 0, K.LR_TOO_LOW: 0, K.PLATEAU: 0, K.UNDERFITTING: 1,
+                 K.VANISHING_UPDATES: 1, K.VANISHING_GRADIENTS: 2}
     mode = SUPERIORITY
     retrains = True
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class Unfreeze:
     name = "unfreeze"
-    addresses = ("vanishing_gradients", "vanishing_updates", "underfitting")
+    addresses = {K.VANISHING_GRADIENTS: 0, K.VANISHING_UPDATES: 0, K.UNDERFITTING: 2}
     mode = SUPERIORITY
     retrains = True
 
