@@ -481,7 +481,7 @@ def test_stop_rules(loop, decisions, expect):
            "champion_round": max(j for j in range(k + 1) if decisions[j][0])}
           for k, (p, v, n) in enumerate(decisions)]
     champion = ds[-1]["champion_round"]
-    state = _State(ds, champion, Recipe({}, None), sum(d["examples_trained"] for d in ds), 60, {})
+    state = _State(ds, champion, Recipe(cfg, None), sum(d["examples_trained"] for d in ds), 60, {})
     reason = _should_stop(state, cfg)
     assert (reason is None) if expect is None else (expect in reason), reason
 
@@ -499,9 +499,9 @@ def test_patience_waits_for_the_round_that_builds_on_a_promising_challenger():
            "champion_round": 0, "built_on": 0, "next_base": 1},
           {"round": 2, "promoted": False, "selection": 0.52, "examples_trained": 100, "seconds": 1.0,
            "champion_round": 0, "built_on": 1, "next_base": 2}]
-    chained = _State(ds, 0, Recipe({}, None), 300, 0, {}, base=2)
+    chained = _State(ds, 0, Recipe(cfg, None), 300, 0, {}, base=2)
     assert _should_stop(chained, cfg) is None  # round 3 builds on round 2
-    ended = _State(ds[:2] + [{**ds[2], "next_base": 0}], 0, Recipe({}, None), 300, 0, {}, base=0)
+    ended = _State(ds[:2] + [{**ds[2], "next_base": 0}], 0, Recipe(cfg, None), 300, 0, {}, base=0)
     assert "no promotion in the last 2 rounds" in _should_stop(ended, cfg)
 
 

@@ -51,7 +51,7 @@ def test_a_registered_toy_action_is_proposed_and_applied_with_no_other_edit(monk
     ds = Dataset(task="classification", ids=["a", "b"], labels=["x", "y"], texts=["a a", "b b"], tokens=None)
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2,
                                                                   "actions": ["halve_batch", "tune_lr", "more_epochs"]}})
-    recipe = Recipe(load_config(tree={"data": {"train": "x.csv"}}).model_dump(), ds)
+    recipe = Recipe({"data": {"train": "x.csv"}}, ds)
     inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
     plan, ranking, addressed = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
     assert ranking[0]["action"] == "halve_batch" and ranking[0]["chosen"]  # ranked first, it leads the plan
@@ -70,4 +70,4 @@ def test_an_unknown_action_in_the_config_is_refused_with_the_valid_names(tmp_pat
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"actions": ["halve_batch"]}})
     with pytest.raises(ConfigError, match="unknown actions \\['halve_batch'\\]; valid: fix_labels"):
-        choose_plan([], ActionInputs(task="classification", labels=[]), Recipe({}, None), cfg, tmp_path, set(), 1)
+        choose_plan([], ActionInputs(task="classification", labels=[]), Recipe(cfg, None), cfg, tmp_path, set(), 1)

@@ -23,7 +23,7 @@ class AdversarialTraining:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if float(recipe.get("train.adversarial_epsilon", 0.0)) > 0:
+        if float(recipe.get("train.adversarial_epsilon")) > 0:
             return None
         return cls()
 

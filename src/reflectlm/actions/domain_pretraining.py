@@ -50,9 +50,9 @@ class DomainPretraining:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.get("model.kind", "transformer") != "transformer" or inputs.work_dir is None:
+        if recipe.get("model.kind") != "transformer" or inputs.work_dir is None:
             return None
-        if "adapted" in str(recipe.get("model.name", "")):
+        if "adapted" in str(recipe.get("model.name")):
             return None  # already adapted in an earlier round
         return cls()
 
@@ -71,7 +71,7 @@ class DomainPretraining:
         if not texts or inputs.work_dir is None:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no texts"}])
         _quiet_transformers()
-        base = resolve(recipe.get("model.name", "minilm"))
+        base = resolve(recipe.get("model.name"))
         tok = AutoTokenizer.from_pretrained(base)
         torch.manual_seed(inputs.seed)
         # A sentence encoder's checkpoint has no MLM head: it starts fresh and is thrown away after;

@@ -24,9 +24,9 @@ class LayerwiseLR:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.get("model.kind", "transformer") != "transformer":
+        if recipe.get("model.kind") != "transformer":
             return None
-        current = float(recipe.get("train.layerwise_lr_decay", 1.0))
+        current = float(recipe.get("train.layerwise_lr_decay"))
         if inputs.finding(K.VANISHING_GRADIENTS, K.VANISHING_UPDATES) is not None:
             # the lower layers barely move: decay less (closer to 1); at 1 there is nothing to undo
             return cls(decay=round(min(1.0, current + 0.1), 3)) if current < 1.0 else None
@@ -34,5 +34,5 @@ class LayerwiseLR:
 
     def apply(self, recipe, inputs):
         out = recipe.set("train.layerwise_lr_decay", self.decay)
-        out.changes.append({"action": self.name, "from": recipe.get("train.layerwise_lr_decay", 1.0), "to": self.decay})
+        out.changes.append({"action": self.name, "from": recipe.get("train.layerwise_lr_decay"), "to": self.decay})
         return out

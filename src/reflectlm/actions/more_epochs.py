@@ -24,7 +24,7 @@ class MoreEpochs:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        epochs = int(recipe.get("train.epochs", 3))
+        epochs = int(recipe.get("train.epochs"))
         if epochs >= cls.max_epochs:
             return None
         hist = inputs.history or []
@@ -39,7 +39,7 @@ class MoreEpochs:
         return n, min(self.max_epochs, max(epochs + 1, math.ceil(epochs * self.factor))), extra
 
     def apply(self, recipe, inputs):
-        epochs = int(recipe.get("train.epochs", 3))
+        epochs = int(recipe.get("train.epochs"))
         new = min(self.max_epochs, max(epochs + 1, math.ceil(epochs * self.factor)))
         out = recipe.set("train.epochs", new)
         out.changes.append({"action": self.name, "epochs": [epochs, new]})

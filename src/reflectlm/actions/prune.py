@@ -36,7 +36,7 @@ class Prune:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.get("model.kind", "transformer") != "transformer" or "prune" in champion_post(inputs):
+        if recipe.get("model.kind") != "transformer" or "prune" in champion_post(inputs):
             return None  # pruning the pruned champion again would select the same zeros
         return cls()
 

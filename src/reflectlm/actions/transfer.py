@@ -30,9 +30,9 @@ class Transfer:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.champion_model is None or recipe.get("model.kind", "transformer") != "transformer":
+        if inputs.champion_model is None or recipe.get("model.kind") != "transformer":
             return None
-        return cls(epochs=max(1, int(recipe.get("train.epochs", 3)) // 2))
+        return cls(epochs=max(1, int(recipe.get("train.epochs")) // 2))
 
     def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
         return n, self.epochs or epochs, extra
@@ -43,10 +43,10 @@ class Transfer:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no champion model"}])
         # The warm start's schedule is for this round only (Recipe.round_only): a later challenger
         # that starts fresh from the base model needs the full one.
-        only = {"train.lr": float(recipe.get("train.lr", 1e-4)) * self.lr_factor}
+        only = {"train.lr": float(recipe.get("train.lr")) * self.lr_factor}
         if self.epochs:
             only["train.epochs"] = self.epochs
-        head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
+        head = float(recipe.get("train.head_lr") or 0.0)
         if head:
             only["train.head_lr"] = head * self.lr_factor
         out = recipe.evolve(init_from=str(src), round_only={**recipe.round_only, **only})

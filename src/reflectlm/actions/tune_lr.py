@@ -35,7 +35,7 @@ class TuneLR:
         up = [f for f in inputs.findings if f.kind in UP and f.severity > 0]
         if down:  # instability outranks slowness: a diverging run cannot be sped up
             worst = max(down, key=lambda f: f.severity)
-            warm = max(0.1, float(recipe.get("train.warmup_ratio", 0.06)))
+            warm = max(0.1, float(recipe.get("train.warmup_ratio")))
             return cls(factor=DOWN[worst.kind], warmup_ratio=warm)
         if up:
             worst = max(up, key=lambda f: f.severity)
@@ -43,9 +43,9 @@ class TuneLR:
         return None
 
     def apply(self, recipe, inputs):
-        lr = float(recipe.get("train.lr", 1e-4))
+        lr = float(recipe.get("train.lr"))
         out = recipe.set("train.lr", lr * self.factor)
-        head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
+        head = float(recipe.get("train.head_lr") or 0.0)
         if head:
             out = out.set("train.head_lr", head * self.factor)
         if self.warmup_ratio is not None:

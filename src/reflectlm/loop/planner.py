@@ -38,7 +38,7 @@ def plan_cost(plan: list, recipe: Recipe) -> int:
     over the training set plus what its actions process on their own; post-only plans train nothing."""
     if not plan or not plan[0].retrains:
         return 0
-    n, epochs, extra = len(recipe.train), int(recipe.get("train.epochs", 1)), 0
+    n, epochs, extra = len(recipe.train), int(recipe.get("train.epochs")), 0
     for action in plan:
         if hasattr(action, "estimate"):
             n, epochs, extra = action.estimate(n, epochs, extra)

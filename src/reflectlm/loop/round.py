@@ -23,7 +23,7 @@ import numpy as np
 
 from ..actions import ACTIONS, SUPERIORITY, ActionInputs, Recipe, get_action
 from ..atomic import write_json
-from ..config import Config, dump_toml, validate_tree
+from ..config import Config, dump_toml
 from ..data import Dataset, Splits
 from ..findings import jsonable
 from ..metric import Metric, get_metric
@@ -300,7 +300,7 @@ def context(rnd: Round):
     needs = {n for c in checks for n in DIAGNOSTICS[c]().needs}
     return build_context(rnd.cfg, rnd.state.recipe.train, rnd.splits.selection, rnd.splits.labels,
                          artifacts=rnd.base_dir, needs=needs, cv=rnd.cfg.loop.cv, selection_out=rnd.base_out,
-                         predict=rnd.predict, embed=rnd.embed, train_config=rnd.state.recipe.tree["train"],
+                         predict=rnd.predict, embed=rnd.embed, train_config=rnd.state.recipe.config.train.model_dump(),
                          quiet=rnd.quiet)
 
 
@@ -369,18 +369,17 @@ def train_round(rd: Path, cfg: Config, recipe: Recipe, splits: Splits, source_di
                 retrain: bool = True) -> tuple[dict, int, object]:
     """Train (or, for post-only plans, copy from source_dir) the challenger into `rd`; returns its
     metrics, the examples it processed, and its bundle."""
-    from ..config import set_dotted
+    from ..actions.base import with_value
     from ..modeling import load_bundle, save_bundle
     from ..train import _versions
     from ..train import train as fit_model
 
     rundir.save_train(rd / "train.jsonl", recipe.train)
-    run_tree = json.loads(json.dumps(recipe.tree))
+    run_cfg = recipe.config
     if recipe.init_from:
-        run_tree["model"]["name"] = recipe.init_from  # transfer: this round only
+        run_cfg = with_value(run_cfg, "model.name", recipe.init_from)  # transfer: this round only
     for key, value in recipe.round_only.items():  # e.g. transfer's shorter schedule: not inherited
-        set_dotted(run_tree, key, value)
-    run_cfg = validate_tree(run_tree)
+        run_cfg = with_value(run_cfg, key, value)
     if retrain:
         res = fit_model(run_cfg, rd, splits=Splits(recipe.train, splits.selection, None, splits.labels, []),
                         quiet=quiet, existing=True)
@@ -446,8 +445,7 @@ def baseline(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, q
     rd = round_dir(run_dir, 0)
     rd.mkdir(parents=True, exist_ok=True)
     say(quiet, "round 0: training the baseline")
-    tree = cfg.model_dump()
-    recipe = Recipe(tree={k: tree[k] for k in ("data", "model", "train", "run")}, train=splits.train, pool=pool)
+    recipe = Recipe(cfg, train=splits.train, pool=pool)
     write_json(rd / "plan.json", {"actions": [], "ranking": [], "addressed": [], "changes": []})
     metrics, seen, _ = train_round(rd, cfg, recipe, splits, None, quiet)
     rundir.save_recipe(rd, recipe)

@@ -218,6 +218,6 @@ def state_after(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None
     else:
         used = set(train.ids)
         pool_left = None if pool is None else pool.subset([k for k, i in enumerate(pool.ids) if i not in used])
-    return State(decisions, champion, Recipe(tree=saved["tree"], train=train, pool=pool_left),
+    return State(decisions, champion, Recipe(saved["tree"], train=train, pool=pool_left),
                  sum(d["examples_trained"] for d in decisions), sum(d.get("labels_used", 0) for d in decisions),
                  acquired, base)
