@@ -15,7 +15,6 @@ loop alone, which later stages call with their own data and weights.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
@@ -30,7 +29,7 @@ import torch
 from . import callable_module, runtime
 from .atomic import write_json
 from .config import Config, ConfigError, TrainConfig, dump_toml
-from .evaluate import evaluate_features, forward_all
+from .evaluate import evaluate_features
 from .metric import get_metric
 from .modeling import Bundle, build, layer_groups, save_bundle
 from .tasks import collate, get_task

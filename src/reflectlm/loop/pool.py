@@ -42,6 +42,7 @@ def load_pool(cfg: Config, splits: Splits, quiet: bool = True):
     given to training, and pool examples that repeat a train, selection or test example are removed
     (a test text pulled into training by active learning would leak the test split)."""
     from ..data import load
+    from ..tasks import get_task
 
     lc = cfg.loop
     if not lc.pool:
@@ -62,7 +63,7 @@ def load_pool(cfg: Config, splits: Splits, quiet: bool = True):
         if unknown:
             raise DataError(f"{lc.pool}: pool labels {unknown[:5]} are not among the training labels")
     # The pool's own labels must not leak: keep only texts (and the ids the oracle answers for).
-    ds.labels = [["O"] * len(t) for t in ds.tokens] if ds.task == "ner" else [None] * len(ds)
+    ds.labels = get_task(ds.task).blank_labels(ds)
     seen_ids, seen_texts = set(), set()
     for other in (splits.train, splits.selection, splits.test):
         if other is not None:

@@ -81,3 +81,8 @@ def ab_test(champion_probs, challenger_probs, ds, labels: list[str], metric, **t
     y = np.array([l2i[v] for v in ds.labels])
     return compare(y, np.asarray(champion_probs).argmax(1), np.asarray(challenger_probs).argmax(1), labels=labels,
                    metric=metric.gate, **test)
+
+
+def blank_labels(ds) -> list:
+    """Labels that say nothing (an unlabelled pool keeps its texts only)."""
+    return [None] * len(ds)

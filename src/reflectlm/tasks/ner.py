@@ -211,3 +211,8 @@ def ab_test(champion_probs, challenger_probs, ds, labels: list[str], metric, *, 
     ca, ka = sentence_counts(champion_probs, ds, labels)
     cb, kb = sentence_counts(challenger_probs, ds, labels)
     return compare_ner(ca, cb, ka, kb, **test)
+
+
+def blank_labels(ds) -> list[list[str]]:
+    """Tags that say nothing, one "O" per word (an unlabelled pool keeps its words only)."""
+    return [["O"] * len(t) for t in ds.tokens]
