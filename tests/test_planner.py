@@ -49,8 +49,9 @@ def test_a_registered_toy_action_is_proposed_and_applied_with_no_other_edit(monk
     targets = reflect(findings, 0.5)
     assert targets[0].actions[0] == "halve_batch"  # reflect lists it from its declaration
     ds = Dataset(task="classification", ids=["a", "b"], labels=["x", "y"], texts=["a a", "b b"], tokens=None)
-    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2,
-                                                                  "actions": ["halve_batch", "tune_lr", "more_epochs"]}})
+    allowed = ["halve_batch", "tune_lr", "more_epochs"]
+    cfg = load_config(tree={"data": {"train": "x.csv"},
+                            "loop": {"exploration": "greedy", "max_actions": 2, "actions": allowed}})
     recipe = Recipe({"data": {"train": "x.csv"}}, ds)
     inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
     plan, ranking, addressed = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)

@@ -219,8 +219,8 @@ def judge(rnd: Round) -> None:
     lc, cfg = rnd.cfg.loop, rnd.cfg
     rnd.result = get_task(cfg.data.task).ab_test(
         rnd.champ_out.probs, rnd.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
-        mode=rnd.plan[0].mode, alpha=lc.alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap, seed=cfg.train.seed + rnd.r,
-        allow_class_regressions=lc.allow_class_regressions)
+        mode=rnd.plan[0].mode, alpha=lc.alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
+        seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
     write_json(rnd.dir / "compare.json", rnd.result.to_json())
     rnd.promoted = bool(rnd.result.promote)
     rnd.chained = not rnd.promoted and promising(rnd)
