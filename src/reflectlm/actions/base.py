@@ -191,9 +191,9 @@ class Action:
     name: str                     the table key
     addresses: dict[str, int | None]
                                   finding kinds (findings.py constants) it answers -> its rank among
-                                  the remedies the planner proposes for that kind (0 = first; its prior
-                                  is the target's expected gain x 0.8 ** rank), or None: it helps with
-                                  that kind (plan.json credits it) but is not proposed for it
+                                  the remedies proposed for that kind (0 = first; ties by name; the
+                                  planner's prior drops x 0.8 per place down that list), or None: it
+                                  helps with that kind (plan.json credits it) but is not proposed for it
     mode: str                     how its challenger is judged: SUPERIORITY (must be significantly
                                   better) or NON_INFERIORITY (size / speed / calibration: not worse
                                   than the margin)
