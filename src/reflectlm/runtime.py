@@ -255,13 +255,18 @@ def set_threads(threads: int | None) -> None:
 # process facts are read, and each is a no-op (no process group, no accelerate state) when run alone.
 
 
+def _env_int(names: tuple[str, ...], default: int) -> int:
+    # The variables accelerate itself reads: torchrun / accelerate launch, then MPI launchers.
+    return next((int(os.environ[n]) for n in names if os.environ.get(n)), default)
+
+
 def num_processes() -> int:
-    """How many processes train together (WORLD_SIZE as the launcher sets it; 1 when run alone)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """How many processes train together (as the launcher says; 1 when run alone)."""
+    return _env_int(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
 
 
 def process_index() -> int:
-    return int(os.environ.get("RANK", "0"))
+    return _env_int(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0)
 
 
 def is_main_process() -> bool:
