@@ -11,6 +11,10 @@ it records, at no extra forward pass:
 
 `train(cfg)` is the command-line job (data -> model -> fit -> run directory); `fit()` is the
 loop alone, which later stages call with their own data and weights.
+
+Under `accelerate launch --num_processes N` both run data-parallel (DDP): each process trains on its
+share of the batches, the records are joined so every example appears once, and only the main
+process writes files (docs/scale-out.md).
 """
 
 from __future__ import annotations
