@@ -84,6 +84,10 @@ def train_cmd(
 
     cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
     result = train(cfg, output_dir, stem=config.stem)
+    from .runtime import is_main_process
+
+    if not is_main_process():  # under accelerate launch the others trained alongside; one report
+        return
     _print_metrics({k: result.metrics.get(k) for k in ("selection", "test")}, f"{config.stem}: best epoch {result.metrics['best_epoch']}")
     print(f"run directory: {result.run_dir}")
 
