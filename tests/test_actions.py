@@ -405,6 +405,23 @@ def test_calibrate_lowers_ece_and_keeps_predictions(tiny_config, cls_csv, tmp_pa
     assert info["ece_after"] <= info["ece_before"] + 1e-9
     sm = torch.softmax(torch.tensor(after), 1).numpy()
     assert reliability(sm, post.selection_targets)[0] == pytest.approx(info["ece_after"], abs=1e-4)
+    cv = info["cross_fitted"]  # every example scored with a temperature fitted on the other folds
+    assert cv["folds"] == 5 and len(cv["temperatures"]) == 5
+    assert ("refused" in info) == (cv["nll_after"] >= cv["nll_before"])
+
+
+def test_calibration_is_cross_fitted_and_refused_when_it_does_not_carry():
+    from reflectlm.actions.calibrate import cross_fitted
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(400, 3)) * 2.0
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])  # labels drawn from the model: already calibrated
+    over = cross_fitted(logits * 3.0, y, seed=0)  # the same model, over-confident
+    assert over["nll_after"] < over["nll_before"] and all(t > 2 for t in over["temperatures"])
+    fine = cross_fitted(logits, y, seed=0)
+    assert abs(fine["nll_after"] - fine["nll_before"]) < 0.01 and all(0.8 < t < 1.25 for t in fine["temperatures"])
+    assert cross_fitted(logits[:1], y[:1], seed=0)["nll_after"] is None  # one example: nothing to cross-fit
 
 
 def test_prune_zeroes_the_asked_share_and_keeps_predictions_close(tiny_config, cls_csv, tmp_path):

@@ -56,3 +56,22 @@ def test_judge_resamples_sentences_for_ner(tmp_path):
     saved = json.loads((rnd.dir / "compare.json").read_text())
     assert saved["metric"] == "entity_f1" and saved["n"] == 30 and saved["mode"] == "non_inferiority"
     assert saved["difference"] == 0.0 and rnd.promoted  # the same tagger is not worse than itself
+
+
+def test_judge_rejects_a_post_step_that_refused_itself_out_of_sample(tmp_path):
+    labels = ["a", "b"]
+    y = ["a", "b"] * 40
+    ds = Dataset(task="classification", ids=[str(i) for i in range(80)], labels=y, texts=["t"] * 80, tokens=None)
+    same = np.eye(2)[[labels.index(v) for v in y]]
+    rnd = _round(tmp_path, "classification", ds, labels, [get_action("calibrate")])
+    rnd.champ_out = rnd.base_out = SimpleNamespace(probs=same, metrics={"macro_f1": 1.0})
+    rnd.chall_out = SimpleNamespace(probs=same, metrics={"macro_f1": 1.0})  # a temperature changes no prediction
+    rnd.metrics = {"post": {"calibrate": {"temperature": 1.3, "refused": "cross-fitted log-loss does not improve"}}}
+    judge(rnd)
+    saved = json.loads((rnd.dir / "compare.json").read_text())
+    assert not rnd.promoted and not saved["promote"]  # non-inferior on its own examples, refused out of sample
+    assert saved["reason"].endswith("; but calibrate: cross-fitted log-loss does not improve; rejected")
+    assert "promoted" not in saved["reason"]
+    rnd.metrics = {"post": {"calibrate": {"temperature": 1.3}}}  # not refused: the test decides
+    judge(rnd)
+    assert rnd.promoted

@@ -12,6 +12,7 @@ Round 0 (`baseline`) trains the config as given; it is the first champion.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -221,6 +222,14 @@ def judge(rnd: Round) -> None:
         rnd.champ_out.probs, rnd.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
         mode=rnd.plan[0].mode, alpha=lc.alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
         seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
+    # A post step fitted on the selection split (calibrate) judges itself out of sample too; its
+    # refusal overrides a test that its own fitting data passed.
+    refused = [(name, info["refused"]) for name, info in ((rnd.metrics or {}).get("post") or {}).items()
+               if isinstance(info, dict) and info.get("refused")]
+    if refused and rnd.result.promote:
+        why = "; ".join(f"{name}: {text}" for name, text in refused)
+        rnd.result = dataclasses.replace(rnd.result, promote=False,
+                                         reason=rnd.result.reason.replace("; promoted", "") + f"; but {why}; rejected")
     write_json(rnd.dir / "compare.json", rnd.result.to_json())
     rnd.promoted = bool(rnd.result.promote)
     rnd.chained = not rnd.promoted and promising(rnd)
