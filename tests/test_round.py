@@ -75,3 +75,23 @@ def test_judge_rejects_a_post_step_that_refused_itself_out_of_sample(tmp_path):
     rnd.metrics = {"post": {"calibrate": {"temperature": 1.3}}}  # not refused: the test decides
     judge(rnd)
     assert rnd.promoted
+
+
+def test_a_round_that_only_adds_verified_labels_is_judged_by_non_inferiority(tmp_path):
+    labels = ["a", "b"]
+    y = ["a", "b"] * 40
+    ds = Dataset(task="classification", ids=[str(i) for i in range(80)], labels=y, texts=["t"] * 80, tokens=None)
+    probs = np.eye(2)[[labels.index(v) for v in y]]
+    probs[:10] = probs[:10, ::-1]  # both models wrong on the same 10: the new labels changed nothing here
+    out = SimpleNamespace(probs=probs, metrics={"macro_f1": 0.875})
+    rnd = _round(tmp_path, "classification", ds, labels, [get_action("active_learning")])
+    rnd.champ_out = rnd.base_out = rnd.chall_out = out
+    judge(rnd)
+    saved = json.loads((rnd.dir / "compare.json").read_text())
+    assert saved["mode"] == "non_inferiority" and saved["margin"] == rnd.cfg.loop.margin
+    assert rnd.promoted and "non-inferior" in saved["reason"]  # verified labels are kept unless they hurt
+    # The same outcome under an action that must prove a gain (pseudo-labels) is rejected.
+    rnd2 = _round(tmp_path / "s", "classification", ds, labels, [get_action("self_training")])
+    rnd2.champ_out = rnd2.base_out = rnd2.chall_out = out
+    judge(rnd2)
+    assert not rnd2.promoted and json.loads((rnd2.dir / "compare.json").read_text())["mode"] == "superiority"
