@@ -289,8 +289,12 @@ def test_run_output_says_what_would_prove_a_rejected_gain(capsys, tmp_path):
     row = {"round": 1, "actions": ["fix_labels"], "selection": 0.91, "promoted": False, "difference": 0.008,
            "ci_low": -0.01, "ci_high": 0.026, "p_mcnemar": 0.3, "detectable": d}
     base = {**row, "round": 0, "actions": [], "difference": None, "p_mcnemar": None, "detectable": None, "promoted": True}
-    _print_loop(SimpleNamespace(summary={"selection_metric": "macro_f1", "rounds": [base, row], "stop_reason": "rounds"},
-                                run_dir=tmp_path))
+    kept = {**row, "round": 2, "actions": ["active_learning"], "promoted": True, "detectable": None}
+    summary = {"selection_metric": "macro_f1", "rounds": [base, row, kept], "stop_reason": "rounds",
+               "champion_round": 2, "round0_test": {"macro_f1": 0.70, "accuracy": 0.71},
+               "test": {"macro_f1": 0.7325, "accuracy": 0.74}}
+    _print_loop(SimpleNamespace(summary=summary, run_dir=tmp_path))
     out = capsys.readouterr().out
+    assert "what changed: test macro_f1 0.7000 -> 0.7325 (+0.0325); round 2 active_learning" in out
     assert (f"round 1: +0.0080 is not proven; 1,000 selection examples detect about {d['effect']:+.4f} "
             f"(80% power at alpha 0.05); about {d['examples_needed']:,} would resolve +0.0080") in out

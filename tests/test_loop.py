@@ -216,7 +216,7 @@ def test_a_plan_that_would_overrun_the_compute_budget_is_left_out(tmp_path):
     assert "about 35 s" in row["skipped"] and "20 s are left of loop.time_budget_s" in row["skipped"]
 
 
-def test_the_loop_stops_when_no_plan_fits_the_compute_budget(tmp_path, tiny_bert_dir):
+def test_the_loop_stops_when_no_plan_fits_the_compute_budget(tmp_path, tiny_bert_dir, capsys):
     """Active learning with an oracle is always worth a round, but 500 more labels x 3 epochs do
     not fit in what round 0 left of the budget: the loop says so instead of overrunning it."""
     from reflectlm.config import load_config
@@ -228,7 +228,10 @@ def test_the_loop_stops_when_no_plan_fits_the_compute_budget(tmp_path, tiny_bert
     tree = loop_tree(noisy_csv(tmp_path / "cls.csv", n=150), tiny_bert_dir, tmp_path / "runs",
                      actions=["active_learning"], checks=["performance"], pool=str(pool), oracle="column",
                      pool_label_column="label", examples_budget=700)
-    res = improve(load_config(tree=tree))
+    res = improve(load_config(tree=tree), quiet=False)
+    # Who answers the queries is said plainly: the pool file's labels stand in for a person.
+    assert "pool: 120 unlabelled examples; the labels active learning asks for (no limit) come from the pool " \
+           "file's own label column, standing in for a person" in capsys.readouterr().out
     assert [r["round"] for r in res.summary["rounds"]] == [0]
     assert 2 * res.summary["examples_trained"] <= 700  # round 0 left room for a round like itself...
     assert res.stop_reason.startswith("compute budget spent: no applicable plan fits in the "), res.stop_reason

@@ -176,6 +176,12 @@ def _print_loop(result) -> None:
     if s.get("test"):
         _print_metrics({"round 0 (test)": s.get("round0_test"), f"champion: round {s['champion_round']} (test)": s["test"]},
                        "test split (read once, at the end)")
+        before, after = (s.get("round0_test") or {}).get(metric), s["test"].get(metric)
+        if before is not None and after is not None:
+            kept = [r for r in s["rounds"] if r["promoted"] and r["round"] > 0]
+            what = ("; ".join(f"round {r['round']} {' + '.join(r['actions'])}" for r in kept) if kept
+                    else "no round was promoted")
+            print(f"what changed: test {metric} {before:.4f} -> {after:.4f} ({after - before:+.4f}); {what}")
     print(f"stopped: {s['stop_reason']}")
     print(f"run directory: {result.run_dir}  (champion: {result.run_dir / 'champion'})")
 

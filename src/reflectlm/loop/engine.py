@@ -42,6 +42,10 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
     run_dir = rundir.open_run(cfg, output_dir, resume, config_path)
     data = load_data(cfg, quiet, describe=lambda splits: rundir.describe_data(run_dir, splits))
     oracle = make_oracle(cfg, run_dir, data.hidden)
+    if data.pool is not None and cfg.loop.oracle == "column":  # say plainly who answers the queries
+        budget = "no limit" if cfg.loop.label_budget is None else f"at most {cfg.loop.label_budget:,}"
+        say(quiet, f"pool: {len(data.pool):,} unlabelled examples; the labels active learning asks for ({budget}) "
+                   "come from the pool file's own label column, standing in for a person")
 
     state = rundir.restore(run_dir, cfg, data.splits, data.pool)
     if state is None:
