@@ -288,6 +288,36 @@ def show_cmd(run: Path = typer.Argument(..., help="run directory")) -> None:
     show(run)
 
 
+# --------------------------------------------------------------------------- deployment (reflectlm.deploy)
+
+
+@_guard
+def export_cmd(
+    run: Path = typer.Argument(..., help="run directory (its champion is exported)"),
+    prune: Optional[float] = typer.Option(None, "--prune", help="share of weights to prune, e.g. 0.3"),
+    prune_method: str = typer.Option("magnitude", "--prune-method", help="magnitude or heads"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 (dynamic) or bf16"),
+    onnx: bool = typer.Option(False, "--onnx", help=r"export to ONNX (needs reflectlm\[onnx])"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="export directory (default RUN/exports/<variant>)"),
+    margin: Optional[float] = typer.Option(None, "--margin", help="non-inferiority margin (default: the run's loop.margin)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Compress / convert the champion; kept only if not worse than it on the selection split."""
+    from .deploy.export import ExportRefused, export
+
+    try:
+        info = export(run, output, prune=prune, prune_method=prune_method, quantize=quantize, onnx=onnx, margin=margin,
+                      quiet=quiet)
+    except ExportRefused as e:
+        _fail(e, FAILED)
+    c, k = info["candidate"], info["champion"]
+    print(f"accepted: {info['reason']}")
+    print(f"size {k['size_bytes'] / 1e6:.1f} MB -> {c['size_bytes'] / 1e6:.1f} MB; latency batch 1 "
+          f"{k['latency_ms_batch1']:.1f} -> {c['latency_ms_batch1']:.1f} ms, batch 32 {k['latency_ms_batch32']:.1f} -> "
+          f"{c['latency_ms_batch32']:.1f} ms; {c['throughput_texts_per_s']:.0f} texts/s")
+    print(f"export directory: {info['output']}  (serve it: reflectlm serve {info['output']})")
+
+
 def demo_config_path() -> Path:
     return Path(__file__).parent / "defaults" / "demo.toml"
 
@@ -302,6 +332,7 @@ COMMANDS = {
     "runs": runs_cmd,
     "show": show_cmd,
     "run": run_cmd,
+    "export": export_cmd,  # deployment: reflectlm.deploy
 }
 
 for _name, _fn in COMMANDS.items():

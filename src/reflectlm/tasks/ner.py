@@ -190,3 +190,15 @@ def predictions(probs: list[np.ndarray], tokens: list[list[str]], labels: list[s
             ents.append({"type": kind, "start": s, "end": e, "text": " ".join(words[s:e]), "score": score})
         out.append({"tags": tags, "entities": ents})
     return out
+
+
+def sentence_counts(probs: list[np.ndarray], ds, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sentence: entity (tp, fp, fn) under strict span matching (N, 3), and whether all of its
+    spans are right (N,) - the inputs of compare.compare_ner."""
+    counts = np.zeros((len(ds), 3), dtype=np.int64)
+    right = np.zeros(len(ds), dtype=bool)
+    for k, (p, gold) in enumerate(zip(probs, ds.labels)):
+        g, q = set(spans(list(gold))), set(spans(decode(p, labels)))
+        counts[k] = (len(g & q), len(q - g), len(g - q))
+        right[k] = g == q
+    return counts, right
