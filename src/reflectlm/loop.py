@@ -97,8 +97,9 @@ class _Sealed:
 
 
 def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool = False, quiet: bool | None = None,
-            config_path: str | Path | None = None) -> LoopResult:
-    """Run (or resume) the loop; returns the run directory, the champion round and why it stopped."""
+            config_path: str | Path | None = None, feedback: str | Path | None = None) -> LoopResult:
+    """Run (or resume) the loop; returns the run directory, the champion round and why it stopped.
+    feedback: a production store (`reflectlm serve`) whose corrections and texts join this run's data."""
     from . import data as data_mod
     from . import runtime
 
@@ -106,6 +107,10 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
     runtime.set_threads(cfg.train.threads)
     session_start = time.time()
     run_dir = _open_run(cfg, output_dir, resume, config_path)
+    if feedback is not None:  # hook for deploy/feedback.py: writes the run's data files, returns the config using them
+        from .deploy.feedback import attach_feedback
+
+        cfg = attach_feedback(cfg, run_dir, feedback)
     splits = data_mod.load_splits(cfg.data, cfg.train.seed)
     info = json.loads((run_dir / "run.json").read_text())
     info.update(labels=splits.labels, warnings=list(splits.warnings),
