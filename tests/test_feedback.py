@@ -68,3 +68,19 @@ def test_feedback_with_resume_and_a_missing_store_say_what_to_do(tiny_cls_run, t
     assert r.exit_code == 2 and "not a production store" in r.output
     r = CliRunner().invoke(cli, ["run", str(tiny_cls_run / "config.toml"), "--feedback", str(tmp_path), "--resume"])
     assert r.exit_code == 2 and "resumes from its own config" in r.output
+
+
+def test_the_report_says_how_many_production_corrections_were_used(tmp_path):
+    from reflectlm.report import write_report
+    from reflectlm.report.synthetic import make_synthetic_run
+
+    run = make_synthetic_run(tmp_path / "run", classes=3, n_train=60, n_eval=30, rounds=1, steps=10)
+    info = json.loads((run / "run.json").read_text())
+    info["feedback"] = {"store": "/srv/serving.sqlite", "used": 7, "added": 5, "relabelled": 2,
+                        "corrected_model_errors": 4, "skipped_held_out": 1, "pool_texts_added": 30,
+                        "added_labels": {"pos": 3, "neg": 2}}
+    (run / "run.json").write_text(json.dumps(info))
+    html = write_report(run).read_text()
+    assert "Production feedback" in html
+    assert ("7 corrections from /srv/serving.sqlite used: 5 new training texts (neg 2, pos 3), 2 training labels "
+            "replaced, 4 where the served model had been wrong") in html

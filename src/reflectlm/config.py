@@ -226,7 +226,7 @@ class MonitorConfig(_Section):
 
     window: int = Field(500, ge=10)  # most recent predictions compared with the reference
     min_samples: int = Field(100, ge=10)  # fewer: no verdict yet
-    every: int = Field(100, ge=1)  # predictions between two checks in the server
+    every: int = Field(1000, ge=1)  # predictions between two checks in the server (a check costs ~0.2 s CPU)
     psi_threshold: float = Field(0.2, gt=0.0)  # population stability index: > 0.2 is a major shift
     ks_alpha: float = Field(0.01, gt=0.0, lt=1.0)  # KS test on the confidence distribution
     auc_threshold: float = Field(0.75, gt=0.5, le=1.0)  # domain classifier ROC AUC on embeddings

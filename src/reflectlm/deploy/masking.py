@@ -66,8 +66,16 @@ def find(text: str, region: str = "US") -> list[Match]:
 
     found = [Match("email", m.start(), m.end()) for m in EMAIL.finditer(text)]
     found += [Match("iban", m.start(), m.end()) for m in IBAN.finditer(text) if iban_ok(m.group())]
-    found += [Match("card", m.start(), m.end()) for m in CARD.finditer(text)
-              if 13 <= len(d := re.sub(r"\D", "", m.group())) <= 19 and luhn_ok(d)]
+    for m in CARD.finditer(text):
+        # The pattern is greedy ("4111 ... 1111 10" from "... 1111 10.0.0.1"): try the longest run
+        # of whole digit groups that passes Luhn.
+        s = m.group()
+        ends = [i + 1 for i, ch in enumerate(s) if ch.isdigit() and (i + 1 == len(s) or not s[i + 1].isdigit())]
+        for e in reversed(ends):
+            d = re.sub(r"\D", "", s[:e])
+            if 13 <= len(d) <= 19 and luhn_ok(d):
+                found.append(Match("card", m.start(), m.start() + e))
+                break
     found += [Match("ip", m.start(), m.end()) for m in IPV4.finditer(text)]
     found += [Match("ip", m.start(), m.end()) for m in IPV6.finditer(text) if _ipv6_ok(m.group())]
     for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
