@@ -106,3 +106,12 @@ def test_cli_export_exit_codes(tiny_cls_run, tmp_path):
     bad = CliRunner().invoke(app, ["export", str(tiny_cls_run), "--prune", "0.95", "--margin", "0", "-o",
                                    str(tmp_path / "f"), "-q"])
     assert bad.exit_code == 1 and "refused" in bad.output
+
+
+def test_int8_onnx_export_leaves_the_process_logging_as_it_was(tiny_cls_run, tmp_path):
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    export(tiny_cls_run, tmp_path / "l", onnx=True, quantize="int8", repeats=1)
+    assert root.level == before  # a regression once silenced every warning after an export

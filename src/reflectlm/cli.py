@@ -339,7 +339,7 @@ def serve_cmd(
     host: Optional[str] = typer.Option(None, "--host", help="address to bind (default 127.0.0.1: this machine only)"),
     port: Optional[int] = typer.Option(None, "--port", help="default 8000"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes, each with its own copy of the model"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML with [serve] / [monitor] sections"),
+    config: Optional[Path] = typer.Option(None, "--config", help=r"TOML with \[serve] / \[monitor] sections"),
     set_: list[str] = typer.Option([], "--set", help="override a setting, e.g. --set serve.max_batch=64"),
 ) -> None:
     r"""Serve a model over HTTP (needs reflectlm\[serve]): predict, feedback, health, metrics, a try-it page."""
@@ -356,7 +356,7 @@ def serve_cmd(
 @_guard
 def monitor_cmd(
     path: Path = typer.Argument(..., help="served directory or its serving.sqlite store"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML with a [monitor] section (thresholds, window)"),
+    config: Optional[Path] = typer.Option(None, "--config", help=r"TOML with a \[monitor] section (thresholds, window)"),
     set_: list[str] = typer.Option([], "--set", help="e.g. --set monitor.window=1000"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

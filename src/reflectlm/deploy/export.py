@@ -289,9 +289,14 @@ def quantize_onnx(src: Path, dst: Path, settings: dict) -> list[str]:
         keys = [re.sub(r"/(layer|layers|h|block|blocks)/(\d+)", r"/\1.\2", "/" + p.replace(".", "/")) + "/"
                 for p in prefixes]
         exclude = [n.name for n in graph.node if any(k in n.name for k in keys)]
-    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=settings.get("per_channel", False),
-                     op_types_to_quantize=settings.get("ops"), nodes_to_exclude=exclude)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs "consider pre-processing" to the root logger on every call
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=settings.get("per_channel", False),
+                         op_types_to_quantize=settings.get("ops"), nodes_to_exclude=exclude)
+    finally:
+        root.setLevel(level)  # the process's logging is not ours to change
     return exclude
 
 
