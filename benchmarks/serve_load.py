@@ -75,15 +75,20 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def ensure_exports(run: Path) -> dict:
-    """The bf16 and int8 ONNX exports of the champion (made once, with their gate results)."""
-    from reflectlm.deploy.export import export
+def ensure_exports(run: Path, int8_margin: float | None) -> dict:
+    """The bf16, fp32 ONNX and int8 ONNX exports of the champion (made once, with their gate
+    results). A variant the gate refuses is reported as refused and not served."""
+    from reflectlm.deploy.export import ExportRefused, export
 
     out = {}
-    for name, kw in (("torch-bf16", {"quantize": "bf16"}), ("onnx-int8", {"onnx": True, "quantize": "int8"})):
+    for name, kw in (("torch-bf16", {"quantize": "bf16"}), ("onnx-fp32", {"onnx": True}),
+                     ("onnx-int8", {"onnx": True, "quantize": "int8", "margin": int8_margin})):
         path = run / "exports" / name
         if not (path / "export.json").is_file():
-            export(run, path, quiet=False, **kw)
+            try:
+                export(run, path, quiet=False, **kw)
+            except ExportRefused as e:
+                print(f"{name}: {e}", file=sys.stderr)
         out[name] = json.loads((path / "export.json").read_text())
     return out
 
@@ -169,6 +174,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=4.0)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--int8-margin", type=float, default=None,
+                    help="non-inferiority margin for the int8 ONNX export (default: the run's loop.margin)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
     ap.add_argument("--peer", help=argparse.SUPPRESS)  # internal: run the peer server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -182,13 +189,14 @@ def main() -> None:
 
     run = args.run.resolve()
     model_dir = resolve_model_dir(run)
-    exports = ensure_exports(run)
+    exports = ensure_exports(run, args.int8_margin)
     metrics = json.loads((model_dir.parent / "metrics.json").read_text()) if (model_dir.parent / "metrics.json").is_file() else {}
     sample = texts()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "REFLECTLM_API_KEYS": f"bench:{KEY}"}
     results = {}
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
-    variants = {"ours-fp32": run, "ours-bf16": run / "exports" / "torch-bf16", "ours-onnx-int8": run / "exports" / "onnx-int8"}
+    variants = {"ours-fp32": run}
+    variants.update({f"ours-{k}": run / "exports" / k for k, v in exports.items() if v["status"] == "accepted"})
     for name, path in variants.items():
         port = free_port()
         cmd = [sys.executable, "-m", "reflectlm.cli", "serve", str(path), "--port", str(port),
@@ -207,11 +215,11 @@ def main() -> None:
         args.warmup, "texts", tmp / "peer.log")
     print(f"peer: {json.dumps(results['peer-hf-pipeline'])}", file=sys.stderr, flush=True)
 
-    metric = exports["onnx-int8"]["metric"]
-    champion = exports["onnx-int8"]["champion"]["selection_metric"]
-    selection = {"ours-fp32": champion, "peer-hf-pipeline": champion,  # the same weights as the champion
-                 "ours-bf16": exports["torch-bf16"]["candidate"]["selection_metric"],
-                 "ours-onnx-int8": exports["onnx-int8"]["candidate"]["selection_metric"]}
+    metric = exports["onnx-fp32"]["metric"]
+    champion = exports["onnx-fp32"]["champion"]["selection_metric"]
+    selection = {"ours-fp32": champion, "peer-hf-pipeline": champion}  # the same weights as the champion
+    selection.update({f"ours-{k}": v["candidate"]["selection_metric"] for k, v in exports.items()
+                      if v["status"] == "accepted"})
     for name in results:
         results[name]["selection_" + metric] = selection[name]
     peer = results["peer-hf-pipeline"]
@@ -226,10 +234,15 @@ def main() -> None:
     out = {"benchmark": "serve_load", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "cpu": cpu(),
            "python": platform.python_version(), "clients": args.clients, "seconds": args.seconds,
            "threads": args.threads, "texts": f"BANKING77 test, first {len(sample)} sentences, one per request",
-           "run": str(run), "selection_metric": metric, "selection_split_examples": exports["onnx-int8"]["selection_examples"],
+           "run": str(run), "selection_metric": metric, "selection_split_examples": exports["onnx-fp32"]["selection_examples"],
            "champion_selection": champion, "champion_test": (metrics.get("test") or {}).get(metric),
-           "export_gate": {k: {"status": v["status"], "reason": v["reason"], "size_bytes": v["candidate"]["size_bytes"],
-                               "champion_size_bytes": v["champion"]["size_bytes"]} for k, v in exports.items()},
+           "export_gate": {k: {"status": v["status"], "margin": v["margin"], "reason": v["reason"],
+                               "attempts": [{a: t[a] for a in ("remedy", "passed", "difference", "ci_low", "agreement")}
+                                            for t in v["attempts"]],
+                               **({"size_bytes": v["candidate"]["size_bytes"], "champion_size_bytes":
+                                   v["champion"]["size_bytes"], "latency_ms_batch1": v["candidate"]["latency_ms_batch1"],
+                                   "champion_latency_ms_batch1": v["champion"]["latency_ms_batch1"]}
+                                  if v["status"] == "accepted" else {})} for k, v in exports.items()},
            "results": results, "target": target}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
