@@ -84,3 +84,38 @@ def test_the_report_says_how_many_production_corrections_were_used(tmp_path):
     assert "Production feedback" in html
     assert ("7 corrections from /srv/serving.sqlite used: 5 new training texts (neg 2, pos 3), 2 training labels "
             "replaced, 4 where the served model had been wrong") in html
+
+
+def test_ner_span_corrections_become_tagged_training_sentences(tiny_ner_run, tmp_path):
+    store = tmp_path / "serving.sqlite"
+    settings = load_deploy_config(None, [f'serve.store="{store}"', "serve.auth=false"])
+    text = "so the Berlin and Mary Lee was"
+    with TestClient(create_app(tiny_ner_run, settings)) as c:
+        pid = c.post("/v1/predict", json={"texts": [text, "the a it"]}).json()["predictions"][0]["id"]
+        spans = [{"type": "location", "start": 7, "end": 13}, {"type": "person", "start": 18, "end": 26}]
+        assert c.post("/v1/feedback", json={"prediction_id": pid, "entities": spans}).status_code == 201
+    out = tmp_path / "next"
+    r = CliRunner().invoke(cli, ["run", str(tiny_ner_run / "config.toml"), "--feedback", str(store), "-o", str(out),
+                                 "--set", "loop.rounds=0", "--set", "loop.report=false", "-q"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(ln) for ln in (out / "rounds" / "00" / "train.jsonl").read_text().splitlines()]
+    mine = [row for row in rows if row["text"] == text]
+    assert len(mine) == 1 and mine[0]["label"] == ["O", "O", "B-location", "O", "B-person", "I-person", "O"]
+    assert json.loads((out / "run.json").read_text())["feedback"]["added"] == 1
+    assert (out / "feedback" / "pool.txt").read_text().splitlines() == ["the a it"]
+
+
+def test_keys_command_prints_a_key_once_and_revokes_it(tmp_path):
+    keys = tmp_path / "keys.toml"
+    r = CliRunner().invoke(cli, ["keys", "add", "ci", "--file", str(keys)])
+    assert r.exit_code == 0
+    key = r.stdout.strip().splitlines()[0]
+    assert key.startswith("rlm_") and key not in keys.read_text()
+    from reflectlm.deploy.serve.auth import KeyRing
+
+    assert KeyRing(keys, env="").verify(key) == "ci"
+    assert CliRunner().invoke(cli, ["keys", "revoke", "ci", "--file", str(keys)]).exit_code == 0
+    with pytest.raises(Exception, match="revoked"):
+        KeyRing(keys, env="").verify(key)
+    bad = CliRunner().invoke(cli, ["keys", "revoke", "nobody", "--file", str(keys)])
+    assert bad.exit_code == 2 and "no key named 'nobody'" in bad.output
