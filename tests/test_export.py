@@ -115,3 +115,14 @@ def test_int8_onnx_export_leaves_the_process_logging_as_it_was(tiny_cls_run, tmp
     before = root.level
     export(tiny_cls_run, tmp_path / "l", onnx=True, quantize="int8", repeats=1)
     assert root.level == before  # a regression once silenced every warning after an export
+
+
+def test_head_pruning_removes_whole_heads(tiny_cls_run, tmp_path):
+    # margin 1: this test is about what pruning does, not whether the tiny model tolerates it
+    info = export(tiny_cls_run, tmp_path / "h", prune=0.5, prune_method="heads", margin=1.0, repeats=1)
+    assert info["prune"]["method"] == "heads" and info["prune"]["removed"] == 2  # 1 of 2 heads in each of 2 layers
+    from reflectlm.modeling import load_bundle
+
+    q = load_bundle(tmp_path / "h" / "model").model.bert.encoder.layer[0].attention.self.query.weight  # (32, 32)
+    heads = [int(h) for h in info["prune"]["heads_removed"]["0"]]
+    assert all(float(q[h * 16:(h + 1) * 16].abs().sum()) == 0.0 for h in heads)
