@@ -76,7 +76,7 @@ def flip_labels(ds, labels: list[str], X: np.ndarray, fraction: float, seed: int
     return replace(ds, labels=noisy), {ds.ids[i] for i in idx}
 
 
-def fine_tune(train, selection, labels: list[str], epochs: int, seed: int, quiet: bool):
+def fine_tune(train, selection, labels: list[str], epochs: int, seed: int, quiet: bool, precision: str = "auto"):
     """MiniLM fine-tuned on (noisy) train with our defaults; returns (dynamics dict, fit result)."""
     import torch
 
@@ -86,7 +86,7 @@ def fine_tune(train, selection, labels: list[str], epochs: int, seed: int, quiet
     from reflectlm.train import fit
 
     torch.manual_seed(seed)
-    tc = TrainConfig(epochs=epochs, seed=seed)
+    tc = TrainConfig(epochs=epochs, seed=seed, precision=precision)
     bundle = build(ModelConfig(), "classification", labels)
     task = get_task("classification")
     l2i = {n: i for i, n in enumerate(labels)}
@@ -116,6 +116,8 @@ def naive_probe(X: np.ndarray, train, labels: list[str], seed: int) -> tuple[set
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
+    from reflectlm.diagnose.crossval import _degenerate
+
     t0 = time.perf_counter()
     l2i = {n: i for i, n in enumerate(labels)}
     y = np.array([l2i[v] for v in train.labels])
@@ -123,6 +125,11 @@ def naive_probe(X: np.ndarray, train, labels: list[str], seed: int) -> tuple[set
     with threadpool_limits(1):  # as ours: two BLAS threads on a busy 2-core machine are 10x slower
         for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(X, y):
             head = LogisticRegression(max_iter=1000).fit(X[tr], y[tr])
+            # The peer is scikit-learn's defaults as a user runs them, but a head that stopped at
+            # iteration 0 answers uniform probabilities and would make the comparison meaningless.
+            why = _degenerate(head)
+            if why:
+                raise RuntimeError(f"the naive probe's logistic head did not fit: {why}")
             P[np.ix_(te, head.classes_)] = head.predict_proba(X[te])
     mask = find_label_issues(y, P)
     scores = 1.0 - P[np.arange(len(y)), y]  # self-confidence
@@ -188,7 +195,8 @@ def banking77(args, cache: str) -> dict:
     X_train = X[[pos[i] for i in train.ids]]
 
     t0 = time.perf_counter()
-    dynamics, result, predict_texts = fine_tune(train, selection, labels, args.epochs, args.seed, args.quiet)
+    dynamics, result, predict_texts = fine_tune(train, selection, labels, args.epochs, args.seed, args.quiet,
+                                                args.precision)
     ft_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     oof, info = out_of_fold(train, labels, "classification", mode="fast", seed=args.seed, cache_dir=cache)
@@ -231,7 +239,8 @@ def tweets(args, cache: str) -> dict:
     if args.tweets_epochs:
         train, selection = stratified_split(ds, 0.1, args.seed)
         t0 = time.perf_counter()
-        dynamics, result, predict_texts = fine_tune(train, selection, labels, args.tweets_epochs, args.seed, args.quiet)
+        dynamics, result, predict_texts = fine_tune(train, selection, labels, args.tweets_epochs, args.seed, args.quiet,
+                                                    args.precision)
         out.update(fine_tune_seconds=time.perf_counter() - t0, epochs=args.tweets_epochs,
                    selection_macro_f1=result.selection_metrics.get("macro_f1"))
     oof, info = out_of_fold(train, labels, "classification", mode="fast", seed=args.seed, cache_dir=cache)
@@ -261,6 +270,8 @@ def main() -> None:
     ap.add_argument("--no-tweets", action="store_true")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's choice; 1 is faster on a machine other jobs keep busy)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="fine-tuning precision (fp32 to compare with numbers taken on a CPU without bf16)")
     ap.add_argument("--verbose", dest="quiet", action="store_false")
     args = ap.parse_args()
     import torch
@@ -272,7 +283,7 @@ def main() -> None:
         out = banking77(args, cache)
         if not args.no_tweets:
             out["tweets"] = tweets(args, cache)
-    out.update(seed=args.seed, threads=torch.get_num_threads(), quick=args.quick,
+    out.update(seed=args.seed, threads=torch.get_num_threads(), quick=args.quick, train_precision=args.precision,
                wall_seconds=time.perf_counter() - started)
     print(json.dumps(out, indent=2, default=float))
 

@@ -49,7 +49,7 @@ def test_every_example_predicted_once_by_a_model_that_never_saw_it(cls_ds, tiny_
     # trained on and class 1 otherwise. Out-of-fold, every answer must be class 1.
     calls = []
 
-    def memoriser(X, y, n_classes, seed=0, C=1.0):
+    def memoriser(X, y, n_classes, seed=0, C=1.0, tol_scale=1.0):
         seen = {row.tobytes() for row in X}
         calls.append(len(X))
 
@@ -179,3 +179,109 @@ def test_full_mode_zeroes_a_class_the_fold_never_trained_on(tiny_bert_dir):
     fold = np.array(info["fold"])
     assert (probs[fold == fold[24], 1] == 0).all()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the head always fits
+
+
+def _crowded_unit_vectors(n_classes=120, per_class=20, dim=128, spread=0.2, seed=0):
+    """Many classes of unit vectors around one shared direction: the gradient at the all-zero
+    start is about (class-mean difference) / n_classes, below the old head's tol=1e-3."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=dim) + spread * rng.normal(size=(n_classes, dim))
+    X = np.repeat(centres, per_class, 0) + 0.5 * spread * rng.normal(size=(n_classes * per_class, dim))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), np.repeat(np.arange(n_classes), per_class)
+
+
+def _crowded_dataset(monkeypatch, **kw):
+    X, y = _crowded_unit_vectors(**kw)
+    labels = [f"c{k:03d}" for k in range(y.max() + 1)]
+    ds = Dataset(task="classification", ids=[str(i) for i in range(len(y))], labels=[labels[k] for k in y],
+                 texts=[f"text {i}" for i in range(len(y))], tokens=None)
+    by_text = dict(zip(ds.texts, X))
+    import reflectlm.embed
+
+    monkeypatch.setattr(reflectlm.embed, "embed_texts", lambda texts, **_: np.stack([by_text[t] for t in texts]))
+    return ds, labels
+
+
+def test_old_head_stopped_at_iteration_zero_and_the_new_one_fits_every_fold(monkeypatch):
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _crowded_unit_vectors()
+    assert crossval.start_gradient(X, y, np.unique(y)) < 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = LogisticRegression(C=10.0, max_iter=1000, tol=1e-3).fit(X, y)  # the head before the fix
+    assert old.n_iter_.tolist() == [0] and not old.coef_.any()
+    np.testing.assert_allclose(old.predict_proba(X[:5]), 1 / 120, rtol=1e-6)  # uniform
+
+    ds, labels = _crowded_dataset(monkeypatch)
+    probs, info = out_of_fold(ds, labels, "classification")
+    accuracy = [(probs[np.array(info["fold"]) == f].argmax(1) == np.repeat(np.arange(120), 20)[np.array(info["fold"]) == f]).mean()
+                for f in range(5)]
+    assert min(accuracy) > 0.9  # chance is 1/120
+    assert min(info["fold_metrics"]) > 0.9 and "refits" not in info  # fitted at the first try
+
+
+def test_a_degenerate_fit_is_refitted_tighter_and_recorded(monkeypatch):
+    X, y = _crowded_unit_vectors()
+    # A tolerance exactly at the starting gradient reproduces iteration 0 on purpose.
+    monkeypatch.setattr(crossval, "HEAD_TOL", 1.0)
+    monkeypatch.setattr(crossval, "HEAD_REL_TOL", 1.0)
+    head = crossval.fit_head(X, y, 120)
+    (refit,) = head.fit_info["refits"]
+    assert "iteration 0" in refit["reason"] and refit["tol"] == pytest.approx(crossval.start_gradient(X, y, np.unique(y)))
+    assert head.fit_info["n_iter"] > 0 and head.fit_info["tol"] == pytest.approx(refit["tol"] / 100)
+    assert (head(X).argmax(1) == y).mean() > 0.9
+
+
+def test_a_head_that_cannot_fit_raises_with_the_reason(monkeypatch):
+    X, y = _crowded_unit_vectors()
+    monkeypatch.setattr(crossval, "HEAD_TOL", 1.0)
+    monkeypatch.setattr(crossval, "HEAD_REL_TOL", 1e4)  # both tries stay above the starting gradient
+    with pytest.raises(crossval.HeadFitError, match=r"iteration 0 .* even at tol=1.0e-02"):
+        crossval.fit_head(X, y, 120)
+    with pytest.raises(crossval.HeadFitError, match="no gradient"):
+        crossval.fit_head(np.ones((40, 8)), np.repeat([0, 1], 20), 2)
+
+
+def _uniform_on_fold(monkeypatch, fold: int, *, always: bool):
+    """fit_head, except that the fold-th call (and its refit too when `always`) returns a head
+    that answers uniform probabilities - what the old head gave a whole fold."""
+    real, calls = crossval.fit_head, []
+
+    def fake(X, y, n_classes, seed=0, C=crossval.FAST_C, tol_scale=1.0):
+        calls.append(tol_scale)
+        if len(calls) == fold or (always and tol_scale < 1):
+            return lambda Xq: np.full((len(Xq), n_classes), 1 / n_classes, dtype=np.float32)
+        return real(X, y, n_classes, seed, C, tol_scale=tol_scale)
+
+    monkeypatch.setattr(crossval, "fit_head", fake)
+    return calls
+
+
+def test_a_fold_at_chance_is_refitted_and_reported_by_the_check(monkeypatch):
+    ds, labels = _crowded_dataset(monkeypatch)
+    calls = _uniform_on_fold(monkeypatch, 3, always=False)
+    probs, info = out_of_fold(ds, labels, "classification")
+    assert calls == [1.0] * 5 + [0.01]  # fold 3 fitted again, 100x tighter
+    assert min(info["fold_metrics"]) > 0.9
+    (refit,) = info["refits"]
+    assert refit["fold"] == 3 and "at chance" in refit["reason"]
+
+    ctx = make_context()
+    ctx.cv = info
+    ctx.selection_metrics = None
+    (finding,) = CrossValidation().run(ctx)
+    assert finding.evidence["refits"] == info["refits"] and finding.to_json()["evidence"]["refits"][0]["fold"] == 3
+
+
+def test_a_fold_still_at_chance_after_the_refit_fails_loudly(monkeypatch):
+    ds, labels = _crowded_dataset(monkeypatch)
+    _uniform_on_fold(monkeypatch, 2, always=True)
+    with pytest.raises(crossval.HeadFitError, match="fold 2's logistic head scored at chance"):
+        out_of_fold(ds, labels, "classification")

@@ -340,6 +340,30 @@ def test_stratified_split_proportions_and_seed(tmp_path):
     assert stratified_split(ds, 0.25, seed=2)[1].ids != held.ids
 
 
+def test_carved_splits_keep_identical_texts_on_one_side(tmp_path):
+    # 300 texts, 60 of them repeated (some with other spacing or case): before, a random carve put
+    # copies of the same text on both sides and the held-out score was partly a training score.
+    rows = [(f"text {i} {c}", c) for i in range(80) for c in "abc"]
+    rows += [(f"Text  {i}  {c}" if i % 2 else f"text {i} {c}", c) for i in range(20) for c in "abc"]
+    ds = load(csv_file(tmp_path, rows), "classification")
+    norm = lambda t: " ".join(t.split()).casefold()  # noqa: E731 - the loader's duplicate rule
+    for seed in range(5):
+        rest, held = stratified_split(ds, 0.2, seed)
+        assert not {norm(t) for t in rest.texts} & {norm(t) for t in held.texts}
+        assert len(held) == 60 and Counter(held.labels) == {"a": 20, "b": 20, "c": 20}  # size and mix kept
+        assert len(set(rest.ids) | set(held.ids)) == 300
+    ner = load(write(tmp_path, "t.conll", "\n\n".join(f"w{i % 30}\tO" for i in range(60))), "ner")
+    rest, held = stratified_split(ner, 0.2, 0)
+    assert not set(rest.texts) & set(held.texts) and len(rest) + len(held) == 60
+
+    s = load_splits(DataConfig(train=str(csv_file(tmp_path, rows, "dups.csv")), selection_fraction=0.2,
+                               test_fraction=0.2), seed=0)
+    keys = [{norm(t) for t in d.texts} for d in (s.train, s.selection, s.test)]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert not [w for w in s.warnings if "also appear in" in w]  # no leakage left to warn about
+    assert [w for w in s.warnings if "duplicate text(s) in train" in w]  # the repeats within train remain
+
+
 def test_ner_split_is_seeded(tmp_path):
     ds = load(write(tmp_path, "t.conll", "\n\n".join(f"w{i}\tO" for i in range(50))), "ner")
     rest, held = stratified_split(ds, 0.2, seed=0)

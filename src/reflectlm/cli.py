@@ -303,6 +303,37 @@ def show_cmd(run: Path = typer.Argument(..., help="run directory")) -> None:
     show(run)
 
 
+@_guard
+def info_cmd(
+    remeasure: bool = typer.Option(False, "--remeasure", help="forget this machine's stored precision decision and time it again"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """This machine as ReflectLM sees it: CPU, threads, versions, and what precision = "auto" chose and why."""
+    from . import runtime
+    from .train import _versions
+
+    if remeasure:
+        runtime.precision_cache_path().unlink(missing_ok=True)
+        runtime._chosen.clear()
+    import torch
+
+    out = {"cpu": runtime.cpu_info(), "device": str(runtime.device()), "torch_threads": torch.get_num_threads(),
+           "versions": _versions(), "precision": runtime.precision_report("auto"),
+           "precision_cache": str(runtime.precision_cache_path())}
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    cpu = out["cpu"]
+    print(f"cpu: {cpu['model']}, {cpu['cores']} cores, bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}; "
+          f"device {out['device']}, torch threads {out['torch_threads']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in out["versions"].items()))
+    for purpose, c in out["precision"].items():
+        timed = ", ".join(f"{p}/{a} {1000 * t:.1f} ms" for p, by in c["seconds"].items() for a, t in by.items())
+        print(f"precision = auto for {purpose}: {c['precision']}, attention {c['attention']} - {c['reason']}"
+              + (f" ({timed}; {c['source']})" if timed else f" ({c['source']})"))
+    print(f"stored in {out['precision_cache']} (reflectlm info --remeasure times it again)")
+
+
 # --------------------------------------------------------------------------- deployment (reflectlm.deploy)
 
 
@@ -425,6 +456,7 @@ COMMANDS = {
     "runs": runs_cmd,
     "show": show_cmd,
     "run": run_cmd,
+    "info": info_cmd,
     "export": export_cmd,  # deployment: reflectlm.deploy
     "serve": serve_cmd,
     "monitor": monitor_cmd,

@@ -710,7 +710,8 @@ def _split(ds: Dataset, n_held: int, seed: int, what: str = "a held-out split") 
         )
     if ds.task == "ner":
         perm = np.random.default_rng(seed).permutation(n)
-        return ds.subset(np.sort(perm[n_held:])), ds.subset(np.sort(perm[:n_held]))
+        rest, held = _keep_duplicates_together(ds, perm[n_held:], perm[:n_held], seed)
+        return ds.subset(rest), ds.subset(held)
     from sklearn.model_selection import train_test_split
 
     _check_class_counts(ds, 2, what)
@@ -724,7 +725,36 @@ def _split(ds: Dataset, n_held: int, seed: int, what: str = "a held-out split") 
             "or provide data.selection / data.test files",
         )
     rest, held = train_test_split(np.arange(n), test_size=n_held, stratify=ds.labels, random_state=seed)
-    return ds.subset(np.sort(rest)), ds.subset(np.sort(held))
+    rest, held = _keep_duplicates_together(ds, rest, held, seed)
+    return ds.subset(rest), ds.subset(held)
+
+
+def _keep_duplicates_together(ds: Dataset, rest: np.ndarray, held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move every held-out example whose text (case and spacing ignored) also occurs in `rest`
+    back to `rest`, and in its place hold out an example of the same label (NER: any) whose text
+    occurs once - so a carved split never scores the model on a text it trained on, and keeps its
+    size and class mix. Returns sorted index arrays."""
+    keys = [_norm(t) for t in ds.texts]
+    rest_keys = Counter(keys[i] for i in rest)
+    leaked = [int(i) for i in held if rest_keys[keys[i]]]
+    if not leaked:
+        return np.sort(rest), np.sort(held)
+    counts = Counter(keys)
+    label = (lambda i: ds.labels[i]) if ds.task == "classification" else (lambda i: None)
+    rng = np.random.default_rng([seed, 1])
+    spare: dict = defaultdict(list)  # label -> rest examples with a unique text, in random order
+    for i in rng.permutation(rest):
+        if counts[keys[i]] == 1:
+            spare[label(int(i))].append(int(i))
+    out_rest, out_held = set(int(i) for i in rest), set(int(i) for i in held)
+    for i in leaked:
+        out_held.discard(i)
+        out_rest.add(i)
+        if spare[label(i)]:
+            j = spare[label(i)].pop()
+            out_rest.discard(j)
+            out_held.add(j)
+    return np.array(sorted(out_rest), dtype=int), np.array(sorted(out_held), dtype=int)
 
 
 def stratified_split(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -46,7 +46,7 @@ def forward_all(model, features: list[dict], pad_id: int, task_name: str, batch_
     with progress(n, "evaluate", quiet) as bar:
         for idx in batches:
             batch = collate([features[i] for i in idx], pad_id)
-            with runtime.autocast(precision, dev):
+            with runtime.compute(precision, "infer", dev):
                 logits = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
             logits = logits.float()
             if has_labels:

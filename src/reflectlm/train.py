@@ -267,6 +267,7 @@ class FitResult:
     precision: str
     stopped_early: bool = False
     overhead_seconds: dict | None = None  # {"telemetry": s, "dynamics": s}, inside train_seconds
+    attention: str = "sdpa"  # the attention kernel training ran with (runtime.ATTENTIONS)
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -296,7 +297,8 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     per gold class. Both are for the update actions (re-weighting, self-training)."""
     tmod = get_task(task)
     dev = runtime.device()
-    precision = runtime.resolve_precision(tc.precision, dev)
+    precision = runtime.resolve_precision(tc.precision, dev, purpose="train")
+    attention = runtime.attention_for(precision, "train", dev)  # accelerate applies the autocast itself
     accelerator = _accelerator({"fp32": "no"}.get(precision, precision), tc.grad_accum, dev.type == "cpu")
     n = len(train_features)
     if n == 0:
@@ -343,14 +345,15 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
             for batch in loader:
                 idx = batch["index"].cpu().numpy()  # (B,); a numpy index, also for a one-example batch
                 with accelerator.accumulate(model):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+                    with runtime.attention_context(attention):
+                        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
                     loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t)
                     w = count if weights_t is None else count * weights_t[torch.from_numpy(idx)].to(count.device)
                     loss = (loss_vec * w).sum() / w.sum().clamp(min=1e-8)
                     accelerator.backward(loss)
                     if fgm is not None:
                         # Second pass on the perturbed embeddings; its gradient adds to the clean one.
-                        with fgm.perturbed():
+                        with fgm.perturbed(), runtime.attention_context(attention):
                             adv = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
                             adv_vec = tmod.per_example(adv, batch["labels"], tc.label_smoothing, class_t)[0]
                             accelerator.backward((adv_vec * w).sum() / w.sum().clamp(min=1e-8))
@@ -409,7 +412,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     model.eval()
     dynamics = {k: v[: len(history)] for k, v in dyn.items()}
     return FitResult(history, dynamics, telemetry.arrays(), best_epoch, best_metrics, seen, train_seconds, precision,
-                     stopped_early, {"telemetry": telemetry.seconds, "dynamics": dynamics_seconds})
+                     stopped_early, {"telemetry": telemetry.seconds, "dynamics": dynamics_seconds}, attention)
 
 
 # --------------------------------------------------------------------------- the job
@@ -469,7 +472,8 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
     info = {
         "kind": "train", "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv, "versions": _versions(), "device": str(runtime.device()),
+        "command": sys.argv, "versions": _versions(), "device": str(runtime.device()), "cpu": runtime.cpu_info(),
+        "precision": runtime.precision_report(tc.precision),
         "files": RUN_FILES, "warnings": list(splits.warnings), "labels": splits.labels,
         "data": {name: {"source": ds.source, "examples": len(ds), "fingerprint": ds.fingerprint()}
                  for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
@@ -492,7 +496,7 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     metrics = {"selection_metric": metric, "best_epoch": result.best_epoch, "selection": result.selection_metrics,
                "history": result.history, "train_seconds": result.train_seconds,
                "train_samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
-               "examples_trained": result.examples_seen, "precision": result.precision,
+               "examples_trained": result.examples_seen, "precision": result.precision, "attention": result.attention,
                "recording_seconds": result.overhead_seconds}
     if splits.test is not None:  # reported only; nothing above looked at it
         test_feats = tmod.encode(bundle.tokenizer, splits.test, label2id, cfg.data.max_length)

@@ -80,14 +80,14 @@ class DomainPretraining:
         enc = tok(texts, truncation=True, max_length=self.max_length)
         rng = np.random.default_rng(inputs.seed)
         opt = torch.optim.AdamW(mlm.parameters(), lr=self.lr, weight_decay=0.01, fused=True)  # 5x faster step on CPU
-        precision = runtime.resolve_precision("auto")
+        precision = runtime.resolve_precision("auto", purpose="train")
         mlm.train()
         losses = []
         with progress(self.steps, "domain pre-training (MLM)", inputs.quiet) as bar:
             for step in range(self.steps):
                 idx = rng.choice(len(texts), size=min(self.batch_size, len(texts)), replace=False)
                 batch = collator([{"input_ids": enc["input_ids"][i]} for i in idx])
-                with runtime.autocast(precision):
+                with runtime.compute(precision, "train"):
                     loss = mlm_loss(mlm, batch["input_ids"], (batch["input_ids"] != tok.pad_token_id).long(),
                                     batch["labels"])
                 loss.backward()

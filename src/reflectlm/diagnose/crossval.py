@@ -77,34 +77,113 @@ def fold_indices(train, task: str, folds: int, seed: int) -> list[tuple[np.ndarr
         return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), train.labels))
 
 
-def fit_head(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, C: float = FAST_C):
-    """A logistic-regression head on frozen features; returns predict(X') -> (M, n_classes) probabilities
-    with a zero column for every class absent from y (the fold never saw it, so cannot predict it)."""
-    from sklearn.linear_model import LogisticRegression
+# lbfgs stops when the largest gradient coordinate falls below `tol`, and scikit-learn's loss is
+# a mean over examples: with unit-norm vectors and C classes the gradient at the all-zero start is
+# about (class-mean difference) / C, so a fixed tol that is right for 3 classes can sit above the
+# starting gradient for 150 - the solver then "converges" at iteration 0 and every probability is
+# 1/C (seen on a 151-class intent set at tol=1e-3: max start gradient 0.000997). The tolerance is
+# therefore relative: the gradient must shrink to HEAD_REL_TOL of where it started (and at most
+# HEAD_TOL, which on BANKING77 runs 50-65 iterations a fold and scores 0.2-0.6 points above 1e-3).
+HEAD_TOL = 1e-4
+HEAD_REL_TOL = 0.05
+HEAD_MAX_ITER = 1000
+# A fold whose held-out accuracy is within this of chance while the other folds' median is at
+# least AT_CHANCE_GAP above chance has a head that did not fit, not a hard fold.
+AT_CHANCE_MARGIN = 0.02
+AT_CHANCE_GAP = 0.2
 
-    present = np.unique(y)
-    if len(present) == 1:  # one class in this fold's training part: a constant model
-        def constant(Xq):
-            out = np.zeros((len(Xq), n_classes), dtype=np.float32)
-            out[:, present[0]] = 1.0
+
+class HeadFitError(RuntimeError):
+    """The frozen-feature head could not be fitted (refits included); the message says why."""
+
+
+def start_gradient(X: np.ndarray, y: np.ndarray, classes: np.ndarray) -> float:
+    """Largest coordinate of the multinomial log-loss gradient at all-zero weights (what lbfgs sees
+    first): coefficients (1/n) X^T (1/C - Y) and intercepts 1/C - class share."""
+    Y = (y[:, None] == classes[None, :]).astype(np.float64)  # (N, C) one-hot
+    R = 1.0 / len(classes) - Y  # (N, C) residual at the uniform start
+    g_coef = np.abs(X.T @ R).max() / len(X) if X.shape[1] else 0.0  # (D, C) -> max
+    return float(max(g_coef, np.abs(R.mean(0)).max()))
+
+
+def _degenerate(head) -> str | None:
+    """Why a fitted LogisticRegression is not a model (None when it is)."""
+    if int(np.max(head.n_iter_)) == 0:
+        return "the solver stopped at iteration 0 (its tolerance was above the starting gradient)"
+    if not np.any(head.coef_):
+        return "every coefficient is 0 (the features played no part)"
+    return None
+
+
+class Head:
+    """A fitted logistic-regression head on frozen features: head(X') -> (M, n_classes)
+    probabilities, with a zero column for every class absent from the training labels (that
+    part of the data never saw it, so cannot predict it). `fit_info` records the solver's
+    iterations, the tolerance it used and any refit with its reason."""
+
+    def __init__(self, model, n_classes: int, fit_info: dict):
+        self.model = model
+        self.n_classes = n_classes
+        self.fit_info = fit_info
+
+    def __call__(self, Xq: np.ndarray) -> np.ndarray:
+        from threadpoolctl import threadpool_limits
+
+        out = np.zeros((len(Xq), self.n_classes), dtype=np.float32)
+        if self.model is None:  # one class in the training part: a constant model
+            out[:, self.fit_info["classes"][0]] = 1.0
             return out
-        return constant
+        with threadpool_limits(1):
+            out[:, self.model.classes_] = self.model.predict_proba(Xq)  # classes_ are sorted ids; place them by id
+        return out
+
+
+def fit_head(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, C: float = FAST_C,
+             tol_scale: float = 1.0) -> Head:
+    """Fit the head; refit with a 100x tighter tolerance when the first fit is degenerate, and raise
+    HeadFitError (never uniform probabilities) when that does not help either. `tol_scale` < 1
+    tightens the tolerance from the start (a refit of a fold that scored at chance)."""
+    from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    head = LogisticRegression(C=C, max_iter=1000, tol=1e-3, random_state=seed)
-    # One BLAS thread: the problem is small (N x D times D x C), and on a busy machine two
-    # OpenBLAS threads spin against each other - a 10x slow-down was measured here (1.4 s vs 17 s
-    # per BANKING77 fold).
-    with warnings.catch_warnings(), threadpool_limits(1):
-        warnings.simplefilter("ignore")  # ConvergenceWarning: the probabilities are already usable
-        head.fit(X, y)
+    present = np.unique(y)
+    if len(present) == 1:
+        return Head(None, n_classes, {"classes": present.tolist(), "n_iter": 0, "refits": []})
+    g0 = start_gradient(X, y, present)
+    if g0 == 0.0:
+        raise HeadFitError(f"the head cannot learn anything: the {len(X)} feature vectors give no gradient "
+                           "(all identical, or all zero) - check the encoder and the texts")
+    tol = min(HEAD_TOL, HEAD_REL_TOL * g0) * tol_scale
+    refits: list[dict] = []
+    for attempt in range(2):
+        head = LogisticRegression(C=C, max_iter=HEAD_MAX_ITER, tol=tol, random_state=seed)
+        # One BLAS thread: the problem is small (N x D times D x C), and on a busy machine two
+        # OpenBLAS threads spin against each other - a 10x slow-down was measured here (1.4 s vs
+        # 17 s per BANKING77 fold).
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter: the probabilities are usable
+            head.fit(X, y)
+        why = _degenerate(head)
+        if why is None:
+            return Head(head, n_classes, {"n_iter": int(np.max(head.n_iter_)), "tol": tol,
+                                          "start_gradient": g0, "refits": refits})
+        refits.append({"reason": why, "tol": tol})
+        tol /= 100.0
+    raise HeadFitError(f"the logistic head did not fit on {len(X)} examples of {len(present)} classes: "
+                       f"{refits[-1]['reason']} even at tol={refits[-1]['tol']:.1e} (start gradient {g0:.2e}); "
+                       "check the features for duplicates or constant columns")
 
-    def predict(Xq):
-        out = np.zeros((len(Xq), n_classes), dtype=np.float32)
-        with threadpool_limits(1):
-            out[:, head.classes_] = head.predict_proba(Xq)  # classes_ are sorted ids; place them by id
-        return out
-    return predict
+
+def at_chance(accuracies: list[float], chances: list[float]) -> list[int]:
+    """Folds whose held-out accuracy is at chance (their majority class's share) while the other
+    folds' median is far above it: a head that did not fit, whatever the solver said."""
+    margins = np.asarray(accuracies, dtype=float) - np.asarray(chances, dtype=float)
+    out = []
+    for f, m in enumerate(margins):
+        others = np.delete(margins, f)
+        if len(others) and m <= AT_CHANCE_MARGIN and float(np.median(others)) >= AT_CHANCE_GAP:
+            out.append(f)
+    return out
 
 
 def _fold_metric(task: str, ds, probs, labels: list[str]) -> float:
@@ -114,6 +193,8 @@ def _fold_metric(task: str, ds, probs, labels: list[str]) -> float:
 
 
 def _fast(train, labels, task, splits, seed, model, cache_dir, quiet):
+    """[(held, probs, fit record)] per fold: one head per fold on frozen vectors (words for NER),
+    with a fold that scored at chance refitted at a 100x tighter tolerance."""
     from ..embed import embed_texts, embed_words
 
     l2i = {name: i for i, name in enumerate(labels)}
@@ -121,23 +202,57 @@ def _fast(train, labels, task, splits, seed, model, cache_dir, quiet):
     if task == "ner":
         vecs = embed_words(train.tokens, model=model, cache_dir=cache_dir, quiet=quiet)  # per sentence (n_words, D)
         tags = [np.array([l2i[t] for t in s], dtype=int) for s in train.labels]
-        probs: list = [None] * len(train)
-        for tr, held in splits:
-            X = np.concatenate([vecs[i] for i in tr])  # (words in the fold's training part, D)
-            y = np.concatenate([tags[i] for i in tr])
-            predict = fit_head(X, y, C, seed)
-            Xh = np.concatenate([vecs[i] for i in held])
-            Ph = predict(Xh) if len(Xh) else np.zeros((0, C), dtype=np.float32)
-            at = 0
-            for i in held:
-                probs[i] = Ph[at : at + len(vecs[i])]
-                at += len(vecs[i])
-            yield held, [probs[i] for i in held]
-        return
-    X = embed_texts(train.texts, model=model, cache_dir=cache_dir, quiet=quiet)  # (N, D)
-    y = np.array([l2i[v] for v in train.labels], dtype=int)
-    for tr, held in splits:
-        yield held, fit_head(X[tr], y[tr], C, seed)(X[held])
+
+        D = vecs[0].shape[1] if len(vecs) else 0
+
+        def rows(idx):  # (words of these sentences, D), (words,)
+            if not len(idx):
+                return np.zeros((0, D), dtype=np.float32), np.zeros(0, dtype=int)
+            return np.concatenate([vecs[i] for i in idx]), np.concatenate([tags[i] for i in idx])
+
+        def split_back(held, P):  # (words, C) -> one (n_words, C) per held sentence
+            bounds = np.cumsum([0] + [len(vecs[i]) for i in held])
+            return [P[bounds[j]:bounds[j + 1]] for j in range(len(held))]
+    else:
+        X_all = embed_texts(train.texts, model=model, cache_dir=cache_dir, quiet=quiet)  # (N, D)
+        y_all = np.array([l2i[v] for v in train.labels], dtype=int)
+
+        def rows(idx):
+            return X_all[idx], y_all[idx]
+
+        def split_back(held, P):
+            return P
+
+    def one_fold(tr, held, tol_scale=1.0):
+        X, y = rows(tr)
+        head = fit_head(X, y, C, seed, tol_scale=tol_scale)
+        Xh, yh = rows(held)
+        Ph = head(Xh) if len(Xh) else np.zeros((0, C), dtype=np.float32)
+        record = dict(getattr(head, "fit_info", {}) or {})
+        record["accuracy"] = float((Ph.argmax(1) == yh).mean()) if len(yh) else None
+        record["chance"] = float(np.bincount(yh).max() / len(yh)) if len(yh) else None
+        return Ph, yh, record
+
+    out = [one_fold(tr, held) for tr, held in splits]
+
+    def folds_at_chance():
+        scored = [f for f, (_, _, r) in enumerate(out) if r["accuracy"] is not None]
+        hits = at_chance([out[f][2]["accuracy"] for f in scored], [out[f][2]["chance"] for f in scored])
+        return [scored[j] for j in hits]
+
+    for f in folds_at_chance():
+        before = out[f][2]
+        out[f] = one_fold(*splits[f], tol_scale=0.01)
+        after = out[f][2]
+        after["refits"] = list(before.get("refits", [])) + [
+            {"reason": f"held-out accuracy {before['accuracy']:.3f} at chance ({before['chance']:.3f}) while the "
+                       "other folds were far above it", "tol": before.get("tol")}]
+        if f in folds_at_chance():
+            raise HeadFitError(f"fold {f + 1}'s logistic head scored at chance ({after['accuracy']:.3f}, majority share "
+                               f"{after['chance']:.3f}) even after a refit at tol={after.get('tol', 0):.1e}, while "
+                               "the other folds were far above it; check that fold's features for duplicates or "
+                               "constant columns, or use --cv full")
+    return [(held, split_back(held, P), r) for (tr, held), (P, _, r) in zip(splits, out)]
 
 
 def _carve_selection(part, seed: int):
@@ -186,7 +301,7 @@ def _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, quiet)
         absent = [c for c in range(len(labels)) if c not in seen]
         if absent:
             probs = [_drop(p, absent) for p in probs] if task == "ner" else _drop(probs, absent)
-        yield held, probs
+        yield held, probs, {}
 
 
 def _drop(p: np.ndarray, absent: list[int]) -> np.ndarray:
@@ -223,15 +338,19 @@ def out_of_fold(train, labels: list[str], task: str, *, mode: str = "fast", fold
     metrics = []
     runs = (_fast(train, labels, task, splits, seed, model, cache_dir, quiet) if mode == "fast"
             else _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, quiet))
-    for f, (held, p) in enumerate(runs):
+    refits = []
+    for f, (held, p, record) in enumerate(runs):
         for j, i in enumerate(held):
             probs[i] = p[j]
         fold_of[held] = f
         metrics.append(_fold_metric(task, train.subset(held), p if task == "ner" else np.asarray(p), labels))
+        refits += [{"fold": f + 1, **r} for r in record.get("refits", [])]
     assert (fold_of >= 0).all(), "every example is predicted by exactly one fold"
     info = {"mode": mode, "folds": k, "metric": _metric_name(task), "fold_metrics": metrics,
             "mean": float(np.mean(metrics)), "std": float(np.std(metrics)),
             "seconds": time.perf_counter() - started, "fold": fold_of.tolist()}
+    if refits:  # a head that had to be refitted (degenerate fit, or a fold at chance), with why
+        info["refits"] = refits
     if note:
         info["note"] = note
     return probs, info
@@ -270,6 +389,8 @@ class CrossValidation:
                     "seconds": cv.get("seconds")}
         if cv.get("note"):
             evidence["note"] = cv["note"]
+        if cv.get("refits"):
+            evidence["refits"] = cv["refits"]
         severity = std / self.spread_scale
         summary = f"{metric} across {len(values)} folds: {mean:.3f} ± {std:.3f}"
         sel = (ctx.selection_metrics or {}).get(metric)
