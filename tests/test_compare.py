@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from reflectlm import compare as cmp
-from reflectlm.compare import compare, compare_ner, mcnemar_exact, paired_bootstrap
+from reflectlm.compare import (compare, compare_ner, detectable_effect, mcnemar_exact, paired_bootstrap,
+                               paired_se_accuracy)
 
 
 def _pairs(b: int, c: int, both_right: int = 5, both_wrong: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +170,46 @@ def test_tiny_noisy_gain_rejected():
     assert r.mcnemar["p_value"] == pytest.approx(2 * _tail(0, 4, 10), abs=1e-12)
     assert r.ci_low <= 0 < r.ci_high
     assert not r.promote and "not significant; rejected" in r.reason
+
+
+def test_detectable_effect_against_the_closed_form():
+    # b = 4, c = 6 of n = 500 (the test above): the per-example accuracy difference is +1 six
+    # times and -1 four times, so se = sqrt((10/500 - (2/500)^2) / 500).
+    se = paired_se_accuracy(4, 6, 500)
+    assert se == pytest.approx(math.sqrt((10 / 500 - (2 / 500) ** 2) / 500))
+    z = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.8}
+    d = detectable_effect(se, 500, 0.05, observed=2 / 500)
+    assert d["effect"] == pytest.approx(z * se)
+    assert d["examples_needed"] == math.ceil(500 * (z * se / (2 / 500)) ** 2)
+    assert d["more_examples"] == d["examples_needed"] - 500 and d["power"] == 0.8
+    assert "examples_needed" not in detectable_effect(se, 500, 0.05, observed=-0.01)  # only for a gain
+    with pytest.raises(ValueError, match="se >= 0"):
+        detectable_effect(-1.0, 500, 0.05)
+
+
+def test_a_rejected_gain_says_what_would_resolve_it():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 500)
+    wrong = rng.random(500) < 0.2
+    w2 = wrong.copy()
+    w2[np.flatnonzero(wrong)[:6]], w2[np.flatnonzero(~wrong)[:4]] = False, True
+    r = compare(y, _with_errors(y, wrong, 3), _with_errors(y, w2, 3), labels=_labels(3), metric="accuracy",
+                n_bootstrap=2000)
+    assert not r.promote and r.detectable is not None
+    # The bootstrap's standard error agrees with the closed form for accuracy.
+    assert r.detectable["se"] == pytest.approx(paired_se_accuracy(4, 6, 500), rel=0.1)
+    assert r.detectable["effect"] > r.difference and r.detectable["examples_needed"] > 500
+    assert "this split detects about +0.0" in r.reason and "selection examples would resolve +0.0040" in r.reason
+    assert r.to_json()["detectable"]["more_examples"] == r.detectable["more_examples"]
+    # A promoted challenger, a loss and a non-inferiority test carry none.
+    better = compare(y, _with_errors(y, wrong, 3), y, labels=_labels(3), metric="accuracy", n_bootstrap=200)
+    assert better.promote and better.detectable is None
+    worse = compare(y, _with_errors(y, w2, 3), _with_errors(y, wrong, 3), labels=_labels(3), metric="accuracy",
+                    n_bootstrap=200)
+    assert worse.difference < 0 and worse.detectable is None
+    ni = compare(y, _with_errors(y, wrong, 3), _with_errors(y, w2, 3), labels=_labels(3), metric="accuracy",
+                 mode="non_inferiority", n_bootstrap=200)
+    assert ni.detectable is None
 
 
 def test_non_inferiority_margin():

@@ -49,8 +49,12 @@ def workspace(tmp_path_factory) -> Path:
 def cls_data(workspace) -> Path:
     from conftest import make_cls_rows
 
+    # Every 20th label flipped to the next class: the report must show real suspected label errors
+    # (on clean rows a well-fitted out-of-fold head rightly flags none).
+    rows = [(t, ["neg", "neu", "pos"][(["neg", "neu", "pos"].index(y) + 1) % 3] if i % 20 == 7 else y)
+            for i, (t, y) in enumerate(make_cls_rows(240))]
     path = workspace.parent / "report-cls.csv"
-    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in make_cls_rows(240)), encoding="utf-8")
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8")
     return path
 
 

@@ -17,6 +17,11 @@ Decision rule:
    challenger is worse (b > c) with p < guardrail_alpha blocks promotion unless
    allow_class_regressions. The per-class p-values are Holm-corrected over the tested classes
    (Holm 1979), so tens of classes do not veto good challengers by chance.
+3. what it would take (reported, never part of the decision): for a superiority test rejected
+   with a positive estimate, `detectable` gives the paired standard error of the difference (the
+   bootstrap's), the smallest true effect this split detects with 80 % power at the same alpha,
+   (z_{1-alpha/2} + z_{0.8}) * se, and how many selection examples would give the observed effect
+   that power, n * ((z_{1-alpha/2} + z_{0.8}) * se / difference)^2 (se shrinks as 1/sqrt(n)).
 
 Macro-F1 here averages F1 over the classes present in the selection y_true (a class without gold
 examples cannot be measured), with zero_division=0 and that same set in every resample. It equals
@@ -60,6 +65,7 @@ class Comparison:
     n: int
     n_bootstrap: int
     seed: int
+    detectable: dict | None = None  # rule 3: for a rejected positive estimate, what would resolve it
 
     def to_json(self) -> dict:
         return _jsonable(asdict(self))
@@ -227,6 +233,34 @@ def _class_guardrail(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, labels: list
             "alpha": alpha, "correction": "holm", "allowed": not worse or allow}
 
 
+DETECT_POWER = 0.8
+
+
+def detectable_effect(se: float, n: int, alpha: float, observed: float | None = None,
+                      power: float = DETECT_POWER) -> dict:
+    """Rule 3 of the module docstring. se: the paired standard error of the metric difference on
+    n examples; alpha: the two-sided level of the gate's CI. Returns {"se", "power", "effect" (the
+    smallest true effect detected with that power), and, for an observed effect > 0, "examples_needed"
+    (selection examples for the observed effect to be detected with that power) and "more_examples"}."""
+    from scipy.stats import norm
+
+    if se < 0 or n < 1 or not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"need se >= 0, n >= 1, alpha and power in (0, 1); got se={se}, n={n}, alpha={alpha}, "
+                         f"power={power}")
+    z = float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
+    out = {"se": float(se), "power": power, "alpha": alpha, "n": int(n), "effect": z * se}
+    if observed is not None and observed > 0:
+        needed = int(math.ceil(n * (z * se / observed) ** 2))
+        out.update(observed=float(observed), examples_needed=needed, more_examples=max(0, needed - int(n)))
+    return out
+
+
+def paired_se_accuracy(b: int, c: int, n: int) -> float:
+    """Closed-form standard error of an accuracy difference from the McNemar counts: the per-example
+    difference is +1 (c of them), -1 (b) or 0, so var = ((b + c) / n - ((c - b) / n)^2) / n."""
+    return math.sqrt(max((b + c) / n - ((c - b) / n) ** 2, 0.0) / n)
+
+
 def _decide(metric: str, mode: str, alpha: float, margin: float, n_bootstrap: int, seed: int, n: int,
             champion: float, challenger: float, diffs: np.ndarray, mcn: dict, guard: dict) -> Comparison:
     lo, hi = (float(v) for v in np.percentile(diffs, [50 * alpha, 100 - 50 * alpha]))
@@ -257,10 +291,15 @@ def _decide(metric: str, mode: str, alpha: float, margin: float, n_bootstrap: in
             ok, reason = False, f"{cls}: rejected by the per-class guardrail ({head})"
         else:
             reason += f"; {cls}" + (", allowed by allow_class_regressions" if guard["allowed"] else "")
+    detectable = None
+    if mode == "superiority" and not ok and diff > 0 and len(diffs) > 1:
+        detectable = detectable_effect(float(np.std(diffs, ddof=1)), n, alpha, diff)
+        reason += (f"; this split detects about {detectable['effect']:+.4f} (80% power); about "
+                   f"{detectable['examples_needed']:,} selection examples would resolve {diff:+.4f}")
     return Comparison(metric=metric, mode=mode, champion=champion, challenger=challenger, difference=diff,
                       ci_low=lo, ci_high=hi, p_bootstrap=p_boot, mcnemar=mcn, alpha=alpha, margin=margin,
                       guardrail=guard, promote=bool(ok), reason=reason, n=n, n_bootstrap=int(n_bootstrap),
-                      seed=int(seed))
+                      seed=int(seed), detectable=detectable)
 
 
 def compare(y_true, champion_pred, challenger_pred, *, labels: list[str], metric: str = "macro_f1",
