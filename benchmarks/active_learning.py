@@ -59,10 +59,10 @@ def _tree(work: Path, train: Path, seed: int, epochs: int, threads) -> dict:
 
 
 def _test_accuracy(model_dir: Path, test, cfg) -> float:
-    from reflectlm.loop import _evaluate
+    from reflectlm.loop.round import evaluate
     from reflectlm.modeling import load_bundle
 
-    return float(_evaluate(load_bundle(model_dir), test, cfg).metrics["accuracy"])
+    return float(evaluate(load_bundle(model_dir), test, cfg).metrics["accuracy"])
 
 
 def one_seed(seed: int, args, root: Path) -> dict:

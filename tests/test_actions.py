@@ -72,7 +72,7 @@ def case(tmp_path, tiny_bert_dir):
                           history=history, predict=lambda texts: truth_probs(texts),
                           embed=lambda texts: np.eye(8)[[hash(t) % 8 for t in texts]].astype(np.float32),
                           oracle=ColumnOracle(hidden), champion_model=tmp_path / "champ", work_dir=tmp_path)
-    return Recipe(tree=tree, train=train, pool=pool), inputs, flipped, hidden
+    return Recipe(tree, train=train, pool=pool), inputs, flipped, hidden
 
 
 def _proposed(name, recipe, inputs):
@@ -119,7 +119,7 @@ def test_contract(name, case, tmp_path):
     # copes with an empty pool and one-class data
     one = cls_dataset(30, classes=["pos"])
     empty_pool = Dataset(task="classification", ids=[], labels=[], texts=[], tokens=None)
-    small = Recipe(tree=recipe.tree, train=one, pool=empty_pool)
+    small = Recipe(recipe.config, train=one, pool=empty_pool)
     one_inputs = ActionInputs(task="classification", labels=["pos"], seed=1, findings=[],
                               selection_metrics={"per_class": {"pos": {"f1": 1.0}}}, history=inputs.history,
                               predict=lambda texts: np.ones((len(texts), 1)), embed=inputs.embed, oracle=inputs.oracle,
@@ -137,13 +137,37 @@ def test_unknown_action_names_the_valid_ones():
         get_action("tune_lr", factr=2)
 
 
-def test_every_rule_action_exists():
-    from reflectlm.reflect import ACTION_NAMES, RULES
+@pytest.mark.parametrize("name", list(ACTIONS))
+def test_every_action_declares_what_the_planner_reads(name):
+    """The planner holds no action names: what it knows of an action is this declaration."""
+    from reflectlm.compare import MODES
+    from reflectlm.findings import KINDS
 
-    assert set(ACTION_NAMES) == set(ACTIONS)
-    for kind, rule in RULES.items():
-        for a in rule.actions:
-            assert kind in ACTIONS[a].addresses or a in ("calibrate",), (kind, a)
+    cls = ACTIONS[name]
+    assert cls.name == name
+    assert isinstance(cls.addresses, dict) and cls.addresses, "addresses: {finding kind: rank or None}"
+    assert set(cls.addresses) <= KINDS, set(cls.addresses) - KINDS
+    assert all(r is None or (isinstance(r, int) and r >= 0) for r in cls.addresses.values())
+    assert cls.mode in MODES and isinstance(cls.retrains, bool)
+    conflicts = getattr(cls, "conflicts", ())
+    assert set(conflicts) <= set(ACTIONS) and name not in conflicts
+    if hasattr(cls, "unprompted"):
+        when, kind = cls.unprompted
+        assert when in ("listed", "oracle") and kind in KINDS
+    if hasattr(cls, "record"):
+        from reflectlm.loop import ROUND_FILES
+
+        assert cls.record in ROUND_FILES and not cls.retrains
+
+
+def test_remedies_follow_the_declared_ranks():
+    from reflectlm.actions import remedies
+
+    found = remedies()
+    assert found["label_issues"] == ["fix_labels", "drop_suspects"]
+    for kind, names in found.items():
+        ranks = [ACTIONS[n].addresses[kind] for n in names]
+        assert ranks == sorted(ranks) and None not in ranks, kind
 
 
 # --------------------------------------------------------------------------- one case each
@@ -216,7 +240,7 @@ def test_reweight_classes_raises_minority_recall(tmp_path, tiny_config):
     cfg = tiny_config(path, epochs=2, lr=3e-3)
     splits = load_splits(cfg.data, cfg.train.seed)
     base = train(cfg, tmp_path / "a", splits=splits).metrics["selection"]["per_class"]["neg"]["recall"]
-    recipe = Recipe(tree=cfg.model_dump(), train=splits.train)
+    recipe = Recipe(cfg, train=splits.train)
     inputs = ActionInputs(task="classification", labels=splits.labels)
     weighted = get_action("reweight_classes", basis="frequency", power=1.0, max_weight=10).apply(recipe, inputs)
     from reflectlm.config import validate_tree
@@ -290,7 +314,7 @@ def test_augment_noise_adds_noisy_copies_with_the_same_labels(case):
     assert [out.train.labels[k] for k in copies] == recipe.train.labels
     # NER: tags still line up with the words
     ner = Dataset(task="ner", ids=["s"], labels=[["B-per", "O"]], texts=["John runs"], tokens=[["John", "runs"]])
-    o = get_action("augment_noise", fraction=1.0, rate=1.0).apply(Recipe(tree={}, train=ner),
+    o = get_action("augment_noise", fraction=1.0, rate=1.0).apply(Recipe({"data": {"task": "ner", "train": "x.conll"}}, train=ner),
                                                                   ActionInputs(task="ner", labels=["O", "B-per", "I-per"]))
     assert [len(t) for t in o.train.tokens] == [2, 2] and o.train.labels[1] == ["B-per", "O"]
 
@@ -331,8 +355,8 @@ def test_tune_lr_rescues_a_diverging_run(tmp_path, tiny_config, cls_csv):
     bad = train(cfg, tmp_path / "a", splits=splits).metrics["selection"]["macro_f1"]
     inputs = ActionInputs(task="classification", labels=splits.labels,
                           findings=[Finding("descent", "divergence", 1.0, "diverges", {})])
-    action = ACTIONS["tune_lr"].propose(inputs, Recipe(cfg.model_dump(), splits.train))
-    tree = Recipe(cfg.model_dump(), splits.train)
+    action = ACTIONS["tune_lr"].propose(inputs, Recipe(cfg, splits.train))
+    tree = Recipe(cfg, splits.train)
     for _ in range(3):  # three rounds of the same finding: 1.0 -> 0.027
         tree = action.apply(tree, inputs)
     good = train(validate_tree(tree.tree), tmp_path / "b", splits=splits).metrics["selection"]["macro_f1"]
@@ -366,7 +390,7 @@ def test_calibrate_lowers_ece_and_keeps_predictions(tiny_config, cls_csv, tmp_pa
 
     from reflectlm.actions.calibrate import reliability
     from reflectlm.data import load_splits
-    from reflectlm.loop import _PostInputs
+    from reflectlm.loop.round import PostInputs as _PostInputs
     from reflectlm.train import train
 
     cfg = tiny_config(cls_csv, epochs=4, lr=3e-2)  # a high rate: over-confident
@@ -387,7 +411,7 @@ def test_prune_zeroes_the_asked_share_and_keeps_predictions_close(tiny_config, c
     import torch
 
     from reflectlm.data import load_splits
-    from reflectlm.loop import _PostInputs
+    from reflectlm.loop.round import PostInputs as _PostInputs
     from reflectlm.train import train
 
     cfg = tiny_config(cls_csv, epochs=3)
@@ -416,7 +440,7 @@ def test_transfer_starts_from_the_champion(tiny_config, cls_csv, tmp_path):
     splits = load_splits(cfg.data, cfg.train.seed)
     champ = train(cfg, tmp_path / "champ", splits=splits)
     inputs = ActionInputs(task="classification", labels=splits.labels, champion_model=tmp_path / "champ" / "model")
-    r = get_action("transfer", epochs=1).apply(Recipe(cfg.model_dump(), splits.train), inputs)
+    r = get_action("transfer", epochs=1).apply(Recipe(cfg, splits.train), inputs)
     tree = r.tree
     tree["model"]["name"] = r.init_from
     tree["train"].update({k.split(".")[1]: v for k, v in r.round_only.items()})
@@ -460,3 +484,19 @@ def test_mlm_loss_on_masked_positions_equals_the_models_own(tiny_bert_dir):
     assert torch.allclose(ours, theirs, atol=1e-5)
     ours.backward()  # and it trains the encoder
     assert mlm.base_model.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_a_bad_value_fails_when_the_action_applies_not_in_training(case):
+    """The recipe carries a validated Config: an action's bad value is refused at apply time,
+    naming the key, and the recipe it was applied to is unchanged."""
+    from reflectlm.config import ConfigError
+
+    recipe, inputs, _, _ = case
+    with pytest.raises(ConfigError, match=r"train.lr = -0.0001 is not valid"):
+        get_action("tune_lr", factor=-1.0).apply(recipe, inputs)
+    with pytest.raises(ConfigError, match=r"train.epochs = 0 is not valid"):
+        recipe.set("train.epochs", 0)
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; valid keys here: epochs"):
+        recipe.get("train.epoch")
+    assert recipe.get("train.lr") == 1e-4 and recipe.config.train.epochs == 4
+    assert recipe.set("train.epochs", 6).config.train.epochs == 6 and recipe.config.train.epochs == 4

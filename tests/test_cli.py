@@ -252,3 +252,28 @@ def test_every_help_text_is_shown_as_written():
             if text:
                 shown = flat(text.replace("\\[", "["))
                 assert shown in flat(result.output), f"`reflectlm {' '.join(path)} --help` mangles {text!r}"
+
+
+def test_an_unexpected_error_is_exit_1_and_shows_its_traceback_under_debug(monkeypatch, tmp_path):
+    """Only our own bad-input errors are exit 2; a bug (here a ValueError from inside a command) is
+    a failure, exit 1, with the traceback when REFLECTLM_DEBUG=1."""
+    import traceback
+
+    import reflectlm.report as report
+
+    def boom(run):
+        raise ValueError("an internal bug, not bad input")
+
+    monkeypatch.setattr(report, "show", boom)
+    printed = []
+    monkeypatch.setattr(traceback, "print_exc", lambda: printed.append(True))
+    monkeypatch.delenv("REFLECTLM_DEBUG", raising=False)
+    result = invoke("show", tmp_path)
+    assert result.exit_code == 1 and "ValueError: an internal bug" in flat(result.output) and not printed
+    assert "REFLECTLM_DEBUG=1" in flat(result.output)
+    monkeypatch.setenv("REFLECTLM_DEBUG", "1")
+    assert invoke("show", tmp_path).exit_code == 1 and printed == [True]
+    # ... while a bad config is still bad input
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\ntrain = "x.csv"\n[loop]\nactions = ["fix_label"]\n', encoding="utf-8")
+    assert_bad_input(invoke("run", bad), "unknown actions ['fix_label']")

@@ -67,12 +67,34 @@ def test_copes_with_empty_and_one_class_inputs(name, task, classes):
             json.dumps(f.to_json())
 
 
-def test_every_rule_names_known_actions_and_targets_are_ranked():
+def test_targets_are_ranked_and_kinds_without_a_rule_yield_none():
     findings = [Finding("x", "label_issues", 0.5, "s"), Finding("x", "miscalibration", 0.9, "s"),
-                Finding("x", "divergence", 0.9, "s"), Finding("x", "not_a_rule", 1.0, "s"),
+                Finding("x", "divergence", 0.9, "s"), Finding("x", "selection_performance", 1.0, "s"),
                 Finding("x", "plateau", 0.01, "s")]
     targets = reflect(findings, current_metric=0.8)
     assert [t.finding_kind for t in targets] == ["divergence", "label_issues", "miscalibration"]
     assert targets[0].priority == pytest.approx(0.9 * RULES["divergence"].weight)
     assert targets[0].expected_gain == pytest.approx(0.9 * RULES["divergence"].weight * 0.2, abs=1e-4)
     assert targets[1].actions == ["fix_labels", "drop_suspects"]
+
+
+def test_a_misspelt_finding_kind_is_an_error_not_a_silent_non_target():
+    with pytest.raises(ValueError, match="unknown finding kind 'label_issue'; did you mean 'label_issues'"):
+        Finding("x", "label_issue", 0.5, "s")
+
+
+def test_every_rule_is_for_a_known_kind_that_some_action_addresses():
+    from reflectlm.actions import remedies
+    from reflectlm.findings import KINDS
+
+    assert set(RULES) <= KINDS, set(RULES) - KINDS
+    assert all(remedies().get(kind) for kind in RULES), [k for k in RULES if not remedies().get(k)]
+    assert all(0 < r.weight <= 1 and r.why for r in RULES.values())
+
+
+def test_headroom_follows_the_selection_metric():
+    from reflectlm.metric import get_metric
+
+    f = [Finding("x", "label_issues", 0.5, "s")]
+    assert reflect(f, 0.8, metric=get_metric("accuracy"))[0].expected_gain == pytest.approx(0.5 * 0.2)
+    assert reflect(f, 0.3, metric=get_metric("loss"))[0].expected_gain == pytest.approx(0.5)  # unbounded: 1

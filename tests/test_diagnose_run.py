@@ -18,7 +18,11 @@ def tiny_run(tiny_config, cls_csv, tmp_path):
 
 
 def test_diagnose_writes_findings_and_targets(tiny_run):
+    from reflectlm.reflect import reflect_run
+
     d = run_diagnosis(tiny_run, cv="fast")
+    assert not (tiny_run / "targets.json").exists()  # reflect's job, a layer above diagnose
+    reflect_run(tiny_run, d)
     record = json.loads((tiny_run / "findings.json").read_text())
     targets = json.loads((tiny_run / "targets.json").read_text())
     ran = set(DIAGNOSTICS) - {s["check"] for s in record["skipped"]} - {s["check"] for s in record["failed"]}

@@ -106,6 +106,8 @@ def test_cli_export_exit_codes(tiny_cls_run, tmp_path):
     bad = CliRunner().invoke(app, ["export", str(tiny_cls_run), "--prune", "0.95", "--margin", "0", "-o",
                                    str(tmp_path / "f"), "-q"])
     assert bad.exit_code == 1 and "refused" in bad.output
+    usage = CliRunner().invoke(app, ["export", str(tiny_cls_run), "--quantize", "int4", "-o", str(tmp_path / "g")])
+    assert usage.exit_code == 2 and "int8 or bf16" in usage.output  # bad input, not a failure
 
 
 def test_int8_onnx_export_leaves_the_process_logging_as_it_was(tiny_cls_run, tmp_path):

@@ -252,16 +252,17 @@ def test_kill_mid_round_and_resume(tmp_path, tiny_bert_dir):
     tree["run"]["name"] = "killed"
     cfg_path = tmp_path / "loop.toml"
     cfg_path.write_text(_toml(tree), encoding="utf-8")
-    env = {**os.environ, "REFLECTLM_KILL_AT": "2:after_train", "REFLECTLM_DEBUG": "1"}
+    env = {**os.environ, "REFLECTLM_DEBUG": "1"}
     cmd = [sys.executable, "-m", "reflectlm.cli", "run", str(cfg_path), "--quiet"]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # The same command, with a hook that kills the process hard once round 2 has trained.
+    killed = [sys.executable, "-c", KILL_AT.format(point="2:after_train"), "run", str(cfg_path), "--quiet"]
+    p = subprocess.run(killed, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr[-2000:]
     run = tmp_path / "runs" / "killed"
     assert (run / "rounds" / "02").is_dir() and not (run / "rounds" / "02" / "decision.json").exists()
     before = {r: _hash_dir(run / "rounds" / r) for r in ("00", "01")}
     assert json.loads((run / "run.json").read_text())["status"] == "running"
 
-    env.pop("REFLECTLM_KILL_AT")
     p = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert {r: _hash_dir(run / "rounds" / r) for r in ("00", "01")} == before  # never redone or rewritten
@@ -282,6 +283,15 @@ def test_kill_mid_round_and_resume(tmp_path, tiny_bert_dir):
     straight = json.loads((tmp_path / "other" / "straight" / "summary.json").read_text())
     key = [(r["actions"], r["promoted"], round(r["selection"], 6)) for r in summary["rounds"]]
     assert key == [(r["actions"], r["promoted"], round(r["selection"], 6)) for r in straight["rounds"]]
+
+
+KILL_AT = """
+import os, signal
+from reflectlm.cli import main
+from reflectlm.loop.round import CHECKPOINTS
+CHECKPOINTS.append(lambda point: point == {point!r} and os.kill(os.getpid(), signal.SIGKILL))
+main()
+"""
 
 
 def _toml(tree: dict) -> str:
@@ -357,7 +367,8 @@ def test_queue_oracle_and_label_import(tmp_path, tiny_bert_dir):
 
 def test_a_round_replays_exactly_from_its_plan(finished_run):
     """plan.json + findings.json + the champion's recipe give back exactly what the round trained on."""
-    from reflectlm.loop import _load_train, replay
+    from reflectlm.loop import replay
+    from reflectlm.loop.rundir import load_train as _load_train
 
     run = finished_run.run_dir
     replayed = 0
@@ -382,7 +393,8 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     1's plan is not tried again. Replay and the saved state agree with what each round trained on."""
     from reflectlm import compare as compare_mod
     from reflectlm.config import load_config
-    from reflectlm.loop import _load_train, improve, replay
+    from reflectlm.loop import improve, replay
+    from reflectlm.loop.rundir import load_train as _load_train
 
     real = compare_mod.compare
     forced = {1: +0.02, 2: -0.01}
@@ -461,14 +473,15 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
 def test_stop_rules(loop, decisions, expect):
     from reflectlm.actions import Recipe
     from reflectlm.config import load_config
-    from reflectlm.loop import _should_stop, _State
+    from reflectlm.loop.engine import should_stop as _should_stop
+    from reflectlm.loop.rundir import State as _State
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"rounds": 5, "patience": 3, **loop}})
     ds = [{"round": k, "promoted": p, "selection": v, "examples_trained": n, "seconds": 20.0,
            "champion_round": max(j for j in range(k + 1) if decisions[j][0])}
           for k, (p, v, n) in enumerate(decisions)]
     champion = ds[-1]["champion_round"]
-    state = _State(ds, champion, Recipe({}, None), sum(d["examples_trained"] for d in ds), 60, {})
+    state = _State(ds, champion, Recipe(cfg, None), sum(d["examples_trained"] for d in ds), 60, {})
     reason = _should_stop(state, cfg)
     assert (reason is None) if expect is None else (expect in reason), reason
 
@@ -476,7 +489,8 @@ def test_stop_rules(loop, decisions, expect):
 def test_patience_waits_for_the_round_that_builds_on_a_promising_challenger():
     from reflectlm.actions import Recipe
     from reflectlm.config import load_config
-    from reflectlm.loop import _should_stop, _State
+    from reflectlm.loop.engine import should_stop as _should_stop
+    from reflectlm.loop.rundir import State as _State
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"rounds": 9, "patience": 2}})
     ds = [{"round": 0, "promoted": True, "selection": 0.5, "examples_trained": 100, "seconds": 1.0,
@@ -485,9 +499,9 @@ def test_patience_waits_for_the_round_that_builds_on_a_promising_challenger():
            "champion_round": 0, "built_on": 0, "next_base": 1},
           {"round": 2, "promoted": False, "selection": 0.52, "examples_trained": 100, "seconds": 1.0,
            "champion_round": 0, "built_on": 1, "next_base": 2}]
-    chained = _State(ds, 0, Recipe({}, None), 300, 0, {}, base=2)
+    chained = _State(ds, 0, Recipe(cfg, None), 300, 0, {}, base=2)
     assert _should_stop(chained, cfg) is None  # round 3 builds on round 2
-    ended = _State(ds[:2] + [{**ds[2], "next_base": 0}], 0, Recipe({}, None), 300, 0, {}, base=0)
+    ended = _State(ds[:2] + [{**ds[2], "next_base": 0}], 0, Recipe(cfg, None), 300, 0, {}, base=0)
     assert "no promotion in the last 2 rounds" in _should_stop(ended, cfg)
 
 

@@ -62,10 +62,11 @@ def cls_data(workspace) -> Path:
 def train_run(tiny_bert_dir, cls_data, workspace) -> Path:
     """`reflectlm train` + `reflectlm diagnose`: the plain layout, diagnosed."""
     from reflectlm.diagnose import run_diagnosis
+    from reflectlm.reflect import reflect_run
     from reflectlm.train import train
 
     run = train(_config(tiny_bert_dir, cls_data), workspace / "plain").run_dir
-    run_diagnosis(run, cv="fast")
+    reflect_run(run, run_diagnosis(run, cv="fast"))  # what `reflectlm diagnose RUN` does
     return run
 
 

@@ -5,7 +5,7 @@
     result = reflectlm.train(cfg)              # -> TrainResult (run_dir, metrics, ...)
     reflectlm.evaluate(result.run_dir, "data/test.csv")
     reflectlm.predict(result.run_dir, ["where is my card?"])
-    findings = reflectlm.diagnose(result.run_dir)   # also writes findings.json, targets.json
+    findings = reflectlm.diagnose(result.run_dir)   # also writes findings.json
     loop = reflectlm.loop(cfg)                      # -> LoopResult: the self-improvement loop
 
 Imports are lazy so `import reflectlm` stays fast; the heavy stack loads on first use.
@@ -26,3 +26,17 @@ def __getattr__(name):
     if name == "load_config":
         return importlib.import_module(".config", __name__).load_config
     raise AttributeError(f"module 'reflectlm' has no attribute {name!r}")
+
+
+def callable_module(module_name: str, fn) -> None:
+    """Make the module `module_name` callable as `fn`. `reflectlm.train` is both a module and the
+    public function: Python's import system binds a submodule over any package attribute of the
+    same name, so the module itself forwards calls, and `reflectlm.train(cfg)` works whatever was
+    imported first (likewise evaluate, diagnose, loop)."""
+    import sys
+
+    class _CallableModule(type(sys)):
+        def __call__(self, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+    sys.modules[module_name].__class__ = _CallableModule

@@ -7,7 +7,7 @@ Exit codes: 0 ok, 1 failed, 2 bad usage or bad input (config, data, model path).
 from __future__ import annotations
 
 import json
-import sys
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -27,28 +27,29 @@ def _fail(err: Exception, code: int) -> None:
 
 
 def _guard(fn):
-    """Turn known errors into one clear message and the right exit code (no traceback)."""
+    """Our own bad-input errors (config, data, model, run directory, a missing file) become one clear
+    message and exit 2; anything else is a failure, exit 1, with its traceback under REFLECTLM_DEBUG=1."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .config import ConfigError
-
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.TyperException):
             raise  # usage errors (typer.BadParameter): click prints them and exits with 2
-        except (ConfigError, FileNotFoundError) as e:
-            _fail(e, BAD_INPUT)
-        except Exception as e:  # noqa: BLE001 - sorted below by kind
+        except Exception as e:  # noqa: BLE001 - sorted by kind below
+            # Imported here: modeling and train load torch, which `reflectlm show` never needs.
+            from .config import ConfigError
             from .data import DataError
             from .modeling import ModelError
             from .train import RunError
 
-            if isinstance(e, (DataError, ModelError, RunError, ValueError)):
+            if isinstance(e, (ConfigError, DataError, ModelError, RunError, FileNotFoundError)):
                 _fail(e, BAD_INPUT)
-            if "--debug" in sys.argv or __import__("os").environ.get("REFLECTLM_DEBUG"):
-                raise
+            if os.environ.get("REFLECTLM_DEBUG"):
+                import traceback
+
+                traceback.print_exc()
             _fail(f"{type(e).__name__}: {e} (set REFLECTLM_DEBUG=1 for the traceback)", FAILED)
 
     return wrapper
@@ -240,11 +241,13 @@ def diagnose_cmd(
     from rich.table import Table
 
     from .diagnose import run_diagnosis
+    from .reflect import reflect_run
 
     if cv not in ("fast", "full"):
         raise typer.BadParameter(f"--cv must be fast or full, not {cv!r}")
     names = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
     d = run_diagnosis(run, names, cv=cv, quiet=quiet)
+    ranked = reflect_run(run, d)
     console = Console()
     table = Table(title=f"findings for {run}")
     for col in ("severity", "check", "kind", "summary"):
@@ -253,12 +256,12 @@ def diagnose_cmd(
         if f.severity > 0:
             table.add_row(f"{f.severity:.2f}", f.check, f.kind, f.summary)
     console.print(table)
-    targets = Table(title="improvement targets (highest priority first)")
+    plan_table = Table(title="improvement targets (highest priority first)")
     for col in ("priority", "finding", "actions", "why"):
-        targets.add_column(col)
-    for t in d.targets[:8]:
-        targets.add_row(f"{t.priority:.2f}", t.finding_kind, ", ".join(t.actions), t.reason)
-    console.print(targets)
+        plan_table.add_column(col)
+    for t in ranked[:8]:
+        plan_table.add_row(f"{t.priority:.2f}", t.finding_kind, ", ".join(t.actions), t.reason)
+    console.print(plan_table)
     for s in d.skipped:
         console.print(f"[yellow]skipped[/] {s['check']}: {s['reason']}")
     for s in d.failed:
@@ -428,8 +431,8 @@ def keys_add_cmd(name: str = typer.Argument(..., help="who the key is for, e.g. 
 
     key = add_key(file, name)
     print(key)
-    print(f"stored its SHA-256 under [keys.{name}] in {file}; a running server picks it up within a second",
-          file=sys.stderr)
+    typer.echo(f"stored its SHA-256 under [keys.{name}] in {file}; a running server picks it up within a second",
+               err=True)
 
 
 @keys_app.command("revoke")

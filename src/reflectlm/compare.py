@@ -34,11 +34,12 @@ Significance in Natural Language Processing"; Efron & Tibshirani 1993 (percentil
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+
+from .findings import jsonable
 
 MODES = ("superiority", "non_inferiority")
 METRICS = ("accuracy", "macro_f1")  # classification; compare_ner uses "entity_f1"
@@ -68,21 +69,7 @@ class Comparison:
     detectable: dict | None = None  # rule 3: for a rejected positive estimate, what would resolve it
 
     def to_json(self) -> dict:
-        return _jsonable(asdict(self))
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None  # JSON has no NaN / inf
-    return x
+        return jsonable(asdict(self))
 
 
 def mcnemar_exact(champion_correct, challenger_correct) -> dict:

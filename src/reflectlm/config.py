@@ -323,18 +323,24 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def set_dotted(tree: dict, key: str, value: Any) -> dict:
+    """tree[a][b][c] = value for key "a.b.c", making the sections on the way; returns tree."""
+    *parents, last = key.strip().split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key!r}: {p!r} is a value, not a section")
+    node[last] = value
+    return tree
+
+
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. train.lr=3e-5")
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = tree
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {p!r} is a value, not a section")
-        node[parts[-1]] = _parse_value(raw.strip())
+        set_dotted(tree, key, _parse_value(raw.strip()))
     return tree
 
 

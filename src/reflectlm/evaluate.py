@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import runtime
+from . import callable_module, runtime
 from .tasks import collate, get_task
 
 
@@ -140,10 +139,4 @@ def _pad_id(tokenizer) -> int:
     return 0 if pad is None else int(pad)
 
 
-class _CallableModule(type(sys)):
-    # See train.py: `reflectlm.evaluate(run, data)` calls evaluate() though the name is the module's.
-    def __call__(self, *args, **kwargs):
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, evaluate)  # `reflectlm.evaluate(...)` calls evaluate() (see reflectlm.callable_module)

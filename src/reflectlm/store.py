@@ -29,7 +29,6 @@ CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, plan TEXT, selecti
                                    reason TEXT, seconds REAL, examples_trained INTEGER);
 CREATE TABLE IF NOT EXISTS action_values (round INTEGER, finding_kind TEXT, action TEXT, task TEXT, gain REAL,
                                           promoted INTEGER, PRIMARY KEY (round, finding_kind, action));
-CREATE TABLE IF NOT EXISTS feedback (id TEXT, text TEXT, label TEXT, predicted TEXT, source TEXT, created TEXT);
 """
 
 

@@ -15,7 +15,6 @@ loop alone, which later stages call with their own data and weights.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
@@ -27,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import runtime
-from .config import Config, TrainConfig, dump_toml
-from .evaluate import evaluate_features, forward_all
+from . import callable_module, runtime
+from .atomic import write_json
+from .config import Config, ConfigError, TrainConfig, dump_toml
+from .evaluate import evaluate_features
+from .metric import get_metric
 from .modeling import Bundle, build, layer_groups, save_bundle
 from .tasks import collate, get_task
 from .ui import progress
@@ -122,7 +123,7 @@ def param_groups(model: torch.nn.Module, tc: TrainConfig) -> list[dict]:
                     p.requires_grad_(True)
                 out.append({"params": p_list, "lr": lr, "weight_decay": wd, "group": name})
     if not out:
-        raise ValueError("nothing to train: every parameter is frozen; set train.freeze = 'none' or 'last_n'")
+        raise ConfigError("nothing to train: every parameter is frozen; set train.freeze = 'none' or 'last_n'")
     return out
 
 
@@ -270,12 +271,6 @@ class FitResult:
     attention: str = "sdpa"  # the attention kernel training ran with (runtime.ATTENTIONS)
 
 
-def _better(metric: str, new: float, old: float | None) -> bool:
-    if old is None:
-        return True
-    return new < old if metric == "loss" else new > old
-
-
 def _accelerator(mixed_precision: str, grad_accum: int, cpu: bool):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -302,7 +297,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     accelerator = _accelerator({"fp32": "no"}.get(precision, precision), tc.grad_accum, dev.type == "cpu")
     n = len(train_features)
     if n == 0:
-        raise ValueError("no training examples: check data.train and data.sample")
+        raise ConfigError("no training examples: check data.train and data.sample")
     groups = param_groups(model, tc)
     optimizer = make_optimizer(groups, tc)
     sampler = LengthGroupedBatches([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed, tc.group_by_length)
@@ -313,7 +308,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     weights_t = torch.tensor(example_weights, dtype=torch.float32) if example_weights is not None else None
     if class_weights is None and tc.class_weights:
         if len(tc.class_weights) != len(labels):
-            raise ValueError(f"train.class_weights has {len(tc.class_weights)} values but there are {len(labels)} "
+            raise ConfigError(f"train.class_weights has {len(tc.class_weights)} values but there are {len(labels)} "
                              "labels; give one weight per label (sorted class names) or leave it empty")
         class_weights = np.asarray(tc.class_weights)
     class_t = torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device) if class_weights is not None else None
@@ -394,7 +389,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
         history.append(row)
         if not quiet:
             print(f"epoch {epoch + 1}/{E}: train loss {row['train_loss']:.4f}  selection {metric} {value:.4f}", flush=True)
-        if _better(metric, value, best):
+        if get_metric(metric).better(value, best):
             best, best_epoch, best_metrics, since_best = value, epoch + 1, out.metrics, 0
             if epoch + 1 < E:  # the last epoch's weights are already in place
                 best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
@@ -448,12 +443,6 @@ def _versions() -> dict:
             "transformers": transformers.__version__, "accelerate": accelerate.__version__}
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float), encoding="utf-8")
-    tmp.replace(path)  # atomic: a crash never leaves half a file
-
-
 def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, quiet: bool | None = None,
           stem: str = "run", existing: bool = False) -> TrainResult:
     """Fine-tune the configured model on the configured data and write a run directory.
@@ -479,7 +468,7 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
                  for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
                  if ds is not None},
     }
-    _write_json(run_dir / "run.json", info)
+    write_json(run_dir / "run.json", info)
 
     task = cfg.data.task
     tmod = get_task(task)
@@ -505,19 +494,11 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     save_bundle(bundle, run_dir / "model")
     np.savez_compressed(run_dir / "dynamics.npz", ids=np.array(splits.train.ids), **result.dynamics)
     np.savez_compressed(run_dir / "gradients.npz", **result.telemetry)
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     info.update(status="finished", wall_seconds=time.time() - started, best_epoch=result.best_epoch,
                 stopped_early=result.stopped_early)
-    _write_json(run_dir / "run.json", info)
+    write_json(run_dir / "run.json", info)
     return TrainResult(run_dir, bundle, metrics, result)
 
 
-class _CallableModule(type(sys)):
-    # `reflectlm.train` is both this module and the public function: Python's import system binds
-    # the submodule over any package attribute of the same name, so the module itself forwards
-    # calls to train() and `reflectlm.train(cfg)` works whatever was imported first.
-    def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, train)  # `reflectlm.train(...)` calls train() (see reflectlm.callable_module)

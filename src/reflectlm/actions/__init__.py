@@ -1,7 +1,12 @@
 """Update: concrete actions that change the next challenger's data, config or model.
 
-ACTIONS is the one table (one file each). A plan is a JSON list of {"action", "params"};
-`from_plan` rebuilds the actions from it, so plan.json replays a round.
+ACTIONS is the one table (one file each). Each action declares what the planner needs to know
+about it (see base.Action): the finding kinds it addresses and how it ranks among their remedies,
+its judging mode, whether it retrains, what it conflicts with, its cost estimate. Nothing outside
+an action's file and its table entry names it. To add an action: write its file, add it here.
+
+A plan is a JSON list of {"action", "params"}; `from_plan` rebuilds the actions from it, so
+plan.json replays a round.
 """
 
 from __future__ import annotations
@@ -49,8 +54,24 @@ ACTIONS = {
     "prune": Prune,
 }
 
-__all__ = ["ACTIONS", "NON_INFERIORITY", "SUPERIORITY", "ActionInputs", "Recipe", "apply_order", "from_plan",
-           "get_action"]
+__all__ = ["ACTIONS", "NON_INFERIORITY", "SUPERIORITY", "ActionInputs", "Recipe", "apply_order", "conflict",
+           "from_plan", "get_action", "remedies"]
+
+
+def remedies() -> dict[str, list[str]]:
+    """Finding kind -> the actions the planner proposes for it, most promising first (their declared
+    rank; ties by name). An action that addresses a kind with rank None is not proposed for it."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for name, cls in ACTIONS.items():
+        for kind, rank in cls.addresses.items():
+            if rank is not None:
+                out.setdefault(kind, []).append((rank, name))
+    return {kind: [name for _, name in sorted(pairs)] for kind, pairs in out.items()}
+
+
+def conflict(a, b) -> bool:
+    """Whether two actions cannot run in one plan (either one says so)."""
+    return a.name in getattr(b, "conflicts", ()) or b.name in getattr(a, "conflicts", ())
 
 
 def apply_order(plan: list) -> list:
@@ -60,6 +81,8 @@ def apply_order(plan: list) -> list:
 
 
 def get_action(name: str, **params):
+    from ..config import ConfigError
+
     try:
         cls = ACTIONS[name]
     except KeyError:
@@ -67,12 +90,12 @@ def get_action(name: str, **params):
 
         near = difflib.get_close_matches(name, list(ACTIONS), n=1)
         hint = f"did you mean {near[0]!r}? " if near else ""
-        raise ValueError(f"unknown action {name!r}; {hint}valid actions: {', '.join(sorted(ACTIONS))}") from None
+        raise ConfigError(f"unknown action {name!r}; {hint}valid actions: {', '.join(sorted(ACTIONS))}") from None
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     try:
         return cls(**params)
     except TypeError as e:
-        raise ValueError(f"action {name!r}: {e}; its parameters are {', '.join(cls.__dataclass_fields__)}") from None
+        raise ConfigError(f"action {name!r}: {e}; its parameters are {', '.join(cls.__dataclass_fields__)}") from None
 
 
 def from_plan(plan: list[dict]) -> list:

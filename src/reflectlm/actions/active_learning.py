@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import Dataset
+from .. import findings as K
 from .base import SUPERIORITY, concat, drop_ids, params_of
 
 
@@ -52,10 +53,14 @@ def _ner_probs_to_sentence(probs: list[np.ndarray]) -> np.ndarray:
 @dataclass(frozen=True)
 class ActiveLearning:
     name = "active_learning"
-    addresses = ("high_error_class", "confused_pair", "class_imbalance", "cv_spread", "ner_error_kinds",
-                 "length_outliers")
+    addresses = {K.HIGH_ERROR_CLASS: 1, K.CONFUSED_PAIR: 1, K.CLASS_IMBALANCE: 1, K.CV_SPREAD: 1,
+                 K.NER_ERROR_KINDS: 1, K.LENGTH_OUTLIERS: 0}
     mode = SUPERIORITY
     retrains = True
+    # Someone pays for labels (an oracle is configured): asking is worth a round even when no finding
+    # points at a class; and each query takes new pool examples, so it is never the same plan twice.
+    unprompted = ("oracle", K.UNLABELLED_POOL)
+    queries_oracle = True
 
     strategy: str = "margin"  # margin | entropy | least_confidence
     size: int = 500  # labels to ask for this round

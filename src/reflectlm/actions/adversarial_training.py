@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class AdversarialTraining:
     name = "adversarial_training"
-    addresses = ("noise_sensitivity", "overfitting")
+    addresses = {K.NOISE_SENSITIVITY: 1, K.OVERFITTING: None}
     mode = SUPERIORITY
     retrains = True
 
@@ -22,7 +23,7 @@ class AdversarialTraining:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if float(recipe.get("train.adversarial_epsilon", 0.0)) > 0:
+        if float(recipe.get("train.adversarial_epsilon")) > 0:
             return None
         return cls()
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import Dataset
+from .. import findings as K
 from .base import SUPERIORITY, concat, params_of
 
 
 @dataclass(frozen=True)
 class AugmentNoise:
     name = "augment_noise"
-    addresses = ("noise_sensitivity", "overfitting", "length_outliers")
+    addresses = {K.NOISE_SENSITIVITY: 0, K.OVERFITTING: 2, K.LENGTH_OUTLIERS: 1}
     mode = SUPERIORITY
     retrains = True
 
@@ -31,7 +32,7 @@ class AugmentNoise:
     def propose(cls, inputs, recipe):
         if any("~noise" in str(i) for i in recipe.train.ids):
             return None  # this training set already carries noisy copies
-        f = inputs.finding("noise_sensitivity")
+        f = inputs.finding(K.NOISE_SENSITIVITY)
         worst = (f.evidence.get("worst") if f is not None else None) or None
         kinds = (worst,) if isinstance(worst, str) and worst in cls.kinds else cls.kinds
         return cls(kinds=kinds)

@@ -14,7 +14,6 @@ would overrun loop.examples_budget before spending anything on it.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,11 +26,19 @@ SUPERIORITY = "superiority"
 NON_INFERIORITY = "non_inferiority"
 
 
+# The config sections a recipe carries (the run's [loop] is not the challenger's: rounds run it).
+SECTIONS = ("data", "model", "train", "run")
+
+
 @dataclass
 class Recipe:
-    """Everything that determines the next challenger, before training."""
+    """Everything that determines the next challenger, before training.
 
-    tree: dict  # the config tree (data / model / train sections) the challenger trains with
+    `config` is a validated Config; `set` changes one key through pydantic's validated assignment,
+    so a bad value fails when the action applies, before any training. A dict is validated on the
+    way in (recipe.json stores `tree`)."""
+
+    config: Any  # config.Config: the data / model / train / run sections the challenger trains with
     train: Dataset  # training examples: labels may be fixed, examples dropped or added
     pool: Dataset | None = None  # unlabelled examples still in the pool (labels, if any, are not read)
     init_from: str | None = None  # a model bundle to start from instead of the base model (transfer)
@@ -43,30 +50,69 @@ class Recipe:
     labels_used: int = 0  # oracle answers spent by this recipe
     extra_examples: int = 0  # training examples processed outside fine-tuning (e.g. MLM pre-training)
 
+    def __post_init__(self) -> None:
+        from ..config import Config, validate_tree
+
+        if isinstance(self.config, dict):
+            self.config = validate_tree({k: v for k, v in self.config.items() if k in SECTIONS})
+        elif isinstance(self.config, Config):
+            # Only the recipe's sections: a challenger trains with the default [loop], as recipe.json reads back.
+            self.config = Config(**{k: getattr(self.config, k).model_copy(deep=True) for k in SECTIONS})
+        else:
+            raise TypeError(f"Recipe.config must be a Config (or its tree as a dict), not {type(self.config).__name__}")
+
+    @property
+    def tree(self) -> dict:
+        """The config sections as plain data (what recipe.json stores)."""
+        return self.config.model_dump(include=set(SECTIONS))
+
     def evolve(self, **kw) -> Recipe:
-        """A copy with some fields replaced; the config tree is always copied (never shared)."""
-        kw.setdefault("tree", copy.deepcopy(self.tree))
+        """A copy with some fields replaced; the config is always copied (never shared)."""
+        kw.setdefault("config", self.config.model_copy(deep=True))
         kw.setdefault("post", list(self.post))
         kw.setdefault("changes", list(self.changes))
         kw.setdefault("round_only", dict(self.round_only))
         return replace(self, **kw)
 
     def set(self, dotted: str, value: Any) -> Recipe:
+        """A copy with one config key set, validated now (an error names the key and how to fix it)."""
         out = self.evolve()
-        node = out.tree
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        out.config = with_value(out.config, dotted, value)
         return out
 
-    def get(self, dotted: str, default: Any = None) -> Any:
-        node = self.tree
-        for p in dotted.split("."):
-            if not isinstance(node, dict) or p not in node:
-                return default
-            node = node[p]
-        return node
+    def get(self, dotted: str) -> Any:
+        return get_value(self.config, dotted)
+
+
+def get_value(config, dotted: str) -> Any:
+    """config.a.b for "a.b"; an unknown key is an error that lists the valid ones."""
+    from ..config import ConfigError
+
+    node = config
+    for p in dotted.split("."):
+        if p not in type(node).model_fields:
+            raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {', '.join(type(node).model_fields)}")
+        node = getattr(node, p)
+    return node
+
+
+def with_value(config, dotted: str, value: Any):
+    """A deep copy of config with `dotted` set through pydantic's validated assignment."""
+    from pydantic import ValidationError
+
+    from ..config import ConfigError
+
+    *parents, last = dotted.split(".")
+    out = config.model_copy(deep=True)
+    node = get_value(out, ".".join(parents)) if parents else out
+    if last not in type(node).model_fields:
+        raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {', '.join(type(node).model_fields)}")
+    try:
+        setattr(node, last, value)
+    except ValidationError as e:
+        msg = "; ".join(err["msg"] for err in e.errors())
+        raise ConfigError(f"{dotted} = {value!r} is not valid: {msg}") from None
+    return out
 
 
 @dataclass
@@ -143,11 +189,24 @@ class Action:
     """Interface of an ACTIONS entry (documentation only: actions do not inherit from it).
 
     name: str                     the table key
-    addresses: tuple[str, ...]    finding kinds it answers (reflect.RULES lists it for them)
+    addresses: dict[str, int | None]
+                                  finding kinds (findings.py constants) it answers -> its rank among
+                                  the remedies proposed for that kind (0 = first; ties by name; the
+                                  planner's prior drops x 0.8 per place down that list), or None: it
+                                  helps with that kind (plan.json credits it) but is not proposed for it
     mode: str                     how its challenger is judged: SUPERIORITY (must be significantly
                                   better) or NON_INFERIORITY (size / speed / calibration: not worse
                                   than the margin)
     retrains: bool                False for steps on the champion's trained model (calibrate, prune)
+    conflicts: tuple[str, ...]    optional: actions it cannot share a plan with (checked both ways)
+    unprompted: (when, kind)      optional: proposed without a finding, as answering `kind` - when
+                                  "listed" (named in loop.actions) or "oracle" (an oracle is configured)
+    queries_oracle: bool          optional: each application asks the oracle for new labels, so the
+                                  same parameters are not "the same plan again"; its changes' "ids"
+                                  are the examples bought
+    record: str                   optional (post steps): the round file transform()'s result is written to
+    estimate(n, epochs, extra)    optional: the training examples, epochs and examples processed
+                                  outside fine-tuning once it has run (default: unchanged)
     propose(inputs, recipe)       classmethod: an instance with parameters fitted to the findings,
                                   or None when the action cannot apply
     apply(recipe, inputs)         a new Recipe; deterministic for inputs.seed; copes with an empty

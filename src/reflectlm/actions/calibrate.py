@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import findings as K
 from .base import NON_INFERIORITY, champion_post, params_of
 
 
@@ -58,9 +59,10 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> tuple[float
 @dataclass(frozen=True)
 class Calibrate:
     name = "calibrate"
-    addresses = ("miscalibration",)
+    addresses = {K.MISCALIBRATION: 0}
     mode = NON_INFERIORITY
     retrains = False
+    record = "calibration.json"  # the round file its transform() result is also written to
 
     bins: int = 15
 

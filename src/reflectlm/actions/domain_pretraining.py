@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
@@ -34,7 +35,7 @@ def mlm_loss(mlm, input_ids, attention_mask, labels):
 @dataclass(frozen=True)
 class DomainPretraining:
     name = "domain_pretraining"
-    addresses = ("underfitting", "ner_error_kinds", "noise_sensitivity")
+    addresses = {K.UNDERFITTING: 3, K.NER_ERROR_KINDS: 2, K.NOISE_SENSITIVITY: None}
     mode = SUPERIORITY
     retrains = True
 
@@ -49,9 +50,9 @@ class DomainPretraining:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.get("model.kind", "transformer") != "transformer" or inputs.work_dir is None:
+        if recipe.get("model.kind") != "transformer" or inputs.work_dir is None:
             return None
-        if "adapted" in str(recipe.get("model.name", "")):
+        if "adapted" in str(recipe.get("model.name")):
             return None  # already adapted in an earlier round
         return cls()
 
@@ -70,7 +71,7 @@ class DomainPretraining:
         if not texts or inputs.work_dir is None:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no texts"}])
         _quiet_transformers()
-        base = resolve(recipe.get("model.name", "minilm"))
+        base = resolve(recipe.get("model.name"))
         tok = AutoTokenizer.from_pretrained(base)
         torch.manual_seed(inputs.seed)
         # A sentence encoder's checkpoint has no MLM head: it starts fresh and is thrown away after;

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, drop_ids, params_of
 
 
 @dataclass(frozen=True)
 class DropSuspects:
     name = "drop_suspects"
-    addresses = ("label_issues", "hard_to_learn", "near_duplicates")
+    addresses = {K.LABEL_ISSUES: 1, K.HARD_TO_LEARN: 1, K.NEAR_DUPLICATES: 0}
     mode = SUPERIORITY
     retrains = True
 
     min_score: float = 0.0  # drop flagged examples whose suspicion score is at least this
     max_fraction: float = 0.2  # never drop more than this share of the training set
-    kinds: tuple = ("label_issues", "hard_to_learn", "near_duplicates")
+    kinds: tuple = (K.LABEL_ISSUES, K.HARD_TO_LEARN, K.NEAR_DUPLICATES)
 
     def params(self) -> dict:
         return params_of(self)
@@ -33,9 +34,9 @@ class DropSuspects:
         for f in inputs.findings:
             if f.kind not in self.kinds:
                 continue
-            if f.kind == "near_duplicates":  # scores are on selection ids; drop the training side
+            if f.kind == K.NEAR_DUPLICATES:  # scores are on selection ids; drop the training side
                 pairs = {p["train_id"]: float(p["similarity"]) for p in f.evidence.get("pairs", [])}
-            elif f.kind == "label_issues":
+            elif f.kind == K.LABEL_ISSUES:
                 pairs = {i: (f.scores or {}).get(i, 1.0) for i in f.evidence.get("flagged", [])}
             else:
                 pairs = dict(f.scores or {})

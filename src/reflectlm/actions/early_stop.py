@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class EarlyStop:
     name = "early_stop"
-    addresses = ("overfitting", "peak_epoch")
+    addresses = {K.OVERFITTING: 0, K.PEAK_EPOCH: 0}
     mode = SUPERIORITY
     retrains = True
+    conflicts = ("more_epochs",)  # fewer epochs against more
 
     epochs: int = 3  # the new epoch count (the champion's best epoch)
     patience: int = 1

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, class_probs, params_of, with_labels
 
 
 @dataclass(frozen=True)
 class FixLabels:
     name = "fix_labels"
-    addresses = ("label_issues", "hard_to_learn", "confused_pair", "high_error_class")
+    addresses = {K.LABEL_ISSUES: 0, K.HARD_TO_LEARN: 0, K.CONFUSED_PAIR: 0, K.HIGH_ERROR_CLASS: 2}
     mode = SUPERIORITY
     retrains = True
 
@@ -39,18 +40,18 @@ class FixLabels:
     def propose(cls, inputs, recipe):
         if inputs.task != "classification":
             return None  # a relabelled NER sentence would need a tag sequence; drop_suspects handles NER
-        if inputs.finding("label_issues") is None and inputs.finding("hard_to_learn") is None:
+        if inputs.finding(K.LABEL_ISSUES) is None and inputs.finding(K.HARD_TO_LEARN) is None:
             return None
         return cls()
 
     def candidates(self, recipe, inputs) -> dict[str, tuple[str, float, float]]:
         """id -> (suggested label, its probability, the given label's probability)."""
         out: dict[str, tuple[str, float, float]] = {}
-        f = inputs.finding("label_issues")
+        f = inputs.finding(K.LABEL_ISSUES)
         if f is not None:
             for i, (lab, p_new, p_old) in (f.evidence.get("suggested") or {}).items():
                 out[i] = (lab, float(p_new), float(p_old))
-        h = inputs.finding("hard_to_learn") if self.use_hard_to_learn else None
+        h = inputs.finding(K.HARD_TO_LEARN) if self.use_hard_to_learn else None
         if h is not None and h.scores:
             index = {x: k for k, x in enumerate(recipe.train.ids)}
             extra = [index[i] for i in h.scores if i in index and i not in out]

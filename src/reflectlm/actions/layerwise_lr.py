@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class LayerwiseLR:
     name = "layerwise_lr"
-    addresses = ("vanishing_gradients", "vanishing_updates", "unstable_updates")
+    addresses = {K.VANISHING_GRADIENTS: 1, K.VANISHING_UPDATES: 2, K.UNSTABLE_UPDATES: None}
     mode = SUPERIORITY
     retrains = True
 
@@ -23,15 +24,15 @@ class LayerwiseLR:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.get("model.kind", "transformer") != "transformer":
+        if recipe.get("model.kind") != "transformer":
             return None
-        current = float(recipe.get("train.layerwise_lr_decay", 1.0))
-        if inputs.finding("vanishing_gradients", "vanishing_updates") is not None:
+        current = float(recipe.get("train.layerwise_lr_decay"))
+        if inputs.finding(K.VANISHING_GRADIENTS, K.VANISHING_UPDATES) is not None:
             # the lower layers barely move: decay less (closer to 1); at 1 there is nothing to undo
             return cls(decay=round(min(1.0, current + 0.1), 3)) if current < 1.0 else None
         return cls(decay=round(current * 0.85, 3)) if current > 0.5 else None
 
     def apply(self, recipe, inputs):
         out = recipe.set("train.layerwise_lr_decay", self.decay)
-        out.changes.append({"action": self.name, "from": recipe.get("train.layerwise_lr_decay", 1.0), "to": self.decay})
+        out.changes.append({"action": self.name, "from": recipe.get("train.layerwise_lr_decay"), "to": self.decay})
         return out

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class MoreEpochs:
     name = "more_epochs"
-    addresses = ("underfitting", "plateau", "lr_too_low", "ner_error_kinds", "ambiguous")
+    addresses = {K.UNDERFITTING: 0, K.PLATEAU: 1, K.LR_TOO_LOW: 1, K.NER_ERROR_KINDS: 0, K.AMBIGUOUS: 1}
     mode = SUPERIORITY
     retrains = True
 
@@ -23,7 +24,7 @@ class MoreEpochs:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        epochs = int(recipe.get("train.epochs", 3))
+        epochs = int(recipe.get("train.epochs"))
         if epochs >= cls.max_epochs:
             return None
         hist = inputs.history or []
@@ -38,7 +39,7 @@ class MoreEpochs:
         return n, min(self.max_epochs, max(epochs + 1, math.ceil(epochs * self.factor))), extra
 
     def apply(self, recipe, inputs):
-        epochs = int(recipe.get("train.epochs", 3))
+        epochs = int(recipe.get("train.epochs"))
         new = min(self.max_epochs, max(epochs + 1, math.ceil(epochs * self.factor)))
         out = recipe.set("train.epochs", new)
         out.changes.append({"action": self.name, "epochs": [epochs, new]})

@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..atomic import replacing
+from ..data import DataError
+
 QUEUE = "label_queue.csv"
 IMPORTED = "labels_imported.csv"
 
@@ -41,12 +44,10 @@ class QueueOracle:
         queued = _read(self.run_dir / QUEUE)
         rows = [r for r in queued.values()] + [{"id": i, "text": t, "label": ""} for i, t in zip(ids, texts)
                                                   if i not in queued and i not in done]
-        tmp = self.run_dir / (QUEUE + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
+        with replacing(self.run_dir / QUEUE, newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
             w.writeheader()
             w.writerows(rows)
-        tmp.replace(self.run_dir / QUEUE)
         return {i: done[i] for i in ids if i in done}
 
     def answered(self) -> dict[str, str]:
@@ -77,21 +78,19 @@ def import_labels(run_dir: str | Path, file: str | Path, labels: list[str]) -> d
         reader = csv.DictReader(fh)
         missing = {"id", "label"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{file}: missing column(s) {sorted(missing)}; keep the header id,text,label of the queue")
+            raise DataError(f"{file}: missing column(s) {sorted(missing)}; keep the header id,text,label of the queue")
         for line, r in enumerate(reader, start=2):
             lab = (r.get("label") or "").strip()
             if not lab:
                 continue
             if r["id"] not in queue:
-                raise ValueError(f"{file}:{line}: id {r['id']!r} was not queued by this run; keep the ids as written")
+                raise DataError(f"{file}:{line}: id {r['id']!r} was not queued by this run; keep the ids as written")
             if lab not in known:
-                raise ValueError(f"{file}:{line}: unknown label {lab!r}; use one of: {', '.join(sorted(known))}")
+                raise DataError(f"{file}:{line}: unknown label {lab!r}; use one of: {', '.join(sorted(known))}")
             added += r["id"] not in merged
             merged[r["id"]] = {"id": r["id"], "text": queue[r["id"]]["text"], "label": lab}
-    tmp = run_dir / (IMPORTED + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with replacing(run_dir / IMPORTED, newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "text", "label"])
         w.writeheader()
         w.writerows(merged.values())
-    tmp.replace(run_dir / IMPORTED)
     return {"imported": added, "total": len(merged), "queued": len(queue)}

@@ -16,15 +16,17 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import findings as K
 from .base import NON_INFERIORITY, champion_post, params_of
 
 
 @dataclass(frozen=True)
 class Prune:
     name = "prune"
-    addresses = ("model_size",)
+    addresses = {K.MODEL_SIZE: None}
     mode = NON_INFERIORITY
     retrains = False
+    unprompted = ("listed", K.MODEL_SIZE)  # compression is asked for (loop.actions), not diagnosed
 
     method: str = "magnitude"  # magnitude | heads
     amount: float = 0.3
@@ -34,7 +36,7 @@ class Prune:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.get("model.kind", "transformer") != "transformer" or "prune" in champion_post(inputs):
+        if recipe.get("model.kind") != "transformer" or "prune" in champion_post(inputs):
             return None  # pruning the pruned champion again would select the same zeros
         return cls()
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class Regularize:
     name = "regularize"
-    addresses = ("overfitting", "ambiguous", "miscalibration", "cv_spread", "exploding_gradients", "gradient_spikes")
+    addresses = {K.OVERFITTING: 1, K.AMBIGUOUS: 0, K.MISCALIBRATION: 1, K.CV_SPREAD: 0, K.EXPLODING_GRADIENTS: 1,
+                 K.GRADIENT_SPIKES: 1}
     mode = SUPERIORITY
     retrains = True
 
@@ -24,11 +26,11 @@ class Regularize:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        wd = max(0.05, 2 * float(recipe.get("train.weight_decay", 0.01)))
-        ls = 0.1 if float(recipe.get("train.label_smoothing", 0.0)) < 0.1 else min(0.3, recipe.get("train.label_smoothing") + 0.1)
+        wd = max(0.05, 2 * float(recipe.get("train.weight_decay")))
+        ls = 0.1 if float(recipe.get("train.label_smoothing")) < 0.1 else min(0.3, recipe.get("train.label_smoothing") + 0.1)
         dropout = None  # the LSTM baseline's dropout is model.lstm.dropout, left alone
-        if recipe.get("model.kind", "transformer") == "transformer":
-            cur = recipe.get("model.dropout", 0.0)
+        if recipe.get("model.kind") == "transformer":
+            cur = recipe.get("model.dropout")
             cur = 0.1 if cur == "pretrained" else float(cur)  # 0.1: BERT-family models' own
             dropout = round(min(0.5, max(0.15, cur + 0.05)), 3)
         return cls(weight_decay=round(wd, 4), dropout=dropout, label_smoothing=round(ls, 3))

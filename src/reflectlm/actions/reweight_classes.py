@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class ReweightClasses:
     name = "reweight_classes"
-    addresses = ("class_imbalance", "high_error_class", "confused_pair")
+    addresses = {K.CLASS_IMBALANCE: 0, K.HIGH_ERROR_CLASS: 0, K.CONFUSED_PAIR: 2}
     mode = SUPERIORITY
     retrains = True
 
@@ -29,7 +30,7 @@ class ReweightClasses:
     def propose(cls, inputs, recipe):
         if inputs.task == "ner":
             return cls(basis="frequency", power=0.5)
-        if inputs.finding("class_imbalance") is not None and inputs.finding("high_error_class") is None:
+        if inputs.finding(K.CLASS_IMBALANCE) is not None and inputs.finding(K.HIGH_ERROR_CLASS) is None:
             return cls(basis="frequency", power=0.5)
         per_class = (inputs.selection_metrics or {}).get("per_class")
         return cls(basis="error", power=1.0) if per_class else cls(basis="frequency", power=0.5)

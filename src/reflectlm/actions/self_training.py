@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import findings as K
 from .base import SUPERIORITY, concat, drop_ids, params_of
 
 
 @dataclass(frozen=True)
 class SelfTraining:
     name = "self_training"
-    addresses = ("class_imbalance", "high_error_class", "cv_spread")
+    addresses = {K.CLASS_IMBALANCE: 2, K.HIGH_ERROR_CLASS: 3, K.CV_SPREAD: None}
     mode = SUPERIORITY
     retrains = True
 

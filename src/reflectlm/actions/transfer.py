@@ -7,15 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
 
 @dataclass(frozen=True)
 class Transfer:
     name = "transfer"
-    addresses = ("underfitting", "plateau")
+    addresses = {K.UNDERFITTING: 4, K.PLATEAU: None}
     mode = SUPERIORITY
     retrains = True
+    # It warm-starts from the champion with its own short schedule: the schedule and initialisation
+    # changes of these would fight it, and relabelled data would not match the model it starts from.
+    conflicts = ("tune_lr", "more_epochs", "early_stop", "fix_labels", "domain_pretraining", "regularize")
 
     source: str = "champion"  # "champion", or a model bundle / run directory
     epochs: int | None = None  # None: keep the recipe's epoch count
@@ -26,9 +30,9 @@ class Transfer:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.champion_model is None or recipe.get("model.kind", "transformer") != "transformer":
+        if inputs.champion_model is None or recipe.get("model.kind") != "transformer":
             return None
-        return cls(epochs=max(1, int(recipe.get("train.epochs", 3)) // 2))
+        return cls(epochs=max(1, int(recipe.get("train.epochs")) // 2))
 
     def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
         return n, self.epochs or epochs, extra
@@ -39,10 +43,10 @@ class Transfer:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no champion model"}])
         # The warm start's schedule is for this round only (Recipe.round_only): a later challenger
         # that starts fresh from the base model needs the full one.
-        only = {"train.lr": float(recipe.get("train.lr", 1e-4)) * self.lr_factor}
+        only = {"train.lr": float(recipe.get("train.lr")) * self.lr_factor}
         if self.epochs:
             only["train.epochs"] = self.epochs
-        head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
+        head = float(recipe.get("train.head_lr") or 0.0)
         if head:
             only["train.head_lr"] = head * self.lr_factor
         out = recipe.evolve(init_from=str(src), round_only={**recipe.round_only, **only})

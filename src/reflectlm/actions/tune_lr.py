@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import findings as K
 from .base import SUPERIORITY, params_of
 
-DOWN = {"divergence": 0.3, "lr_too_high": 0.5, "exploding_gradients": 0.5, "unstable_updates": 0.5,
-        "oscillation": 0.5, "gradient_spikes": 0.7}
-UP = {"lr_too_low": 2.0, "plateau": 1.5, "underfitting": 2.0, "vanishing_updates": 2.0, "vanishing_gradients": 1.5}
+DOWN = {K.DIVERGENCE: 0.3, K.LR_TOO_HIGH: 0.5, K.EXPLODING_GRADIENTS: 0.5, K.UNSTABLE_UPDATES: 0.5,
+        K.OSCILLATION: 0.5, K.GRADIENT_SPIKES: 0.7}
+UP = {K.LR_TOO_LOW: 2.0, K.PLATEAU: 1.5, K.UNDERFITTING: 2.0, K.VANISHING_UPDATES: 2.0, K.VANISHING_GRADIENTS: 1.5}
 
 
 @dataclass(frozen=True)
 class TuneLR:
     name = "tune_lr"
-    addresses = tuple(DOWN) + tuple(UP)
+    addresses = {K.DIVERGENCE: 0, K.LR_TOO_HIGH: 0, K.EXPLODING_GRADIENTS: 0, K.UNSTABLE_UPDATES: 0,
+                 K.OSCILLATION: 0, K.GRADIENT_SPIKES: 0, K.LR_TOO_LOW: 0, K.PLATEAU: 0, K.UNDERFITTING: 1,
+                 K.VANISHING_UPDATES: 1, K.VANISHING_GRADIENTS: 2}
     mode = SUPERIORITY
     retrains = True
 
@@ -32,7 +35,7 @@ class TuneLR:
         up = [f for f in inputs.findings if f.kind in UP and f.severity > 0]
         if down:  # instability outranks slowness: a diverging run cannot be sped up
             worst = max(down, key=lambda f: f.severity)
-            warm = max(0.1, float(recipe.get("train.warmup_ratio", 0.06)))
+            warm = max(0.1, float(recipe.get("train.warmup_ratio")))
             return cls(factor=DOWN[worst.kind], warmup_ratio=warm)
         if up:
             worst = max(up, key=lambda f: f.severity)
@@ -40,9 +43,9 @@ class TuneLR:
         return None
 
     def apply(self, recipe, inputs):
-        lr = float(recipe.get("train.lr", 1e-4))
+        lr = float(recipe.get("train.lr"))
         out = recipe.set("train.lr", lr * self.factor)
-        head = float(recipe.get("train.head_lr", 2e-3) or 0.0)
+        head = float(recipe.get("train.head_lr") or 0.0)
         if head:
             out = out.set("train.head_lr", head * self.factor)
         if self.warmup_ratio is not None:

@@ -17,6 +17,8 @@ import copy
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 
 def prune_model(model: nn.Module, amount: float, method: str = "magnitude") -> dict:
     """Prune in place with the loop's `prune` action (magnitude: global L1 over the encoder's
@@ -24,9 +26,9 @@ def prune_model(model: nn.Module, amount: float, method: str = "magnitude") -> d
     from ..actions.prune import Prune
 
     if not 0.0 < amount < 1.0:
-        raise ValueError(f"--prune is the share of weights (or heads) to remove, in (0, 1), e.g. 0.3; got {amount}")
+        raise ConfigError(f"--prune is the share of weights (or heads) to remove, in (0, 1), e.g. 0.3; got {amount}")
     if method not in ("magnitude", "heads"):
-        raise ValueError(f"prune method must be 'magnitude' or 'heads', not {method!r}")
+        raise ConfigError(f"prune method must be 'magnitude' or 'heads', not {method!r}")
     return Prune(method=method, amount=amount).transform(model)
 
 
@@ -59,7 +61,7 @@ def apply_precision(model: nn.Module, precision: str, quantization: dict | None 
         q = quantization or {}
         return quantize_int8(model, q.get("per_channel", True), tuple(q.get("keep_fp32", ())))
     if precision != "fp32":
-        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or int8")
+        raise ConfigError(f"unknown precision {precision!r}; use fp32, bf16 or int8")
     return model
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from .predictor import EXPORT_FILE, Predictor, resolve_model_dir, torch_forward
 
 
@@ -54,11 +55,11 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
 
     run = Path(run)
     if quantize not in (None, "int8", "bf16"):
-        raise ValueError(f"--quantize must be int8 or bf16, not {quantize!r}")
+        raise ConfigError(f"--quantize must be int8 or bf16, not {quantize!r}")
     if prune is None and quantize is None and not onnx:
-        raise ValueError("nothing to export: give --prune AMOUNT, --quantize int8|bf16 and/or --onnx")
+        raise ConfigError("nothing to export: give --prune AMOUNT, --quantize int8|bf16 and/or --onnx")
     if onnx and quantize == "bf16":
-        raise ValueError("ONNX Runtime's CPU provider has no fast bf16 kernels; use --onnx --quantize int8, "
+        raise ConfigError("ONNX Runtime's CPU provider has no fast bf16 kernels; use --onnx --quantize int8, "
                          "--onnx alone (fp32), or --quantize bf16 without --onnx")
     model_dir = resolve_model_dir(run)
     if not (run / "config.toml").is_file():
@@ -83,7 +84,7 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
     name = _variant_name(prune, quantize, onnx)
     out = Path(output) if output else run / "exports" / name
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"output directory {out} exists and is not empty; pass another --output or remove it")
+        raise ConfigError(f"output directory {out} exists and is not empty; pass another --output or remove it")
     out.mkdir(parents=True, exist_ok=True)
 
     bundle = load_bundle(model_dir)  # the candidate's own copy of the weights
@@ -198,23 +199,15 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
 
 
 def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, n_bootstrap: int) -> dict:
-    """compare.py's paired test in non-inferiority mode on the selection split."""
-    from ..compare import compare, compare_ner
-    from ..tasks.ner import sentence_counts
+    """The loop's own paired A/B test (the task's ab_test over compare.py), in non-inferiority mode."""
+    from ..metric import gated
+    from ..tasks import get_task
 
     lc = cfg.loop
-    if cfg.data.task == "ner":
-        ca, ka = sentence_counts(champ_probs, selection, labels)
-        cb, kb = sentence_counts(probs, selection, labels)
-        result = compare_ner(ca, cb, ka, kb, mode="non_inferiority", alpha=lc.alpha, margin=margin,
-                             n_bootstrap=n_bootstrap, seed=cfg.train.seed)
-    else:
-        l2i = {n: i for i, n in enumerate(labels)}
-        y = np.array([l2i[v] for v in selection.labels])
-        metric = cfg.selection_metric if cfg.selection_metric in ("accuracy", "macro_f1") else "macro_f1"
-        result = compare(y, np.asarray(champ_probs).argmax(1), np.asarray(probs).argmax(1), labels=labels,
-                         metric=metric, mode="non_inferiority", alpha=lc.alpha, margin=margin, n_bootstrap=n_bootstrap,
-                         seed=cfg.train.seed, allow_class_regressions=lc.allow_class_regressions)
+    result = get_task(cfg.data.task).ab_test(
+        champ_probs, probs, selection, labels, gated(cfg.selection_metric, cfg.data.task), mode="non_inferiority",
+        alpha=lc.alpha, margin=margin, n_bootstrap=n_bootstrap, seed=cfg.train.seed,
+        allow_class_regressions=lc.allow_class_regressions)
     return result.to_json()
 
 

@@ -30,7 +30,9 @@ def read_store(store_path: str | Path, task: str, labels: list[str]) -> tuple[li
     finally:
         store.close()
     if meta.get("task") and meta["task"] != task:
-        raise ValueError(f"{store_path} holds {meta['task']} feedback but this run's data.task is {task!r}; "
+        from ..data import DataError
+
+        raise DataError(f"{store_path} holds {meta['task']} feedback but this run's data.task is {task!r}; "
                          "pass the store of a model trained on the same task")
     known = set(labels)
     out, unknown, changed = [], 0, 0

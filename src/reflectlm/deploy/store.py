@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..data import DataError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS predictions (
@@ -36,7 +38,7 @@ CREATE INDEX IF NOT EXISTS feedback_prediction ON feedback (prediction_id);
 """
 
 
-class StoreError(ValueError):
+class StoreError(DataError):
     """A store cannot be opened or read; the message says what to do."""
 
 

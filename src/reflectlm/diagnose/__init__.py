@@ -2,18 +2,18 @@
 
 DIAGNOSTICS is the one table of checks (one file each). `diagnose(run_dir)` builds the inputs
 the chosen checks need from a run directory, runs every check, records each skip (missing
-input) and failure (never aborting the rest), writes findings.json and targets.json, and
-returns the findings.
+input) and failure (never aborting the rest), writes findings.json and returns the findings.
+What to do about them is reflect's job (reflect.py), a layer above: nothing here imports it.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import callable_module
 from .balance import BalanceAndData
 from .base import Context, Finding, Skip
 from .calibration import Calibration
@@ -39,37 +39,68 @@ DIAGNOSTICS = {
     "robustness": Robustness,
 }
 
-__all__ = ["DIAGNOSTICS", "Context", "Diagnosis", "Finding", "Skip", "context_from_run", "diagnose", "get_check",
-           "run_diagnosis"]
+__all__ = ["DIAGNOSTICS", "Context", "Diagnosis", "Finding", "Skip", "build_context", "context_from_run", "diagnose",
+           "get_check", "run_diagnosis"]
 
 
 @dataclass
 class Diagnosis:
     findings: list[Finding]
-    targets: list  # reflect.Target, ranked
     skipped: list[dict] = field(default_factory=list)  # {"check", "reason"}
     failed: list[dict] = field(default_factory=list)  # {"check", "error"}
     seconds: dict = field(default_factory=dict)  # check -> seconds
     cv: dict | None = None
+    selection_metrics: dict | None = None  # the diagnosed model's, when a check read them (reflect's headroom)
 
 
 def get_check(name: str, **params):
+    from ..config import ConfigError
+
     try:
         return DIAGNOSTICS[name](**params)
     except KeyError:
-        raise ValueError(f"unknown check {name!r}; valid checks: {', '.join(DIAGNOSTICS)}") from None
+        raise ConfigError(f"unknown check {name!r}; valid checks: {', '.join(DIAGNOSTICS)}") from None
+
+
+def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path | None = None, needs: set[str],
+                  cv: str = "fast", selection_out=None, predict=None, embed=None, train_config: dict | None = None,
+                  quiet: bool = True) -> Context:
+    """The one Context builder (a run directory here, a loop round in loop/round.py).
+
+    cfg: the run's Config (task, seed; the model and training settings cross-validation uses);
+    artifacts: the directory holding the model's metrics.json, dynamics.npz and gradients.npz;
+    selection_out: evaluate.Outputs on the selection split; predict / embed: texts -> probabilities
+    / unit vectors; train_config: the [train] section the model was trained with (default cfg's).
+    Cross-validation (expensive) runs only when a check needs it."""
+    import numpy as np
+
+    ctx = Context(task=cfg.data.task, labels=labels, train=train, selection=selection, seed=cfg.train.seed,
+                  train_config=train_config if train_config is not None else cfg.train.model_dump(),
+                  predict_texts=predict, embed_texts=embed)
+    if selection_out is not None:
+        ctx.selection_probs, ctx.selection_metrics = selection_out.probs, selection_out.metrics
+    if artifacts is not None:
+        if (artifacts / "metrics.json").is_file():
+            ctx.history = json.loads((artifacts / "metrics.json").read_text()).get("history")
+        for name, attr in (("dynamics.npz", "dynamics"), ("gradients.npz", "gradients")):
+            if (artifacts / name).is_file():
+                with np.load(artifacts / name) as z:
+                    setattr(ctx, attr, {k: z[k] for k in z.files})
+    if needs & {"oof_probs", "cv"}:
+        from .crossval import out_of_fold
+
+        model = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
+        ctx.oof_probs, ctx.cv = out_of_fold(train, labels, cfg.data.task, mode=cv, folds=5, seed=cfg.train.seed,
+                                            model=model, train_cfg=cfg.train, model_cfg=cfg.model, quiet=quiet)
+    return ctx
 
 
 def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", quiet: bool = True) -> Context:
     """Load what the checks need from a run directory; expensive inputs only when needed."""
-    import numpy as np
-
     from .. import data as data_mod
-    from .. import runtime
     from ..config import load_config
-    from ..evaluate import bundle_probs, evaluate_features
+    from ..evaluate import bundle_probs, evaluate_bundle
     from ..modeling import load_bundle
-    from ..tasks import get_task
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
@@ -78,43 +109,18 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
     cfg = load_config(run_dir / "config.toml")
     splits = data_mod.load_splits(cfg.data, cfg.train.seed)
     bundle = load_bundle(run_dir)
-    task, labels = bundle.task, bundle.labels
-    tmod = get_task(task)
-    precision = runtime.resolve_precision(cfg.train.precision)
-    pad_id = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
-    l2i = {n: i for i, n in enumerate(labels)}
-    ctx = Context(task=task, labels=labels, train=splits.train, selection=splits.selection, seed=cfg.train.seed,
-                  train_config=cfg.train.model_dump())
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        ctx.history = json.loads(metrics_path.read_text())["history"]
-    if (run_dir / "dynamics.npz").is_file():
-        with np.load(run_dir / "dynamics.npz") as d:
-            ctx.dynamics = {k: d[k] for k in d.files}
-    if (run_dir / "gradients.npz").is_file():
-        with np.load(run_dir / "gradients.npz") as g:
-            ctx.gradients = {k: g[k] for k in g.files}
-
-    if needs & {"selection_probs", "selection_metrics"}:
-        feats = tmod.encode(bundle.tokenizer, splits.selection, l2i, cfg.data.max_length)
-        out = evaluate_features(bundle.model, splits.selection, feats, labels, pad_id, task, cfg.train.eval_batch_size,
-                                precision, quiet)
-        ctx.selection_probs, ctx.selection_metrics = out.probs, out.metrics
-
-    ctx.predict_texts = lambda texts: bundle_probs(bundle, list(texts), batch_size=cfg.train.eval_batch_size,
-                                                   precision=precision)
+    batch, precision = cfg.train.eval_batch_size, cfg.train.precision
+    out = (evaluate_bundle(bundle, splits.selection, batch_size=batch, precision=precision, quiet=quiet)
+           if needs & {"selection_probs", "selection_metrics"} else None)
+    embed = None
     if "embed_texts" in needs:
         from ..embed import embed_texts
 
         encoder = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
-        ctx.embed_texts = lambda texts: embed_texts(list(texts), model=encoder, quiet=quiet)
-    if needs & {"oof_probs", "cv"}:
-        from .crossval import out_of_fold
-
-        ctx.oof_probs, ctx.cv = out_of_fold(splits.train, labels, task, mode=cv, folds=5, seed=cfg.train.seed,
-                                            model=cfg.model.name if cfg.model.kind == "transformer" else "minilm",
-                                            train_cfg=cfg.train, model_cfg=cfg.model, quiet=quiet)
-    return ctx
+        embed = lambda texts: embed_texts(list(texts), model=encoder, quiet=quiet)  # noqa: E731
+    return build_context(cfg, splits.train, splits.selection, bundle.labels, artifacts=run_dir, needs=needs, cv=cv,
+                         selection_out=out, embed=embed, quiet=quiet,
+                         predict=lambda texts: bundle_probs(bundle, list(texts), batch_size=batch, precision=precision))
 
 
 def diagnose(run_dir: str | Path, checks: list[str] | None = None, **kwargs) -> list[Finding]:
@@ -125,9 +131,7 @@ def diagnose(run_dir: str | Path, checks: list[str] | None = None, **kwargs) -> 
 def run_diagnosis(run_dir: str | Path | None, checks: list[str] | None = None, *, cv: str = "fast", write: bool = True,
                   quiet: bool = True, ctx: Context | None = None) -> Diagnosis:
     """Run the chosen checks (default: all) on a run directory (or a ready Context); write
-    findings.json and targets.json into the run directory."""
-    from ..reflect import reflect
-
+    findings.json into the run directory."""
     if cv not in ("fast", "full"):
         raise ValueError(f"cv must be 'fast' or 'full', not {cv!r}")
     names = list(checks) if checks else list(DIAGNOSTICS)
@@ -150,31 +154,18 @@ def run_diagnosis(run_dir: str | Path | None, checks: list[str] | None = None, *
             failed.append({"check": name, "error": f"{type(e).__name__}: {e}"})
         timings[name] = round(time.perf_counter() - t0, 3)
     findings.sort(key=lambda f: -f.severity)
-    metric = None
-    if ctx.selection_metrics:
-        metric = ctx.selection_metrics.get("entity_f1" if ctx.task == "ner" else "macro_f1")
-    targets = reflect(findings, metric)
     if write and run_dir is not None:
-        run_dir = Path(run_dir)
         record = {"findings": [f.to_json() for f in findings], "skipped": skipped, "failed": failed,
                   "checks": {n: c.params() for n, c in instances.items()}, "seconds": timings, "cv": ctx.cv}
-        _write(run_dir / "findings.json", record)
-        _write(run_dir / "targets.json", [t.to_json() for t in targets])
-    return Diagnosis(findings, targets, skipped, failed, timings, ctx.cv)
+        _write(Path(run_dir) / "findings.json", record)
+    return Diagnosis(findings, skipped, failed, timings, ctx.cv, ctx.selection_metrics)
 
 
 def _write(path: Path, obj) -> None:
-    from .base import _jsonable
+    from ..atomic import write_text
+    from ..findings import jsonable
 
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2), encoding="utf-8")
-    tmp.replace(path)
-
-
-class _CallableModule(type(sys)):
-    # `reflectlm.diagnose` is this package and the public function (see train.py for why).
-    def __call__(self, *args, **kwargs):
-        return diagnose(*args, **kwargs)
+    write_text(path, json.dumps(jsonable(obj), indent=2))
 
 
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, diagnose)  # `reflectlm.diagnose(...)` calls diagnose() (see reflectlm.callable_module)

@@ -31,6 +31,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..findings import CLASS_IMBALANCE, LENGTH_OUTLIERS, NEAR_DUPLICATES
 from .base import Finding, stored_params
 
 _MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of normal data
@@ -118,7 +119,7 @@ class BalanceAndData:
                    + (f"; error rate vs frequency Spearman {rho:+.2f} (p = {p_rho:.2g})" if rho is not None else "")
                    + ".")
         return Finding(
-            check=self.name, kind="class_imbalance",
+            check=self.name, kind=CLASS_IMBALANCE,
             severity=min(1.0, np.log10(ratio) / 2.0),
             summary=summary,
             evidence={"counts": present, "missing_classes": missing, "imbalance_ratio": ratio,
@@ -154,7 +155,7 @@ class BalanceAndData:
                   "same_label": sel.labels[j] == train.labels[best[j][0]]} for j in order[: self.examples]]
         n_exact = sum(1 for v in best.values() if v[2] == "exact")
         return Finding(
-            check=self.name, kind="near_duplicates", severity=min(1.0, 10.0 * share),
+            check=self.name, kind=NEAR_DUPLICATES, severity=min(1.0, 10.0 * share),
             summary=(f"{len(best)} of {len(sel)} selection examples ({share:.1%}) duplicate a train example "
                      f"({n_exact} exact, {len(best) - n_exact} near); their selection scores are optimistic — "
                      "remove them from one side."),
@@ -209,7 +210,7 @@ class BalanceAndData:
             err_text = (f"; they are wrong {err_out:.0%} of the time vs {err_in:.0%} for the rest (p = {p:.2g})"
                         if p is not None else "")
             out.append(Finding(
-                check=self.name, kind="length_outliers", severity=severity,
+                check=self.name, kind=LENGTH_OUTLIERS, severity=severity,
                 summary=(f"{int(flag.sum())} of {len(ds)} {split} inputs have an unusual length "
                          f"({int(short.sum())} shorter than {max(self.min_words, lo):.0f} words, {int(long.sum())} "
                          f"longer than {hi:.0f}; median {median:.0f}){err_text}."),

@@ -1,68 +1,23 @@
 """The common shape of every check's result, and the inputs checks read.
 
 A check is a small class: its constructor stores parameters only, `run(ctx)` does the work and
-returns a list of Findings. Every Finding has the same shape (DESIGN.md §Style): a kind, a
+returns a list of Findings (reflectlm.findings). Every Finding has the same shape (DESIGN.md §Style): a kind, a
 severity in [0, 1], a one-line summary, JSON-able evidence and, where it applies, a score in
 [0, 1] per example id. A check whose inputs are missing raises Skip with the reason.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from ..findings import Finding  # noqa: F401 - re-exported: the shape every check returns
+
 
 class Skip(Exception):
     """The check cannot run on this context; the message says which input is missing and why."""
-
-
-@dataclass
-class Finding:
-    check: str  # the DIAGNOSTICS name that produced it
-    kind: str  # what was found, e.g. "high_error_class", "label_issues", "exploding_gradients"
-    severity: float  # 0 = nothing to act on ... 1 = the most serious this check can say
-    summary: str  # one plain sentence a person reads first
-    evidence: dict = field(default_factory=dict)  # JSON-able numbers, names, examples
-    scores: dict[str, float] | None = None  # example id -> score in [0, 1] (higher = more suspect)
-    split: str | None = None  # which split the scores refer to: "train" or "selection"
-
-    def __post_init__(self) -> None:
-        self.severity = float(min(1.0, max(0.0, self.severity)))
-        if self.scores is not None:
-            self.scores = {str(k): float(min(1.0, max(0.0, v))) for k, v in self.scores.items()}
-
-    def to_json(self) -> dict:
-        return _jsonable(asdict(self))
-
-    @classmethod
-    def from_json(cls, d: dict) -> Finding:
-        return cls(**d)
-
-
-def _jsonable(x: Any) -> Any:
-    """Numpy scalars and arrays to plain Python; NaN / inf to None (JSON has neither)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if math.isfinite(v) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
-def dumps(findings: list[Finding]) -> str:
-    return json.dumps([f.to_json() for f in findings], indent=2)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..findings import MISCALIBRATION
 from .base import Finding, stored_params
 
 
@@ -80,7 +81,7 @@ class Calibration:
                    + ("." if stands_out
                       else f", within what a calibrated model shows on this sample (p = {p_value:.2g})."))
         return [Finding(
-            check=self.name, kind="miscalibration",
+            check=self.name, kind=MISCALIBRATION,
             severity=min(1.0, ece / self.scale) if stands_out else 0.0,
             summary=summary,
             evidence={"ece": ece, "mce": mce, "mean_confidence": float(conf.mean()), "accuracy": float(correct.mean()),

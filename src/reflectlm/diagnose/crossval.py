@@ -24,6 +24,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..findings import CV_SPREAD
 from .base import Finding, Skip, stored_params
 
 MODES = ("fast", "full")
@@ -404,5 +405,5 @@ class CrossValidation:
         # model's, so the gap matters less there than the spread.
         if cv.get("mode") == "fast" and sel is not None:
             severity = max(std / self.spread_scale, 0.5 * abs(evidence["gap"]) / self.gap_scale)
-        return [Finding(check=self.name, kind="cv_spread", severity=min(1.0, severity), summary=summary,
+        return [Finding(check=self.name, kind=CV_SPREAD, severity=min(1.0, severity), summary=summary,
                         evidence=evidence)]

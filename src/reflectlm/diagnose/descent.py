@@ -40,6 +40,7 @@ import math
 
 import numpy as np
 
+from ..findings import DIVERGENCE, LR_TOO_HIGH, LR_TOO_LOW, OSCILLATION, PLATEAU
 from .base import Context, Finding, Skip, stored_params
 
 _HEALTHY_RATIO = 1e-3
@@ -102,11 +103,11 @@ class DescentPath:
         if bad.any():
             first = int(steps[np.flatnonzero(bad)[0]])
             findings.append(Finding(
-                check=self.name, kind="divergence", severity=1.0,
+                check=self.name, kind=DIVERGENCE, severity=1.0,
                 summary=f"Training diverged: the loss became non-finite at step {first}.",
                 evidence=copy.deepcopy({**base, "first_nonfinite_step": first})))
             if ratio_nonfinite or (med_ratio is not None and med_ratio > self.high_update_ratio):
-                findings.append(self._lr(ctx, "lr_too_high", med_ratio, ["divergence"], base))
+                findings.append(self._lr(ctx, LR_TOO_HIGH, med_ratio, [DIVERGENCE], base))
             return findings
 
         path = describe(loss)
@@ -126,41 +127,41 @@ class DescentPath:
             rise = max(rise_total, rise_late)
             where = "ended above where it started" if rise_total > self.rise else "climbed over the last third"
             findings.append(Finding(
-                check=self.name, kind="divergence", severity=0.6 + 0.4 * min(1.0, rise),
+                check=self.name, kind=DIVERGENCE, severity=0.6 + 0.4 * min(1.0, rise),
                 summary=(f"Training diverged: the loss {where} ({start:.3g} -> {end:.3g}, up {100 * rise:.0f}% "
                          "of its start)."),
                 evidence=copy.deepcopy({**base, "relative_rise": rise_total,
                                         "relative_rise_last_third": rise_late})))
         if oscillating:
             findings.append(Finding(
-                check=self.name, kind="oscillation",
+                check=self.name, kind=OSCILLATION,
                 severity=0.4 + 0.4 * min(1.0, path["relative_amplitude"] / 0.5),
                 summary=(f"The loss oscillates: it bounces by {100 * path['relative_amplitude']:.0f}% of its level "
                          f"around its trend, more than it descends."),
                 evidence=copy.deepcopy(base)))
         if plateau:
             findings.append(Finding(
-                check=self.name, kind="plateau", severity=0.3 + 0.3 * min(1.0, end / denom),
+                check=self.name, kind=PLATEAU, severity=0.3 + 0.3 * min(1.0, end / denom),
                 summary=(f"The loss plateaued: it improved {100 * path['last_half_improvement']:.1f}% over the "
                          f"last half while still at {100 * end / denom:.0f}% of its starting value."),
                 evidence=copy.deepcopy(base)))
 
         causes_high = [k for k, on in (("divergence", diverged), ("oscillation", oscillating)) if on]
         if causes_high and (ratio_nonfinite or (med_ratio is not None and med_ratio > self.high_update_ratio)):
-            findings.append(self._lr(ctx, "lr_too_high", med_ratio, causes_high, base))
+            findings.append(self._lr(ctx, LR_TOO_HIGH, med_ratio, causes_high, base))
         causes_low = [k for k, on in (("plateau", plateau), ("slow_descent", slow)) if on]
         if causes_low and med_ratio is not None and med_ratio < self.low_update_ratio:
-            findings.append(self._lr(ctx, "lr_too_low", med_ratio, causes_low, base))
+            findings.append(self._lr(ctx, LR_TOO_LOW, med_ratio, causes_low, base))
         return findings
 
     def _lr(self, ctx: Context, kind: str, med_ratio: float | None, causes: list[str], base: dict) -> Finding:
-        high = kind == "lr_too_high"
+        high = kind == LR_TOO_HIGH
         factor = suggested_factor(med_ratio, high)
         lr = (ctx.train_config or {}).get("lr")
         what = "high" if high else "low"
         ratio_txt = f"{med_ratio:.1e}" if med_ratio is not None else "non-finite"
         return Finding(
-            check=self.name, kind=kind, severity=(0.8 if "divergence" in causes else 0.6) if high else 0.5,
+            check=self.name, kind=kind, severity=(0.8 if DIVERGENCE in causes else 0.6) if high else 0.5,
             summary=(f"The learning rate looks too {what}: {' and '.join(causes).replace('_', ' ')} with a median "
                      f"update/weight ratio of {ratio_txt} per step (about 1e-3 is healthy); try lr x{factor:g}."),
             evidence=copy.deepcopy({**base, "because": causes, "direction": "down" if high else "up",

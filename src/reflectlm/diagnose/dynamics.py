@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 
+from ..findings import AMBIGUOUS, HARD_TO_LEARN
 from .base import Context, Finding, Skip, stored_params
 
 # The share of a training set that, flagged, makes a region a full-strength problem. Common
@@ -105,7 +106,7 @@ class DataMap:
                                        "confidence_below": self.learned_confidence, "variability_at_most": var_median},
                         "top_examples": [_example(i, ids, conf, var, corr, texts) for i in idx]}
             findings.append(Finding(
-                check=self.name, kind="hard_to_learn", severity=sev,
+                check=self.name, kind=HARD_TO_LEARN, severity=sev,
                 summary=(f"{int(hard.sum())} of {n} training examples stayed hard to learn (gold-label probability "
                          f"{float(conf[hard].mean()):.2f} on average over {m['epochs']} epochs); many may be "
                          "mislabelled."),
@@ -123,7 +124,7 @@ class DataMap:
                         "thresholds": {"variability_at_least": max(var_cut, self.min_variability)},
                         "top_examples": [_example(i, ids, conf, var, corr, texts) for i in idx]}
             findings.append(Finding(
-                check=self.name, kind="ambiguous", severity=sev,
+                check=self.name, kind=AMBIGUOUS, severity=sev,
                 summary=(f"{int(ambiguous.sum())} of {n} training examples are ambiguous: the model's gold-label "
                          f"probability swung by {float(var[ambiguous].mean()):.2f} (std) across epochs."),
                 evidence=copy.deepcopy(evidence),

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 import math
 
+from ..metric import get_metric
+from ..findings import OVERFITTING, PEAK_EPOCH, UNDERFITTING
 from .base import Context, Finding, Skip, stored_params
 
 # Metrics on the same 0..1 scale as train accuracy. entity_f1 is not: train "accuracy" for NER
@@ -64,7 +66,7 @@ class Fit:
         if metric is None:
             raise Skip("the history has no selection_<metric> column (expected e.g. selection_macro_f1 or "
                        "selection_loss)")
-        lower_better = metric == "loss"
+        lower_better = not get_metric(metric).higher_is_better
         sel = _col(rows, f"selection_{metric}")
         sel_loss = _col(rows, "selection_loss")
         tr_loss = _col(rows, "train_loss")
@@ -109,7 +111,7 @@ class Fit:
             if "gap" in over:
                 why.append(f"the train-selection gap widened to {over['gap']['last']:.2f}")
             findings.append(Finding(
-                check=self.name, kind="overfitting", severity=sev,
+                check=self.name, kind=OVERFITTING, severity=sev,
                 summary=f"The model over-fits: {' and '.join(why)}; the best {metric} was at epoch {epochs[best_i]}.",
                 evidence=copy.deepcopy({**base, **over})))
 
@@ -122,7 +124,7 @@ class Fit:
             if tr_acc[-1] < self.low_score and sel_low and tr_gain >= self.min_gain and sel_gain >= self.min_gain / 2:
                 sev = 0.3 + 0.5 * min(1.0, max(tr_gain, sel_gain) / 0.1)
                 findings.append(Finding(
-                    check=self.name, kind="underfitting", severity=sev,
+                    check=self.name, kind=UNDERFITTING, severity=sev,
                     summary=(f"The model under-fits: after {E} epochs train accuracy is {tr_acc[-1]:.2f} and "
                              f"selection {metric} {sel[-1]:.3g}, both still improving in the last epoch; "
                              "train longer."),
@@ -136,7 +138,7 @@ class Fit:
         stopped_there = bool(patience) and after == int(patience)  # early stopping already cut the run here
         if after >= max(2, math.ceil(E / 4)) and not stopped_there:
             findings.append(Finding(
-                check=self.name, kind="peak_epoch", severity=0.1 + 0.3 * after / E,
+                check=self.name, kind=PEAK_EPOCH, severity=0.1 + 0.3 * after / E,
                 summary=(f"Selection {metric} peaked at epoch {epochs[best_i]} of {epochs[-1]}; early stopping "
                          f"(patience 1-2) would have saved about {after} epochs of compute."),
                 evidence=copy.deepcopy({**base, "epochs_after_peak": after,

@@ -33,6 +33,7 @@ import copy
 
 import numpy as np
 
+from ..findings import EXPLODING_GRADIENTS, GRADIENT_SPIKES, UNSTABLE_UPDATES, VANISHING_GRADIENTS, VANISHING_UPDATES
 from .base import Context, Finding, Skip, stored_params
 
 
@@ -127,7 +128,7 @@ class GradientHealth:
             bad = [n for n in vanish if not table[n]["intended_frozen"]]
             sev = 0.1 if not bad else (0.9 if any(table[n]["frozen"] for n in bad) else 0.7)
             findings.append(Finding(
-                check=self.name, kind="vanishing_gradients", severity=sev,
+                check=self.name, kind=VANISHING_GRADIENTS, severity=sev,
                 summary=(f"Gradients vanish in {_names(vanish)}"
                          + (" (frozen by train.freeze, as configured)." if not bad else
                             "; these layers are not learning.")),
@@ -156,7 +157,7 @@ class GradientHealth:
             worst = max((v["orders"] for v in explode.values() if "orders" in v), default=self.explode_orders)
             sev = 1.0 if nonfinite else min(1.0, 0.6 + 0.15 * (worst - self.explode_orders))
             findings.append(Finding(
-                check=self.name, kind="exploding_gradients", severity=sev,
+                check=self.name, kind=EXPLODING_GRADIENTS, severity=sev,
                 summary=(f"Gradients explode in {_names(explode)}"
                          + ("" if clipped else " with clipping off (train.max_grad_norm = 0)")
                          + "; lower the learning rate or clip gradients."),
@@ -168,7 +169,7 @@ class GradientHealth:
             # Clipping bounds what a spike does to the weights; without it each spike lands in full.
             sev = min(1.0, (0.3 if clipped else 0.6) + 0.05 * (n_steps - 1))
             findings.append(Finding(
-                check=self.name, kind="gradient_spikes", severity=sev,
+                check=self.name, kind=GRADIENT_SPIKES, severity=sev,
                 summary=(f"Gradient norm spiked >{self.spike_factor:g}x above its recent level at {n_steps} "
                          f"recorded step(s) in {_names(spikes)}."),
                 evidence={**common(), "flagged": spikes, "clipping": clipped}))
@@ -187,7 +188,7 @@ class GradientHealth:
             else:  # 0.5 at the threshold, +0.1 per order of magnitude below it
                 sev = min(0.9, 0.5 + 0.1 * np.log10(self.min_update_ratio / worst))
             findings.append(Finding(
-                check=self.name, kind="vanishing_updates", severity=float(sev),
+                check=self.name, kind=VANISHING_UPDATES, severity=float(sev),
                 summary=(f"{_names(slow)} barely change: median update/weight ratio below "
                          f"{self.min_update_ratio:g} per step"
                          + (" (frozen by train.freeze, as configured)." if not bad else
@@ -207,7 +208,7 @@ class GradientHealth:
             nonfinite = any("non-finite" in v["reason"] for v in unstable.values())
             sev = 1.0 if nonfinite else min(1.0, 0.5 + 0.5 * np.log10(worst / self.max_update_ratio))
             findings.append(Finding(
-                check=self.name, kind="unstable_updates", severity=float(sev),
+                check=self.name, kind=UNSTABLE_UPDATES, severity=float(sev),
                 summary=(f"Updates are unstable in {_names(unstable)}: in the worst "
                          f"{100 * (1 - self.unstable_quantile):.0f}% of steps a single update "
                          f"moves more than {self.max_update_ratio:g} of the weights' norm; lower the learning rate."),

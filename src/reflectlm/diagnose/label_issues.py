@@ -58,6 +58,7 @@ import warnings
 
 import numpy as np
 
+from ..findings import LABEL_ISSUES
 from .base import Finding, Skip, stored_params
 
 _EPS = 1e-6
@@ -176,7 +177,7 @@ class LabelIssues:
             raise ValueError(f"unknown combination {self.combine!r}; use one of: {', '.join(COMBINE)}")
         train = ctx.train
         if len(train) == 0:
-            return [Finding(self.name, "label_issues", 0.0, "no training examples to check", {"count": 0,
+            return [Finding(self.name, LABEL_ISSUES, 0.0, "no training examples to check", {"count": 0,
                             "flagged": [], "ranked": []}, scores={}, split="train")]
         if len(ctx.oof_probs) != len(train):
             raise Skip(f"out-of-fold probabilities cover {len(ctx.oof_probs)} examples but train has {len(train)}; "
@@ -261,7 +262,7 @@ class LabelIssues:
                     "ranked": ranked, "signals": used, "combine": self.combine}
         if pairs is not None:
             evidence["pairs"] = pairs
-        return Finding(check=self.name, kind="label_issues", severity=min(1.0, 5.0 * fraction), summary=summary,
+        return Finding(check=self.name, kind=LABEL_ISSUES, severity=min(1.0, 5.0 * fraction), summary=summary,
                        evidence=evidence, scores={train.ids[i]: float(scores[i]) for i in range(n)}, split="train")
 
     # ------------------------------------------------------------------ NER

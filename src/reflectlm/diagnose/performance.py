@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from ..findings import CONFUSED_PAIR, HIGH_ERROR_CLASS, NER_ERROR_KINDS, SELECTION_PERFORMANCE
 from .base import Finding, Skip, stored_params
 
 ERROR_KINDS = ("boundary", "type", "boundary_and_type", "missed", "spurious")
@@ -76,7 +77,7 @@ class HeldOutPerformance:
         per_class = {c: (int(conf[i].sum() - conf[i, i]), int(conf[i].sum())) for i, c in enumerate(labels)}
         overall = float(wrong.mean())
         summary = Finding(
-            check=self.name, kind="selection_performance", severity=0.0,
+            check=self.name, kind=SELECTION_PERFORMANCE, severity=0.0,
             summary=(f"Selection split: macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} "
                      f"on {len(ds)} examples."),
             evidence={"metric": "macro_f1", "value": m["macro_f1"], "metrics": m, "overall_error_rate": overall,
@@ -98,7 +99,7 @@ class HeldOutPerformance:
             i = labels.index(c)
             members = y == i
             out.append(Finding(
-                check=self.name, kind="high_error_class", severity=row.pop("severity"),
+                check=self.name, kind=HIGH_ERROR_CLASS, severity=row.pop("severity"),
                 summary=(f"Class {c!r} is wrong on {row['error_rate']:.0%} of its {row['n']} selection examples, "
                          f"against {overall:.0%} overall (adjusted p = {row['p_adjusted']:.2g})."),
                 evidence={**row, "class": c, "top_confusions": confusions(i),
@@ -114,7 +115,7 @@ class HeldOutPerformance:
             a, b = labels[i], labels[j]
             n_ab = int(conf[i].sum() + conf[j].sum())
             out.append(Finding(
-                check=self.name, kind="confused_pair", severity=count / max(n_ab, 1),
+                check=self.name, kind=CONFUSED_PAIR, severity=count / max(n_ab, 1),
                 summary=(f"{a!r} and {b!r} are predicted as each other {count} times "
                          f"({int(conf[i, j])} {a}->{b}, {int(conf[j, i])} {b}->{a}) "
                          f"out of {n_ab} examples of the two."),
@@ -144,7 +145,7 @@ class HeldOutPerformance:
             gold = p[np.arange(len(tags)), [labels.index(t) for t in tags]] if len(tags) else np.ones(1)
             scores[ds.ids[i]] = 1.0 - float(gold.min())
         out = [Finding(
-            check=self.name, kind="selection_performance", severity=0.0,
+            check=self.name, kind=SELECTION_PERFORMANCE, severity=0.0,
             summary=(f"Selection split: entity F1 {m['entity_f1']:.3f}, word accuracy {m['token_accuracy']:.3f} "
                      f"on {len(ds)} sentences."),
             evidence={"metric": "entity_f1", "value": m["entity_f1"], "metrics": m, "overall_error_rate": overall,
@@ -166,7 +167,7 @@ class HeldOutPerformance:
             kinds = Counter(e["kind"] for e in all_errors if _type_of(e) == t)
             as_other = Counter(e["pred"][0] for e in all_errors if e["kind"] == "type" and e["gold"][0] == t)
             out.append(Finding(
-                check=self.name, kind="high_error_class", severity=row.pop("severity"),
+                check=self.name, kind=HIGH_ERROR_CLASS, severity=row.pop("severity"),
                 summary=(f"Entity type {t!r} is wrong on {row['error_rate']:.0%} of its {row['n']} gold or predicted "
                          f"entities, against {overall:.0%} overall (adjusted p = {row['p_adjusted']:.2g})."),
                 evidence={**row, "class": t, "error_kinds": dict(kinds),
@@ -183,7 +184,7 @@ class HeldOutPerformance:
             a_to_b = sum(1 for e in all_errors if e["kind"] == "type" and (e["gold"][0], e["pred"][0]) == (a, b))
             n_ab = gold_count[a] + gold_count[b]
             out.append(Finding(
-                check=self.name, kind="confused_pair", severity=count / max(n_ab, 1),
+                check=self.name, kind=CONFUSED_PAIR, severity=count / max(n_ab, 1),
                 summary=(f"Entity types {a!r} and {b!r} are given to each other's spans {count} times "
                          f"({a_to_b} {a}->{b}, {count - a_to_b} {b}->{a}) out of {n_ab} gold entities of the two."),
                 evidence={"a": a, "b": b, "count": count, "a_to_b": a_to_b, "b_to_a": count - a_to_b, "n": n_ab,
@@ -215,7 +216,7 @@ class HeldOutPerformance:
             share = total / max(n_gold + counts["spurious"], 1)
             top = max(ERROR_KINDS, key=lambda k: (counts[k], -ERROR_KINDS.index(k)))
             out.append(Finding(
-                check=self.name, kind="ner_error_kinds", severity=share,
+                check=self.name, kind=NER_ERROR_KINDS, severity=share,
                 summary=(f"{total} entity errors on {n_gold} gold entities; the most common kind is {top} "
                          f"({counts[top]})."),
                 evidence={"n_gold": n_gold, "n_predicted": n_pred, "counts": {k: counts[k] for k in ERROR_KINDS},

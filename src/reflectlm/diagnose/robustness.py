@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np
 
+from ..findings import NOISE_SENSITIVITY
 from .base import Finding, stored_params
 
 PERTURBATIONS = ("typos", "casing", "swaps", "punctuation")
@@ -171,7 +172,7 @@ class Robustness:
             severity = 0.0
         n_p = len(names)
         return [Finding(
-            check=self.name, kind="noise_sensitivity", severity=severity, summary=summary,
+            check=self.name, kind=NOISE_SENSITIVITY, severity=severity, summary=summary,
             evidence={"metric": metric, "clean": clean, "n": len(sub), "rate": self.rate, "worst": worst,
                       "largest_drop": rows[largest]["drop"], "perturbations": rows},
             scores={i: c / n_p for i, c in zip(sub.ids, changed)}, split="selection")]

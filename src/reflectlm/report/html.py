@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..atomic import write_text
 from .rundir import Round, Run, _num, load_run
 
 SECTIONS = {  # id -> heading, in page order (tests assert every one is present)
@@ -78,9 +79,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     run = load_run(run_dir)
     page = render(run)
     out = Path(output) if output is not None else run.path / "report.html"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, page)
     return out
 
 

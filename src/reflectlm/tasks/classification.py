@@ -70,3 +70,19 @@ def predictions(probs: np.ndarray, labels: list[str]) -> list[dict]:
     """Readable predictions: label and its probability, per example."""
     top = probs.argmax(1)
     return [{"label": labels[k], "score": float(probs[i, k])} for i, k in enumerate(top)]
+
+
+def ab_test(champion_probs, challenger_probs, ds, labels: list[str], metric, **test):
+    """The A/B test of two models' (N, C) probabilities on `ds` by metric.gate (compare.compare);
+    `test` holds its mode, alpha, margin, n_bootstrap, seed and allow_class_regressions."""
+    from ..compare import compare
+
+    l2i = {n: i for i, n in enumerate(labels)}
+    y = np.array([l2i[v] for v in ds.labels])
+    return compare(y, np.asarray(champion_probs).argmax(1), np.asarray(challenger_probs).argmax(1), labels=labels,
+                   metric=metric.gate, **test)
+
+
+def blank_labels(ds) -> list:
+    """Labels that say nothing (an unlabelled pool keeps its texts only)."""
+    return [None] * len(ds)

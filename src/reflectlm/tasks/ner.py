@@ -193,8 +193,7 @@ def predictions(probs: list[np.ndarray], tokens: list[list[str]], labels: list[s
 
 
 def sentence_counts(probs: list[np.ndarray], ds, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per sentence: entity (tp, fp, fn) under strict span matching (N, 3), and whether all of its
-    spans are right (N,) - the inputs of compare.compare_ner."""
+    """Per sentence: entity (tp, fp, fn) under strict span matching, (N, 3), and whether it is all right, (N,)."""
     counts = np.zeros((len(ds), 3), dtype=np.int64)
     right = np.zeros(len(ds), dtype=bool)
     for k, (p, gold) in enumerate(zip(probs, ds.labels)):
@@ -202,3 +201,18 @@ def sentence_counts(probs: list[np.ndarray], ds, labels: list[str]) -> tuple[np.
         counts[k] = (len(g & q), len(q - g), len(g - q))
         right[k] = g == q
     return counts, right
+
+
+def ab_test(champion_probs, challenger_probs, ds, labels: list[str], metric, *, allow_class_regressions=False, **test):
+    """The A/B test of two taggers on `ds`: entity F1 with sentences as the resampling unit
+    (compare.compare_ner). There is no per-type guardrail yet, so allow_class_regressions is unused."""
+    from ..compare import compare_ner
+
+    ca, ka = sentence_counts(champion_probs, ds, labels)
+    cb, kb = sentence_counts(challenger_probs, ds, labels)
+    return compare_ner(ca, cb, ka, kb, **test)
+
+
+def blank_labels(ds) -> list[list[str]]:
+    """Tags that say nothing, one "O" per word (an unlabelled pool keeps its words only)."""
+    return [["O"] * len(t) for t in ds.tokens]

@@ -168,7 +168,9 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     if sc.auth and keys is None:
         keys = KeyRing(sc.api_keys_file)
         if not len(keys):
-            raise ValueError("serve.auth is on but no API key is configured: set REFLECTLM_API_KEYS=name:key, or "
+            from ...config import ConfigError
+
+            raise ConfigError("serve.auth is on but no API key is configured: set REFLECTLM_API_KEYS=name:key, or "
                              "serve.api_keys_file (`reflectlm keys add NAME --file keys.toml`), or serve.auth = false "
                              "to serve without keys on a trusted machine")
     state = _State(served, settings, keys if sc.auth else None)

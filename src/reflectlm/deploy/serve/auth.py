@@ -28,6 +28,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...config import ConfigError
+
 ENV = "REFLECTLM_API_KEYS"
 
 
@@ -70,7 +72,7 @@ class KeyRing:
         for item in filter(None, (s.strip() for s in self.env.split(","))):
             name, sep, key = item.partition(":")
             if not sep or not name or not key:
-                raise ValueError(f"{ENV} must look like 'name:key,name2:key2'; got an item without 'name:'")
+                raise ConfigError(f"{ENV} must look like 'name:key,name2:key2'; got an item without 'name:'")
             entries.append(_Entry(name, digest(key)))
         if self.path is not None:
             if not self.path.is_file():
@@ -81,7 +83,7 @@ class KeyRing:
             tree = tomllib.loads(self.path.read_text(encoding="utf-8"))
             for name, v in (tree.get("keys") or {}).items():
                 if not isinstance(v, dict) or not isinstance(v.get("sha256"), str) or len(v["sha256"]) != 64:
-                    raise ValueError(f"{self.path}: [keys.{name}] needs sha256 = \"<64 hex digits>\"")
+                    raise ConfigError(f"{self.path}: [keys.{name}] needs sha256 = \"<64 hex digits>\"")
                 entries.append(_Entry(name, v["sha256"].lower(), bool(v.get("revoked", False))))
         self._entries = entries
 
@@ -129,7 +131,7 @@ def add_key(path: str | Path, name: str) -> str:
     import re
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-        raise ValueError(f"key name {name!r}: use letters, digits, '-' and '_' (at most 64)")
+        raise ConfigError(f"key name {name!r}: use letters, digits, '-' and '_' (at most 64)")
     path = Path(path)
     tree = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     keys = dict(tree.get("keys") or {})
@@ -143,7 +145,7 @@ def revoke_key(path: str | Path, name: str) -> None:
     path = Path(path)
     keys = dict((tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}).get("keys") or {})
     if name not in keys:
-        raise ValueError(f"{path} has no key named {name!r}; its keys: {', '.join(keys) or '(none)'}")
+        raise ConfigError(f"{path} has no key named {name!r}; its keys: {', '.join(keys) or '(none)'}")
     keys[name] = {**keys[name], "revoked": True}
     _write_keys(path, keys)
 

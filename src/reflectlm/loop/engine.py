@@ -1,0 +1,165 @@
+"""improve(): round after round, keeping only what a paired test shows helps, until a stop rule fires.
+
+Round 0 trains the baseline; each later round is round.run_round (diagnose -> reflect -> plan ->
+apply -> train -> judge -> record). The test split is read once, by finish(), after the last round.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import store
+from ..atomic import write_json
+from ..config import Config, ConfigError
+from ..metric import gated
+from . import rundir
+from .planner import validate_actions
+from .pool import load_data, make_oracle
+from .round import Round, baseline, evaluate, run_round, say
+from .rundir import State, read_json, round_dir
+
+
+@dataclass
+class LoopResult:
+    run_dir: Path
+    champion_round: int
+    stop_reason: str
+    summary: dict
+
+
+def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool = False, quiet: bool | None = None,
+            config_path: str | Path | None = None, feedback: str | Path | None = None) -> LoopResult:
+    """Run (or resume) the loop; returns the run directory, the champion round and why it stopped.
+    feedback: a production store (`reflectlm serve`) whose corrections and texts join this run's data."""
+    from .. import runtime
+
+    quiet = cfg.run.quiet if quiet is None else quiet
+    runtime.set_threads(cfg.train.threads)
+    session_start = time.time()
+    validate(cfg)
+    run_dir = rundir.open_run(cfg, output_dir, resume, config_path)
+    if feedback is not None:  # hook for deploy/feedback.py: writes the run's data files, returns the config using them
+        from ..deploy.feedback import attach_feedback
+
+        cfg = attach_feedback(cfg, run_dir, feedback)
+    data = load_data(cfg, quiet, describe=lambda splits: rundir.describe_data(run_dir, splits))
+    oracle = make_oracle(cfg, run_dir, data.hidden)
+
+    state = rundir.restore(run_dir, cfg, data.splits, data.pool)
+    if state is None:
+        state = baseline(run_dir, cfg, data.splits, data.pool, quiet)
+        after_round(run_dir, cfg, quiet)
+    while (reason := should_stop(state, cfg)) is None:
+        r = len(state.decisions)
+        say(quiet, f"round {r}: diagnosing the champion (round {state.champion})" if state.base == state.champion
+            else f"round {r}: diagnosing round {state.base} (rejected, but promising: this round builds on it; "
+                 f"the champion is round {state.champion})")
+        outcome = run_round(Round(r, run_dir, cfg, data.splits, state, oracle, data.pool, quiet))
+        if isinstance(outcome, str):  # no plan: why
+            reason = outcome
+            break
+        state = outcome
+        after_round(run_dir, cfg, quiet)
+    summary = finish(run_dir, cfg, data.test, state, reason, session_start)
+    after_round(run_dir, cfg, quiet, final=True)
+    return LoopResult(run_dir, state.champion, reason, summary)
+
+
+def validate(cfg: Config) -> None:
+    """Name errors in [loop] (and a selection metric the A/B test cannot judge) before round 0
+    spends its training time."""
+    from ..diagnose import DIAGNOSTICS
+
+    gated(cfg.selection_metric, cfg.data.task)
+    bad = sorted(set(cfg.loop.checks) - set(DIAGNOSTICS))
+    if bad:
+        raise ConfigError(f"loop.checks names unknown checks {bad}; valid: {', '.join(DIAGNOSTICS)}")
+    validate_actions(cfg)
+
+
+def should_stop(state: State, cfg: Config) -> str | None:
+    """Why the loop stops before another round, or None."""
+    lc = cfg.loop
+    metric = gated(cfg.selection_metric, cfg.data.task)
+    done = len(state.decisions) - 1
+    champ = state.decisions[state.champion]
+    value = champ["selection"]
+    if metric.reached(value, lc.target):
+        return f"target reached: {metric.name} {value:.4f} {'>=' if metric.higher_is_better else '<='} {lc.target}"
+    if done >= lc.rounds:
+        return f"round budget spent ({lc.rounds} rounds)"
+    streak = 0
+    for d in reversed(state.decisions[1:]):
+        if d["promoted"]:
+            break
+        streak += 1
+    # A chain in progress (the last round was promising) gets its next round: loop.chain bounds it.
+    if streak >= lc.patience and state.base == state.champion:
+        return f"no promotion in the last {streak} rounds (patience {lc.patience})"
+    spent = sum(d["seconds"] for d in state.decisions)
+    if lc.time_budget_s is not None and spent >= lc.time_budget_s:
+        return f"time budget spent ({spent:.0f} s of {lc.time_budget_s:.0f} s)"
+    if lc.examples_budget is not None:
+        # A round costs about what the champion's training cost; do not start one that cannot finish.
+        next_cost = champ["examples_trained"] or state.decisions[0]["examples_trained"]
+        if state.examples_trained + next_cost > lc.examples_budget:
+            return (f"compute budget spent ({state.examples_trained} of {lc.examples_budget} training examples; "
+                    f"a round needs about {next_cost})")
+    if lc.label_budget is not None and lc.oracle != "none" and state.labels_used >= lc.label_budget:
+        return f"label budget spent ({state.labels_used} of {lc.label_budget})"
+    return None
+
+
+def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_start: float) -> dict:
+    """Evaluate the champion (and round 0) on the test split - the first time it is read - and
+    write summary.json."""
+    from ..modeling import load_bundle
+
+    out = {"selection_metric": cfg.selection_metric, "champion_round": state.champion, "stop_reason": reason,
+           "examples_trained": state.examples_trained, "labels_used": state.labels_used,
+           "selection": state.decisions[state.champion]["selection"],
+           "round0_selection": state.decisions[0]["selection"]}
+    if test is not None:
+        out["test"] = evaluate(load_bundle(round_dir(run_dir, state.champion) / "model"), test, cfg).metrics
+        out["round0_test"] = (out["test"] if state.champion == 0 else
+                              evaluate(load_bundle(round_dir(run_dir, 0) / "model"), test, cfg).metrics)
+    rows = []
+    for d in state.decisions:
+        c = round_dir(run_dir, d["round"]) / "compare.json"
+        cmp = read_json(c) if c.is_file() else {}
+        rows.append({"round": d["round"], "actions": d.get("actions", []), "addressed": d.get("addressed", []),
+                     "selection": d["selection"], "promoted": d["promoted"], "difference": cmp.get("difference"),
+                     "ci_low": cmp.get("ci_low"), "ci_high": cmp.get("ci_high"),
+                     "p_mcnemar": (cmp.get("mcnemar") or {}).get("p_value"), "reason": d["reason"],
+                     "examples_trained": d["examples_trained"], "seconds": d["seconds"],
+                     "built_on": d.get("built_on")})
+    out["rounds"] = rows
+    out["action_values"] = [v.to_json() for v in store.action_values(run_dir.parent, cfg.data.task)]
+    info = read_json(run_dir / "run.json")
+    out["wall_seconds"] = info.get("wall_seconds", 0.0) + (time.time() - session_start)
+    write_json(run_dir / "summary.json", out)
+    info.update(status="finished", stop_reason=reason, champion_round=state.champion, wall_seconds=out["wall_seconds"])
+    write_json(run_dir / "run.json", info)
+    return out
+
+
+def after_round(run_dir: Path, cfg: Config, quiet: bool, final: bool = False) -> None:
+    """Regenerate the report (and log to MLflow at the end); a reporting failure never stops the loop."""
+    if not cfg.loop.report and cfg.loop.tracking == "none":
+        return
+    try:
+        from .. import report
+    except ImportError:
+        return
+    try:
+        if cfg.loop.report:
+            report.write_report(run_dir)
+        if final and cfg.loop.report:
+            report.write_tensorboard(run_dir)
+        if final and cfg.loop.tracking == "mlflow":
+            report.log_mlflow(run_dir)
+    except Exception as e:  # noqa: BLE001 - the loop's record is what matters; say what failed
+        print(f"warning: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr, flush=True)

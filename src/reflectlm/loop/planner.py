@@ -1,0 +1,135 @@
+"""Plan: which actions the next challenger gets.
+
+Candidates are the actions the targets list (reflect: the findings, ranked by RULES, with the
+remedies the actions declare) plus any action declared `unprompted` whose condition holds. Each is
+scored by a Thompson draw from its value posterior (prior: the rules' expected gain, x 0.8 per
+place down the finding's remedies; data: the gains measured in this workspace's store). The best
+applicable one leads; up to loop.max_actions - 1 others join if judged the same way (mode,
+retrains), not in conflict and at least half as promising. A plan applies in the ACTIONS table's
+order. This module holds no action names: it reads what the actions declare (actions/base.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import store
+from ..actions import ACTIONS, ActionInputs, Recipe, apply_order, conflict, get_action
+from ..config import Config, ConfigError
+from .rundir import State, read_json, round_dir
+
+
+def validate_actions(cfg: Config) -> None:
+    """Name errors in the [loop] action settings before anything is spent."""
+    lc = cfg.loop
+    bad = sorted((set(lc.actions) | set(lc.exclude_actions) | set(lc.action_params)) - set(ACTIONS))
+    if bad:
+        raise ConfigError(f"loop.actions / exclude_actions / action_params name unknown actions {bad}; "
+                         f"valid: {', '.join(ACTIONS)}")
+    for name, params in lc.action_params.items():
+        get_action(name, **params)  # raises with the valid parameter names
+
+
+def plan_cost(plan: list, recipe: Recipe) -> int:
+    """Training examples a plan will process (an upper estimate made before it runs): its epochs
+    over the training set plus what its actions process on their own; post-only plans train nothing."""
+    if not plan or not plan[0].retrains:
+        return 0
+    n, epochs, extra = len(recipe.train), int(recipe.get("train.epochs")), 0
+    for action in plan:
+        if hasattr(action, "estimate"):
+            n, epochs, extra = action.estimate(n, epochs, extra)
+    return int(n * epochs + extra)
+
+
+def _candidates(targets: list, inputs: ActionInputs, cfg: Config) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """action -> prior expected gain, and action -> the finding kinds it would answer."""
+    lc = cfg.loop
+    allowed = set(lc.actions or ACTIONS) - set(lc.exclude_actions)
+    prior: dict[str, float] = {}
+    kinds: dict[str, list[str]] = {}
+    for t in targets:
+        for j, a in enumerate(t.actions):  # most promising first (the actions' declared ranks)
+            if a not in allowed:
+                continue
+            g = t.expected_gain * 0.8**j
+            prior[a] = max(prior.get(a, 0.0), g)
+            kinds.setdefault(a, []).append(t.finding_kind)
+    for name, cls in ACTIONS.items():
+        when, kind = getattr(cls, "unprompted", (None, None))
+        if name in prior:
+            continue
+        if (when == "listed" and name in lc.actions) or (when == "oracle" and inputs.oracle is not None
+                                                         and name in allowed):
+            prior[name], kinds[name] = 0.001, [kind]  # asked for, not diagnosed: a round is worth it
+    return prior, kinds
+
+
+def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
+                rejected: set[str], r: int, examples_left: int | None = None, seconds_left: float | None = None,
+                seconds_per_example: float | None = None) -> tuple[list, list[dict], list[str]]:
+    """The plan for round r. Returns (actions in the order they apply, the ranking with its numbers,
+    the finding kinds the plan addresses)."""
+    lc = cfg.loop
+    validate_actions(cfg)
+    prior, kinds = _candidates(targets, inputs, cfg)
+    learned = store.gains(run_dir.parent, cfg.data.task)
+    rng = np.random.default_rng([cfg.train.seed, r])
+    ranking = []
+    for a in sorted(prior):
+        obs = [g for k in sorted(set(kinds[a])) for g, _ in learned.get((k, a), [])]
+        mean, sd = store.posterior(prior[a], obs)
+        draw = float(rng.normal(mean, sd)) if lc.exploration == "thompson" else mean
+        ranking.append({"action": a, "finding_kinds": kinds[a], "prior": round(prior[a], 5), "observed": len(obs),
+                        "observed_mean": float(np.mean(obs)) if obs else None, "posterior_mean": round(mean, 5),
+                        "posterior_sd": round(sd, 5), "score": round(draw, 5)})
+    ranking.sort(key=lambda x: (-x["score"], x["action"]))
+    plan: list = []
+    for row in ranking:
+        action = ACTIONS[row["action"]].propose(inputs, recipe)
+        if action is None:
+            row["skipped"] = "does not apply here"
+            continue
+        if lc.action_params.get(action.name):
+            action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
+        fresh = getattr(action, "queries_oracle", False) and inputs.oracle is not None  # new examples each time
+        if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
+            row["skipped"] = "the same plan was already tried on this base since the champion last changed"
+            continue
+        cost = plan_cost(apply_order(plan + [action]), recipe)
+        if examples_left is not None and cost > examples_left:
+            row["skipped"] = (f"would process about {cost} training examples; {examples_left} are left of "
+                              "loop.examples_budget")
+            continue
+        if seconds_left is not None and seconds_per_example and cost * seconds_per_example > seconds_left:
+            row["skipped"] = (f"would take about {cost * seconds_per_example:.0f} s at this run's "
+                              f"{seconds_per_example * 1000:.1f} ms per example; {seconds_left:.0f} s are left of "
+                              "loop.time_budget_s")
+            continue
+        if plan:
+            lead = plan[0]
+            if (action.mode != lead.mode or action.retrains != lead.retrains or len(plan) >= lc.max_actions
+                    or any(conflict(action, p) for p in plan) or row["score"] < 0.5 * ranking[0]["score"]):
+                continue
+        plan.append(action)
+        row["chosen"] = True
+    addressed = sorted({k for a in plan for k in kinds.get(a.name, [])})
+    # Ranked to be chosen, applied in the table's order (e.g. fix labels before dropping suspects).
+    return apply_order(plan), ranking, addressed
+
+
+def rejected_on_base(run_dir: Path, state: State) -> set[str]:
+    """Plans already tried on the current base since the champion last changed: the same findings
+    would propose them again. (A plan rejected on the champion may still be tried on a promising
+    challenger's data, e.g. a second cleaning pass.)"""
+    out = set()
+    for d in state.decisions[state.champion + 1:]:
+        if d.get("built_on", d["champion_round"]) != state.base:
+            continue
+        plan = read_json(round_dir(run_dir, d["round"]) / "plan.json")
+        for a in plan["actions"]:
+            out.add(json.dumps([a["action"], a["params"]], sort_keys=True))
+    return out

@@ -1,0 +1,500 @@
+"""One round: diagnose -> reflect -> plan -> apply -> train -> judge -> record.
+
+`run_round(Round(...))` runs the STEPS in order. Each step is a function of the one Round object:
+it reads what the earlier steps left there and adds its own results, so a step can be tested
+alone. A step that ends the round early (no applicable plan, a plan that changes nothing) sets
+`rnd.outcome`; otherwise `record` does, with the next State read back from disk as --resume
+reads it. The challenger builds on the base round (the champion, or a promising rejected
+challenger: diagnosed on the data it was trained on) and is always tested against the champion.
+
+Round 0 (`baseline`) trains the config as given; it is the first champion.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..actions import ACTIONS, SUPERIORITY, ActionInputs, Recipe, get_action
+from ..atomic import write_json
+from ..config import Config, dump_toml
+from ..data import Dataset, Splits
+from ..findings import jsonable
+from ..metric import Metric, get_metric
+from . import rundir
+from .planner import choose_plan, rejected_on_base
+from .rundir import State, read_json, round_dir
+
+# Called with "<round>:after_<step>" after each step (and "<round>:before_decision") - a seam, not
+# a feature: the kill-and-resume test adds a hook that kills the process at a chosen point.
+CHECKPOINTS: list[Callable[[str], None]] = []
+
+
+def checkpoint(point: str) -> None:
+    for hook in CHECKPOINTS:
+        hook(point)
+
+
+def say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+@dataclass
+class Round:
+    """Round r's inputs, and what its steps found and made, in step order."""
+
+    r: int
+    run_dir: Path
+    cfg: Config
+    splits: Splits  # train and selection (no test split: it is read only after the last round)
+    state: State  # the loop after the finished rounds
+    oracle: Any = None
+    pool: Dataset | None = None
+    quiet: bool = True
+    started: float = field(default_factory=time.time)
+    # diagnose
+    base_out: Any = None  # evaluate.Outputs of the base round's model on the selection split
+    champ_out: Any = None  # ... of the champion's (the same object when the base is the champion)
+    predict: Callable | None = None  # texts -> the base model's probabilities
+    embed: Callable | None = None  # texts -> (N, D) unit vectors
+    findings: list = field(default_factory=list)
+    # reflect
+    targets: list = field(default_factory=list)
+    # plan
+    start: Recipe | None = None  # what the challenger starts from
+    inputs: ActionInputs | None = None
+    plan: list = field(default_factory=list)
+    ranking: list[dict] = field(default_factory=list)
+    addressed: list[str] = field(default_factory=list)
+    # apply
+    recipe: Recipe | None = None
+    # train
+    metrics: dict | None = None
+    seen: int = 0
+    bundle: Any = None
+    chall_out: Any = None
+    # judge
+    result: Any = None  # compare.Comparison
+    promoted: bool = False
+    chained: bool = False
+    reason: str = ""
+    outcome: State | str | None = None  # the next State, or why the loop stops
+
+    @property
+    def dir(self) -> Path:
+        return round_dir(self.run_dir, self.r)
+
+    @property
+    def base_dir(self) -> Path:
+        return round_dir(self.run_dir, self.state.base)
+
+    @property
+    def metric(self) -> Metric:
+        return get_metric(self.cfg.selection_metric)
+
+
+def run_round(rnd: Round) -> State | str:
+    for step in STEPS:
+        step(rnd)
+        if rnd.outcome is not None:
+            return rnd.outcome
+        checkpoint(f"{rnd.r}:after_{step.__name__}")
+    raise AssertionError("record() sets the outcome")  # unreachable: a round always ends in record
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def diagnose(rnd: Round) -> None:
+    """Evaluate the base round's model (and the champion's) and run the checks on it: findings.json."""
+    from ..diagnose import run_diagnosis
+    from ..modeling import load_bundle
+
+    if rnd.dir.exists():
+        shutil.rmtree(rnd.dir)
+    rnd.dir.mkdir(parents=True)
+    cfg, state = rnd.cfg, rnd.state
+    base_model = load_bundle(rnd.base_dir / "model")
+    rnd.base_out = evaluate(base_model, rnd.splits.selection, cfg)
+    rnd.champ_out = rnd.base_out if state.base == state.champion else evaluate(
+        load_bundle(round_dir(rnd.run_dir, state.champion) / "model"), rnd.splits.selection, cfg)
+    rnd.predict = predictor(base_model, cfg)
+    rnd.embed = embedder(cfg)
+    rnd.findings = run_diagnosis(rnd.dir, cfg.loop.checks or None, ctx=context(rnd), write=True,
+                                 quiet=rnd.quiet).findings
+
+
+def reflect(rnd: Round) -> None:
+    """Findings -> ranked targets (reflect.RULES, the remedies the actions declare): targets.json."""
+    from ..atomic import write_text
+    from ..reflect import reflect as rank
+
+    rnd.targets = rank(rnd.findings, rnd.metric.of(rnd.base_out.metrics), metric=rnd.metric)
+    write_text(rnd.dir / "targets.json", json.dumps(jsonable([t.to_json() for t in rnd.targets]), indent=2))
+
+
+def plan(rnd: Round) -> None:
+    """Choose the plan within what is left of the budgets; none applicable ends the loop."""
+    cfg, state, lc = rnd.cfg, rnd.state, rnd.cfg.loop
+    rnd.start = start_recipe(state)
+    rnd.inputs = action_inputs(rnd)
+    left = None if lc.examples_budget is None else lc.examples_budget - state.examples_trained
+    seconds_left = rate = None
+    if lc.time_budget_s is not None:
+        # Rounds so far, diagnosis and evaluation included, give the run's cost per training example.
+        spent = sum(d["seconds"] for d in state.decisions) + (time.time() - rnd.started)
+        seconds_left = lc.time_budget_s - spent
+        rate = sum(d["seconds"] for d in state.decisions) / max(1, state.examples_trained)
+    rnd.plan, rnd.ranking, rnd.addressed = choose_plan(
+        rnd.targets, rnd.inputs, rnd.start, cfg, rnd.run_dir, rejected_on_base(rnd.run_dir, state), rnd.r,
+        examples_left=left, seconds_left=seconds_left, seconds_per_example=rate)
+    if rnd.plan:
+        say(rnd.quiet, f"round {rnd.r}: plan " + " + ".join(a.name for a in rnd.plan)
+            + f" (for {', '.join(rnd.addressed)})")
+        return
+    shutil.rmtree(rnd.dir)
+    if any("loop.examples_budget" in row.get("skipped", "") for row in rnd.ranking):
+        rnd.outcome = (f"compute budget spent: no applicable plan fits in the {left} training examples left of "
+                       f"{lc.examples_budget}")
+    elif any("loop.time_budget_s" in row.get("skipped", "") for row in rnd.ranking):
+        rnd.outcome = (f"time budget spent: no applicable plan fits in the {seconds_left:.0f} s left of "
+                       f"{lc.time_budget_s:.0f} s")
+    else:
+        rnd.outcome = "no applicable action left to try"
+
+
+def apply(rnd: Round) -> None:
+    """Apply the plan to the start recipe: plan.json. A plan that changes nothing is recorded, not trained."""
+    recipe = rnd.start
+    for action in rnd.plan:
+        recipe = action.apply(recipe, rnd.inputs)
+    rnd.recipe = recipe
+    steps = [{"action": a.name, "params": a.params(), "addresses": sorted(set(a.addresses) & set(rnd.addressed))}
+             for a in rnd.plan]
+    write_json(rnd.dir / "plan.json", {"actions": steps, "ranking": rnd.ranking, "addressed": rnd.addressed,
+                                       "changes": recipe.changes})
+    if unchanged(rnd.start, recipe):
+        _no_op(rnd)
+
+
+def _no_op(rnd: Round) -> None:
+    # e.g. active learning with a person as the oracle who has not answered yet: training the
+    # same recipe again would only spend compute.
+    state, m = rnd.state, rnd.metric.name
+    what = "; ".join(f"{c['action']}: {c.get('skipped') or 'no change'}" for c in rnd.recipe.changes)
+    queued = (rnd.run_dir / "label_queue.csv").is_file()
+    reason = "the plan changed nothing (" + what + ")" + (
+        "; examples wait in label_queue.csv for `reflectlm label import`" if queued else "") + "; not trained"
+    decision = {"round": rnd.r, "promoted": False, "reason": reason, "champion_round": state.champion,
+                "selection": rnd.champ_out.metrics[m], "champion_selection": rnd.champ_out.metrics[m],
+                "seconds": time.time() - rnd.started, "examples_trained": 0, "labels_used": 0, "acquired": {},
+                "actions": [a.name for a in rnd.plan], "addressed": rnd.addressed, "no_op": True,
+                "built_on": state.base, "next_base": state.base}
+    write_json(rnd.dir / "decision.json", decision)
+    rundir.record(rnd.run_dir, decision, rnd.cfg)
+    say(rnd.quiet, f"round {rnd.r}: {reason}")
+    rnd.outcome = State(state.decisions + [decision], state.champion, state.recipe, state.examples_trained,
+                        state.labels_used, state.acquired, state.base)
+
+
+def train(rnd: Round) -> None:
+    """Train the challenger; a plan is all-retraining or all-post (the planner keeps them apart):
+    calibrate / prune work on the base round's trained model."""
+    rnd.metrics, rnd.seen, rnd.bundle = train_round(rnd.dir, rnd.cfg, rnd.recipe, rnd.splits, rnd.base_dir,
+                                                    rnd.quiet, retrain=rnd.plan[0].retrains)
+    rnd.chall_out = evaluate(rnd.bundle, rnd.splits.selection, rnd.cfg)
+
+
+def judge(rnd: Round) -> None:
+    """The paired A/B test against the champion on the selection split: compare.json."""
+    from ..tasks import get_task
+
+    lc, cfg = rnd.cfg.loop, rnd.cfg
+    rnd.result = get_task(cfg.data.task).ab_test(
+        rnd.champ_out.probs, rnd.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
+        mode=rnd.plan[0].mode, alpha=lc.alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
+        seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
+    write_json(rnd.dir / "compare.json", rnd.result.to_json())
+    rnd.promoted = bool(rnd.result.promote)
+    rnd.chained = not rnd.promoted and promising(rnd)
+    rnd.reason = rnd.result.reason
+    if rnd.chained:
+        depth = chain_depth(rnd.state) + 1
+        rnd.reason += (f"; but {rnd.result.difference:+.4f} >= {lc.chain_min_gain}: the next round builds on this one "
+                       f"({depth} of at most {lc.chain} in a row) and is again tested against the champion")
+
+
+def record(rnd: Round) -> None:
+    """Keep what the next rounds need, write decision.json (last: the round is finished), update the
+    champion link and the store."""
+    state, recipe, r, m = rnd.state, rnd.recipe, rnd.r, rnd.metric.name
+    if rnd.promoted or rnd.chained:
+        rundir.save_recipe(rnd.dir, recipe)
+    elif (rnd.dir / "model").exists():
+        shutil.rmtree(rnd.dir / "model")  # a rejected challenger's weights are not kept
+    acquired = {}  # oracle answers: gold labels, kept even if this round is rejected
+    idx = {i: k for k, i in enumerate(recipe.train.ids)}
+    for ch in recipe.changes:
+        if getattr(ACTIONS.get(ch.get("action")), "queries_oracle", False):
+            acquired.update({i: recipe.train.labels[idx[i]] for i in ch.get("ids", []) if i in idx})
+    decision = {"round": r, "promoted": rnd.promoted, "reason": rnd.reason,
+                "champion_round": r if rnd.promoted else state.champion,
+                "selection": rnd.chall_out.metrics[m], "champion_selection": rnd.champ_out.metrics[m],
+                "decided_by": rnd.result.metric, "seconds": time.time() - rnd.started, "examples_trained": rnd.seen,
+                "labels_used": recipe.labels_used, "acquired": acquired, "actions": [a.name for a in rnd.plan],
+                "addressed": rnd.addressed, "built_on": state.base,
+                "next_base": r if rnd.promoted or rnd.chained else state.champion}
+    checkpoint(f"{r}:before_decision")
+    write_json(rnd.dir / "decision.json", decision)
+    if rnd.promoted:
+        rundir.set_champion(rnd.run_dir, r)
+    rundir.record(rnd.run_dir, decision, rnd.cfg)
+    say(rnd.quiet, f"round {r}: {rnd.reason}")
+    # The next state is read back from disk, as --resume reads it: one derivation for both.
+    rnd.outcome = rundir.state_after(rnd.run_dir, rnd.cfg, rnd.splits, rnd.pool, state.decisions + [decision])
+
+
+STEPS = (diagnose, reflect, plan, apply, train, judge, record)
+
+
+# --------------------------------------------------------------------------- what the steps use
+
+
+def start_recipe(state: State) -> Recipe:
+    """What the next challenger starts from: the base round's recipe (the champion's, or a promising
+    rejected round's), plus oracle answers bought in rejected rounds (they are still gold labels)."""
+    base = state.recipe.evolve()
+    have = set(base.train.ids)
+    missing = {i for i in state.acquired if i not in have}
+    if missing and base.pool is not None:
+        from ..actions.base import concat, drop_ids
+
+        got = base.pool.subset([k for k, i in enumerate(base.pool.ids) if i in missing])
+        got.labels = [state.acquired[i] for i in got.ids]
+        base = base.evolve(train=concat(base.train, got), pool=drop_ids(base.pool, set(got.ids)))
+    return base
+
+
+def action_inputs(rnd: Round) -> ActionInputs:
+    cfg, state = rnd.cfg, rnd.state
+    budget_left = None if cfg.loop.label_budget is None else cfg.loop.label_budget - state.labels_used
+    return ActionInputs(task=cfg.data.task, labels=rnd.splits.labels, seed=cfg.train.seed + rnd.r,
+                        findings=rnd.findings, selection_metrics=rnd.base_out.metrics,
+                        history=read_json(rnd.base_dir / "metrics.json").get("history"), predict=rnd.predict,
+                        embed=rnd.embed, oracle=rnd.oracle, champion_model=rnd.base_dir / "model", work_dir=rnd.dir,
+                        label_budget_left=budget_left, quiet=rnd.quiet)
+
+
+def context(rnd: Round):
+    """The diagnosis inputs for the base round's model (diagnose.build_context, as `reflectlm diagnose`)."""
+    from ..diagnose import DIAGNOSTICS, build_context
+
+    checks = rnd.cfg.loop.checks or list(DIAGNOSTICS)
+    needs = {n for c in checks for n in DIAGNOSTICS[c]().needs}
+    return build_context(rnd.cfg, rnd.state.recipe.train, rnd.splits.selection, rnd.splits.labels,
+                         artifacts=rnd.base_dir, needs=needs, cv=rnd.cfg.loop.cv, selection_out=rnd.base_out,
+                         predict=rnd.predict, embed=rnd.embed, train_config=rnd.state.recipe.config.train.model_dump(),
+                         quiet=rnd.quiet)
+
+
+def unchanged(a: Recipe, b: Recipe) -> bool:
+    same_w = (a.train.weights is None and b.train.weights is None) or (
+        a.train.weights is not None and b.train.weights is not None and np.array_equal(a.train.weights, b.train.weights))
+    return (a.tree == b.tree and a.train.ids == b.train.ids and a.train.labels == b.train.labels and same_w
+            and not b.post and b.init_from == a.init_from)
+
+
+def chain_depth(state: State) -> int:
+    """How many promising rejected rounds in a row the current base stands on."""
+    depth, r = 0, state.base
+    while r != state.champion:
+        depth += 1
+        r = state.decisions[r].get("built_on", state.champion)
+    return depth
+
+
+def promising(rnd: Round) -> bool:
+    """A rejected challenger worth building on: a retraining plan judged by superiority whose
+    estimate beats the champion by at least chain_min_gain, and beats the round it was built on."""
+    lc, result, state, m = rnd.cfg.loop, rnd.result, rnd.state, rnd.metric
+    if lc.chain <= 0 or not rnd.plan or rnd.plan[0].mode != SUPERIORITY or not rnd.plan[0].retrains:
+        return False
+    if result.difference is None or not result.difference >= lc.chain_min_gain or chain_depth(state) >= lc.chain:
+        return False
+    return state.base == state.champion or m.better(m.of(rnd.chall_out.metrics), m.of(rnd.base_out.metrics))
+
+
+def evaluate(bundle, ds: Dataset, cfg: Config):
+    from ..evaluate import evaluate_bundle
+
+    return evaluate_bundle(bundle, ds, batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision)
+
+
+def predictor(bundle, cfg: Config):
+    from ..evaluate import bundle_probs
+
+    cache: dict = {}
+
+    def predict(texts: list[str]):
+        key = tuple(texts)
+        if key not in cache:  # the label check and the robustness check ask for the same texts in one round
+            cache.clear()
+            cache[key] = bundle_probs(bundle, list(texts), batch_size=cfg.train.eval_batch_size,
+                                      precision=cfg.train.precision)
+        return cache[key]
+
+    return predict
+
+
+def embedder(cfg: Config):
+    from ..embed import embed_texts
+
+    encoder = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
+    if "adapted" in str(encoder) or (Path(str(encoder)) / "reflectlm.json").is_file():
+        encoder = "minilm" if cfg.model.kind != "transformer" else encoder
+    return lambda texts: embed_texts(list(texts), model=encoder, quiet=True)
+
+
+# --------------------------------------------------------------------------- training a round
+
+
+def train_round(rd: Path, cfg: Config, recipe: Recipe, splits: Splits, source_dir: Path | None, quiet: bool,
+                retrain: bool = True) -> tuple[dict, int, object]:
+    """Train (or, for post-only plans, copy from source_dir) the challenger into `rd`; returns its
+    metrics, the examples it processed, and its bundle."""
+    from ..actions.base import with_value
+    from ..modeling import load_bundle, save_bundle
+    from ..train import _versions
+    from ..train import train as fit_model
+
+    rundir.save_train(rd / "train.jsonl", recipe.train)
+    run_cfg = recipe.config
+    if recipe.init_from:
+        run_cfg = with_value(run_cfg, "model.name", recipe.init_from)  # transfer: this round only
+    for key, value in recipe.round_only.items():  # e.g. transfer's shorter schedule: not inherited
+        run_cfg = with_value(run_cfg, key, value)
+    if retrain:
+        res = fit_model(run_cfg, rd, splits=Splits(recipe.train, splits.selection, None, splits.labels, []),
+                        quiet=quiet, existing=True)
+        bundle, metrics, seen = res.bundle, res.metrics, res.fit.examples_seen
+    else:  # calibrate / prune: work on the source round's trained model, no training
+        (rd / "config.toml").write_text(dump_toml(run_cfg), encoding="utf-8")
+        # The round still describes itself: what it started from and what it did, no training.
+        write_json(rd / "run.json", {"kind": "post", "status": "finished", "trained": False,
+                                     "source_model": str((source_dir / "model").resolve()),
+                                     "steps": recipe.post, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                     "versions": _versions()})
+        for name in ("dynamics.npz", "gradients.npz"):
+            if (source_dir / name).is_file():
+                shutil.copy(source_dir / name, rd / name)
+        bundle = load_bundle(source_dir / "model")
+        metrics = read_json(source_dir / "metrics.json")
+        metrics = {k: metrics[k] for k in ("selection_metric", "best_epoch", "history") if k in metrics}
+        metrics["examples_trained"] = 0
+        seen = 0
+    if recipe.post:
+        post = PostInputs(bundle, splits, cfg)
+        for step in recipe.post:
+            action = get_action(step["action"], **step["params"])
+            info = action.transform(bundle.model, post)
+            metrics.setdefault("post", {})[step["action"]] = info
+            if getattr(action, "record", None):
+                write_json(rd / action.record, info)
+        save_bundle(bundle, rd / "model")
+        metrics["selection"] = evaluate(bundle, splits.selection, cfg).metrics
+        write_json(rd / "metrics.json", metrics)
+    return metrics, seen + recipe.extra_examples, bundle
+
+
+class PostInputs:
+    """What a post-training step reads: the selection split's logits and targets."""
+
+    def __init__(self, bundle, splits: Splits, cfg: Config):
+        self.bundle, self.splits, self.cfg = bundle, splits, cfg
+        self.labels = splits.labels
+        l2i = {n: i for i, n in enumerate(splits.labels)}
+        self.selection_targets = np.array([l2i[y] for y in splits.selection.labels]) if cfg.data.task == "classification" else None
+
+    def selection_logits(self, model):
+        from .. import runtime
+        from ..evaluate import forward_all
+        from ..tasks import get_task
+
+        tmod = get_task(self.cfg.data.task)
+        l2i = {n: i for i, n in enumerate(self.labels)}
+        feats = tmod.encode(self.bundle.tokenizer, self.splits.selection, l2i, self.cfg.data.max_length)
+        pad = getattr(self.bundle.tokenizer, "pad_token_id", 0) or 0
+        logits, _, _ = forward_all(model, feats, pad, self.cfg.data.task, self.cfg.train.eval_batch_size,
+                                   runtime.resolve_precision(self.cfg.train.precision))
+        return np.stack(logits) if logits else np.zeros((0, len(self.labels)))
+
+
+# --------------------------------------------------------------------------- round 0 and replay
+
+
+def baseline(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, quiet: bool) -> State:
+    """Round 0: train the config as given; the first champion."""
+    t0 = time.time()
+    rd = round_dir(run_dir, 0)
+    rd.mkdir(parents=True, exist_ok=True)
+    say(quiet, "round 0: training the baseline")
+    recipe = Recipe(cfg, train=splits.train, pool=pool)
+    write_json(rd / "plan.json", {"actions": [], "ranking": [], "addressed": [], "changes": []})
+    metrics, seen, _ = train_round(rd, cfg, recipe, splits, None, quiet)
+    rundir.save_recipe(rd, recipe)
+    decision = {"round": 0, "promoted": True, "reason": "baseline: the first champion", "champion_round": 0,
+                "selection": metrics["selection"][cfg.selection_metric], "seconds": time.time() - t0,
+                "examples_trained": seen, "labels_used": 0, "actions": []}
+    checkpoint("0:before_decision")
+    write_json(rd / "decision.json", decision)
+    rundir.set_champion(run_dir, 0)
+    rundir.record(run_dir, decision, cfg)
+    return State([decision], 0, recipe, seen, 0, {})
+
+
+def replay(run_dir: str | Path, r: int, work_dir: str | Path | None = None) -> Recipe:
+    """Apply round r's plan.json again to what its challenger started from (the recipe of the
+    round it was built on - the champion, or a promising rejected challenger - and the findings in
+    its findings.json); the result equals what round r trained on.
+    Artifacts (e.g. an adapted encoder) go to work_dir (default: a temporary folder)."""
+    import tempfile
+
+    from ..actions import from_plan
+    from ..actions.oracle import ColumnOracle
+    from ..config import load_config
+    from ..findings import Finding
+    from ..modeling import load_bundle
+    from ..train import RunError
+    from .pool import load_data, make_oracle
+
+    run_dir = Path(run_dir)
+    rd = round_dir(run_dir, r)
+    if r < 1 or not (rd / "plan.json").is_file():
+        raise RunError(f"{rd} has no plan.json to replay; pass a round >= 1 of a loop run")
+    cfg = load_config(run_dir / "config.toml")
+    data = load_data(cfg)
+    oracle = make_oracle(cfg, run_dir, data.hidden)
+    if oracle is not None and (rd / "decision.json").is_file():
+        # Answer exactly what the round was answered (a queue may have grown since; asking it
+        # again would also rewrite the run's label_queue.csv).
+        oracle = ColumnOracle(read_json(rd / "decision.json").get("acquired", {}))
+    decisions = [read_json(round_dir(run_dir, k) / "decision.json") for k in range(r)]
+    state = rundir.state_after(run_dir, cfg, data.splits, data.pool, decisions)
+    rnd = Round(r, run_dir, cfg, data.splits, state, oracle, data.pool, quiet=True)
+    champ = load_bundle(rnd.base_dir / "model")  # what round r diagnosed and built on
+    rnd.base_out = evaluate(champ, data.splits.selection, cfg)
+    rnd.predict, rnd.embed = predictor(champ, cfg), embedder(cfg)
+    rnd.findings = [Finding.from_json(f) for f in read_json(rd / "findings.json")["findings"]]
+    inputs = action_inputs(rnd)
+    inputs.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="replay-"))
+    recipe = start_recipe(state)
+    for action in from_plan(read_json(rd / "plan.json")["actions"]):
+        recipe = action.apply(recipe, inputs)
+    return recipe

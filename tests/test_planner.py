@@ -1,0 +1,74 @@
+"""The planner reads what actions declare: a new action is one class and one table entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from reflectlm import findings as K
+from reflectlm.actions import ACTIONS, ActionInputs, Recipe
+from reflectlm.actions.base import SUPERIORITY, params_of
+from reflectlm.config import load_config
+from reflectlm.data import Dataset
+from reflectlm.findings import Finding
+
+
+@dataclass(frozen=True)
+class HalveBatch:
+    """A toy action, file-sized: smaller batches for a plateau (more, noisier steps)."""
+
+    name = "halve_batch"
+    addresses = {K.PLATEAU: 0}
+    mode = SUPERIORITY
+    retrains = True
+    conflicts = ("tune_lr",)
+
+    factor: float = 0.5
+
+    def params(self) -> dict:
+        return params_of(self)
+
+    @classmethod
+    def propose(cls, inputs, recipe):
+        return cls() if inputs.finding(K.PLATEAU) is not None else None
+
+    def apply(self, recipe, inputs):
+        before = int(recipe.get("train.batch_size"))
+        out = recipe.set("train.batch_size", max(1, int(before * self.factor)))
+        out.changes.append({"action": self.name, "batch_size": [before, out.get("train.batch_size")]})
+        return out
+
+
+def test_a_registered_toy_action_is_proposed_and_applied_with_no_other_edit(monkeypatch, tmp_path):
+    from reflectlm.loop import choose_plan
+    from reflectlm.reflect import reflect
+
+    monkeypatch.setitem(ACTIONS, "halve_batch", HalveBatch)  # the one table entry
+    findings = [Finding("descent", K.PLATEAU, 0.8, "the loss plateaus")]
+    targets = reflect(findings, 0.5)
+    assert targets[0].actions[0] == "halve_batch"  # reflect lists it from its declaration
+    ds = Dataset(task="classification", ids=["a", "b"], labels=["x", "y"], texts=["a a", "b b"], tokens=None)
+    allowed = ["halve_batch", "tune_lr", "more_epochs"]
+    cfg = load_config(tree={"data": {"train": "x.csv"},
+                            "loop": {"exploration": "greedy", "max_actions": 2, "actions": allowed}})
+    recipe = Recipe({"data": {"train": "x.csv"}}, ds)
+    inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
+    plan, ranking, addressed = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    assert ranking[0]["action"] == "halve_batch" and ranking[0]["chosen"]  # ranked first, it leads the plan
+    assert [a.name for a in plan] == ["more_epochs", "halve_batch"]  # tune_lr is its conflict; table order applies
+    assert addressed == [K.PLATEAU]
+    out = recipe
+    for action in plan:
+        out = action.apply(out, inputs)
+    assert out.get("train.batch_size") == recipe.get("train.batch_size") // 2
+    assert [c["action"] for c in out.changes] == ["more_epochs", "halve_batch"]
+
+
+def test_an_unknown_action_in_the_config_is_refused_with_the_valid_names(tmp_path):
+    from reflectlm.config import ConfigError
+    from reflectlm.loop import choose_plan
+
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"actions": ["halve_batch"]}})
+    with pytest.raises(ConfigError, match="unknown actions \\['halve_batch'\\]; valid: fix_labels"):
+        choose_plan([], ActionInputs(task="classification", labels=[]), Recipe(cfg, None), cfg, tmp_path, set(), 1)
