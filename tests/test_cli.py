@@ -277,3 +277,20 @@ def test_an_unexpected_error_is_exit_1_and_shows_its_traceback_under_debug(monke
     bad = tmp_path / "bad.toml"
     bad.write_text('[data]\ntrain = "x.csv"\n[loop]\nactions = ["fix_label"]\n', encoding="utf-8")
     assert_bad_input(invoke("run", bad), "unknown actions ['fix_label']")
+
+
+def test_run_output_says_what_would_prove_a_rejected_gain(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from reflectlm.cli import _print_loop
+    from reflectlm.compare import detectable_effect
+
+    d = detectable_effect(0.009, 1000, 0.05, observed=0.008)
+    row = {"round": 1, "actions": ["fix_labels"], "selection": 0.91, "promoted": False, "difference": 0.008,
+           "ci_low": -0.01, "ci_high": 0.026, "p_mcnemar": 0.3, "detectable": d}
+    base = {**row, "round": 0, "actions": [], "difference": None, "p_mcnemar": None, "detectable": None, "promoted": True}
+    _print_loop(SimpleNamespace(summary={"selection_metric": "macro_f1", "rounds": [base, row], "stop_reason": "rounds"},
+                                run_dir=tmp_path))
+    out = capsys.readouterr().out
+    assert (f"round 1: +0.0080 is not proven; 1,000 selection examples detect about {d['effect']:+.4f} "
+            f"(80% power at alpha 0.05); about {d['examples_needed']:,} would resolve +0.0080") in out

@@ -52,6 +52,9 @@ def test_run_directory_has_the_documented_files(finished_run):
     top = {p.name for p in run.iterdir()}
     assert top == {"config.toml", "run.json", "store.sqlite", "champion", "summary.json", "rounds"}
     assert (run / "champion").resolve() == (run / "rounds" / f"{finished_run.champion_round:02d}").resolve()
+    info = json.loads((run / "run.json").read_text())  # what the machine chose, and why
+    assert info["precision"]["train"]["precision"] == "fp32" and info["precision"]["train"]["source"] == "config"
+    assert info["cpu"]["cores"] >= 1
     rounds = sorted((run / "rounds").iterdir())
     assert [p.name for p in rounds] == ["00", "01", "02", "03"]
     for rd in rounds:

@@ -152,3 +152,21 @@ def test_a_measurement_inside_autocast_still_times_fp32(monkeypatch, tmp_path):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         runtime._workload("infer", "fp32", "sdpa", repeats=1)
     assert seen and not any(seen)
+
+
+def test_process_facts_come_from_the_launcher_and_are_no_ops_alone(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
+                 "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert runtime.num_processes() == 1 and runtime.process_index() == 0 and runtime.is_main_process()
+    obj = {"a": 1}
+    assert runtime.from_main(obj) is obj and runtime.gather_objects(obj) == [obj]
+    runtime.wait_for_everyone()  # alone: returns at once, no process group
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert runtime.num_processes() == 4 and runtime.process_index() == 2 and not runtime.is_main_process()
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # an MPI launcher
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    assert runtime.num_processes() == 2 and runtime.is_main_process()

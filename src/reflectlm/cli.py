@@ -84,6 +84,10 @@ def train_cmd(
 
     cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
     result = train(cfg, output_dir, stem=config.stem)
+    from .runtime import is_main_process
+
+    if not is_main_process():  # under accelerate launch the others trained alongside; one report
+        return
     _print_metrics({k: result.metrics.get(k) for k in ("selection", "test")}, f"{config.stem}: best epoch {result.metrics['best_epoch']}")
     print(f"run directory: {result.run_dir}")
 
@@ -163,6 +167,12 @@ def _print_loop(result) -> None:
         table.add_row(str(r["round"]), " + ".join(r["actions"]) or "baseline", f"{r['selection']:.4f}", ci, p,
                       "promoted" if r["promoted"] else "rejected")
     Console().print(table)
+    for r in s["rounds"]:  # a rejected gain: what this selection split can prove, and what would prove it
+        d = r.get("detectable")
+        if d and d.get("examples_needed"):
+            print(f"round {r['round']}: {r['difference']:+.4f} is not proven; {d['n']:,} selection examples detect "
+                  f"about {d['effect']:+.4f} ({100 * d['power']:.0f}% power at alpha {d['alpha']:g}); about "
+                  f"{d['examples_needed']:,} would resolve {r['difference']:+.4f}")
     if s.get("test"):
         _print_metrics({"round 0 (test)": s.get("round0_test"), f"champion: round {s['champion_round']} (test)": s["test"]},
                        "test split (read once, at the end)")

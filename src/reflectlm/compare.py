@@ -34,6 +34,7 @@ Significance in Natural Language Processing"; Efron & Tibshirani 1993 (percentil
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 

@@ -247,3 +247,65 @@ def seed_everything(seed: int) -> None:
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- processes (accelerate launch)
+# `accelerate launch --num_processes N` (or torchrun) starts N copies of the command with WORLD_SIZE
+# and RANK set; train.fit then runs data-parallel (DDP). These helpers are the only place the
+# process facts are read, and each is a no-op (no process group, no accelerate state) when run alone.
+
+
+def _env_int(names: tuple[str, ...], default: int) -> int:
+    # The variables accelerate itself reads: torchrun / accelerate launch, then MPI launchers.
+    return next((int(os.environ[n]) for n in names if os.environ.get(n)), default)
+
+
+def num_processes() -> int:
+    """How many processes train together (as the launcher says; 1 when run alone)."""
+    return _env_int(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
+
+
+def process_index() -> int:
+    return _env_int(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0)
+
+
+def is_main_process() -> bool:
+    """The process that prints and writes files; the others compute the same things silently."""
+    return process_index() == 0
+
+
+def _process_group() -> None:
+    from accelerate import PartialState
+
+    PartialState(cpu=device().type == "cpu")  # joins the process group (gloo on CPU, NCCL on GPUs) once
+
+
+def from_main(obj):
+    """`obj` as the main process has it, on every process: decisions that must not differ between
+    processes (a measured precision, a run directory's name, an epoch's selection metrics)."""
+    if num_processes() == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    _process_group()
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def gather_objects(obj) -> list:
+    """[obj of process 0, obj of process 1, ...] on every process ([obj] when run alone)."""
+    if num_processes() == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    _process_group()
+    return gather_object([obj])
+
+
+def wait_for_everyone() -> None:
+    if num_processes() > 1:
+        from accelerate import PartialState
+
+        _process_group()
+        PartialState().wait_for_everyone()

@@ -11,6 +11,10 @@ it records, at no extra forward pass:
 
 `train(cfg)` is the command-line job (data -> model -> fit -> run directory); `fit()` is the
 loop alone, which later stages call with their own data and weights.
+
+Under `accelerate launch --num_processes N` both run data-parallel (DDP): each process trains on its
+share of the batches, the records are joined so every example appears once, and only the main
+process writes files (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 
 from . import callable_module, runtime
-from .atomic import write_json
+from .atomic import write_json, write_text
 from .config import Config, ConfigError, TrainConfig, dump_toml
 from .evaluate import evaluate_features
 from .metric import get_metric
@@ -82,6 +86,37 @@ class LengthGroupedBatches:
         if self.group:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return iter(batches)
+
+
+class ShardedBatches:
+    """One process's share of a batch order under N processes: its j-th batch is batch j * N + rank
+    of the whole order, which every process draws alike (same seed and epoch), so together they see
+    each batch once. The order is padded to a multiple of N by repeating its first batches, because
+    DDP needs every process to take every step (DistributedSampler pads the same way);
+    `is_padding(j)` marks such a repeat, which the loop trains on but leaves out of the dynamics and
+    the epoch's loss, so each example is recorded exactly once. With N = 1 it is the order itself.
+
+    accelerate's own sharding is not used: it pads a short last batch up to the batch size, so an
+    epoch's records would hold some examples twice."""
+
+    def __init__(self, batches: LengthGroupedBatches, num_processes: int = 1, rank: int = 0):
+        self.batches = batches
+        self.num_processes = num_processes
+        self.rank = rank
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.batches) / self.num_processes)
+
+    def is_padding(self, j: int) -> bool:
+        return j * self.num_processes + self.rank >= len(self.batches)
+
+    def __iter__(self):
+        order = list(self.batches)
+        order += [order[i % len(order)] for i in range(len(self) * self.num_processes - len(order))]
+        return iter(order[self.rank :: self.num_processes])
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -283,6 +318,18 @@ def _accelerator(mixed_precision: str, grad_accum: int, cpu: bool):
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
 
 
+def _epoch_records(records: dict[str, list]) -> dict[str, np.ndarray]:
+    """One epoch's per-example records of every process, joined: index (M,) and loss, gold_prob,
+    correct, weight (M,) each, every training example exactly once (checked)."""
+    local = {k: np.concatenate(v) if v else np.zeros(0, np.int64 if k == "index" else np.float32)
+             for k, v in records.items()}
+    parts = runtime.gather_objects(local)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in local}
+    if len(np.unique(out["index"])) != len(out["index"]):
+        raise RuntimeError("an epoch recorded some training examples twice; the batches of the processes overlap")
+    return out
+
+
 def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
         labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
         class_weights: np.ndarray | None = None, quiet: bool = False) -> FitResult:
@@ -290,21 +337,31 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
 
     example_weights (N,) scale each training example's loss; class_weights (C,) weight the loss
     per gold class. Both are for the update actions (re-weighting, self-training)."""
+    from accelerate.data_loader import prepare_data_loader
+
     tmod = get_task(task)
     dev = runtime.device()
     precision = runtime.resolve_precision(tc.precision, dev, purpose="train")
     attention = runtime.attention_for(precision, "train", dev)  # accelerate applies the autocast itself
+    # Under accelerate launch each process could measure "auto" differently; all take the main one's.
+    precision, attention = runtime.from_main((precision, attention))
     accelerator = _accelerator({"fp32": "no"}.get(precision, precision), tc.grad_accum, dev.type == "cpu")
     n = len(train_features)
     if n == 0:
         raise ConfigError("no training examples: check data.train and data.sample")
     groups = param_groups(model, tc)
     optimizer = make_optimizer(groups, tc)
-    sampler = LengthGroupedBatches([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed, tc.group_by_length)
+    main = accelerator.is_main_process
+    sampler = ShardedBatches(LengthGroupedBatches([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed,
+                                                  tc.group_by_length), accelerator.num_processes, accelerator.process_index)
     loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id))
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     schedule = make_schedule(optimizer, tc, steps_per_epoch * tc.epochs)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model, optimizer = accelerator.prepare(model, optimizer)  # DDP when launched with N processes
+    # The batches are already this process's shard: accelerate only places them on the device and
+    # marks the epoch's end for gradient accumulation (num_processes=1: no second sharding).
+    loader = prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0,
+                                 non_blocking=accelerator.non_blocking)
     weights_t = torch.tensor(example_weights, dtype=torch.float32) if example_weights is not None else None
     if class_weights is None and tc.class_weights:
         if len(tc.class_weights) != len(labels):
@@ -334,10 +391,10 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
         sampler.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
-        total_loss = total_w = correct_sum = 0.0
+        records: dict[str, list] = {k: [] for k in ("index", "loss", "gold_prob", "correct", "weight")}
         ema = None
-        with progress(n, f"epoch {epoch + 1}/{E}", quiet) as bar:
-            for batch in loader:
+        with progress(n, f"epoch {epoch + 1}/{E}", quiet or not main) as bar:
+            for j, batch in enumerate(loader):
                 idx = batch["index"].cpu().numpy()  # (B,); a numpy index, also for a one-example batch
                 with accelerator.accumulate(model):
                     with runtime.attention_context(attention):
@@ -365,32 +422,39 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                         telemetry.after_step()
                     optimizer.zero_grad(set_to_none=True)
                 t_dyn = time.perf_counter()
-                lv = loss_vec.detach().float().cpu().reshape(-1)  # (B,), also for a one-example batch
-                if tc.record_dynamics:
-                    dyn["loss"][epoch, idx] = lv.numpy()
-                    dyn["gold_prob"][epoch, idx] = gold.float().cpu().reshape(-1).numpy()
-                    dyn["correct"][epoch, idx] = correct.float().cpu().reshape(-1).numpy()
+                if not sampler.is_padding(j):  # a repeat that evens out the processes' steps is not recorded
+                    for k, v in zip(records, (idx, loss_vec, gold, correct, w)):
+                        # (B,), also for a one-example batch
+                        records[k].append(v if k == "index" else v.detach().float().cpu().reshape(-1).numpy())
                 dynamics_seconds += time.perf_counter() - t_dyn
-                correct_sum += float(correct.sum())
-                total_loss += float((lv * w.detach().cpu()).sum())
-                total_w += float(w.detach().sum())
-                seen += len(idx)
                 last = float(loss.detach())
                 ema = last if ema is None else 0.9 * ema + 0.1 * last
-                bar.advance(len(idx), loss=ema)
+                bar.advance(len(idx) * accelerator.num_processes, loss=ema)
+        t_dyn = time.perf_counter()
+        rec = _epoch_records(records)
+        if tc.record_dynamics:
+            for k in dyn:
+                dyn[k][epoch, rec["index"]] = rec[k]
+        dynamics_seconds += time.perf_counter() - t_dyn
+        seen += len(rec["index"])
         train_seconds += time.perf_counter() - t0
 
+        # Every process evaluates the whole selection split with the same weights (one process's
+        # numbers); the main one's metrics are shared so the best-epoch and stopping decisions agree.
         out = evaluate_features(accelerator.unwrap_model(model), sel_ds, sel_feats, labels, pad_id, task,
                                 tc.eval_batch_size, precision, quiet=True)
-        value = out.metrics[metric]
-        row = {"epoch": epoch + 1, "train_loss": total_loss / max(total_w, 1e-8),
-               "train_accuracy": correct_sum / n, "selection_loss": out.metrics.get("loss"),
+        sel_metrics = runtime.from_main(out.metrics)
+        value = sel_metrics[metric]
+        w_sum = float(rec["weight"].astype(np.float64).sum())
+        row = {"epoch": epoch + 1,
+               "train_loss": float((rec["loss"].astype(np.float64) * rec["weight"]).sum()) / max(w_sum, 1e-8),
+               "train_accuracy": float(rec["correct"].astype(np.float64).sum()) / n, "selection_loss": sel_metrics.get("loss"),
                f"selection_{metric}": value, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - t0}
         history.append(row)
-        if not quiet:
+        if not quiet and main:
             print(f"epoch {epoch + 1}/{E}: train loss {row['train_loss']:.4f}  selection {metric} {value:.4f}", flush=True)
         if get_metric(metric).better(value, best):
-            best, best_epoch, best_metrics, since_best = value, epoch + 1, out.metrics, 0
+            best, best_epoch, best_metrics, since_best = value, epoch + 1, sel_metrics, 0
             if epoch + 1 < E:  # the last epoch's weights are already in place
                 best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
             else:
@@ -447,7 +511,9 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
           stem: str = "run", existing: bool = False) -> TrainResult:
     """Fine-tune the configured model on the configured data and write a run directory.
 
-    existing=True writes into a directory that already holds other files (a loop round's)."""
+    existing=True writes into a directory that already holds other files (a loop round's).
+    Under `accelerate launch --num_processes N` every process runs this; they train together
+    (see fit) and only the main process writes the run directory, whose name it chooses."""
     from . import data as data_mod
 
     quiet = cfg.run.quiet if quiet is None else quiet
@@ -457,9 +523,18 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     runtime.seed_everything(tc.seed)
     if splits is None:
         splits = data_mod.load_splits(cfg.data, tc.seed)
-    run_dir = make_run_dir(cfg, output_dir, stem, existing)
-    (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
-    info = {
+    main = runtime.is_main_process()
+    made: Path | RunError | None = None
+    if main:
+        try:
+            made = make_run_dir(cfg, output_dir, stem, existing)
+        except RunError as e:
+            made = e
+    made = runtime.from_main(made)  # one directory (a timestamped name could differ between processes)
+    if isinstance(made, RunError):
+        raise made
+    run_dir = made
+    info = {} if not main else {  # the run's record; the other processes write nothing
         "kind": "train", "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv, "versions": _versions(), "device": str(runtime.device()), "cpu": runtime.cpu_info(),
         "precision": runtime.precision_report(tc.precision),
@@ -468,7 +543,9 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
                  for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
                  if ds is not None},
     }
-    write_json(run_dir / "run.json", info)
+    if main:
+        write_text(run_dir / "config.toml", dump_toml(cfg))
+        write_json(run_dir / "run.json", info)
 
     task = cfg.data.task
     tmod = get_task(task)
@@ -491,13 +568,15 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
         test_feats = tmod.encode(bundle.tokenizer, splits.test, label2id, cfg.data.max_length)
         metrics["test"] = evaluate_features(bundle.model, splits.test, test_feats, splits.labels, pad_id, task,
                                             tc.eval_batch_size, result.precision, quiet=True).metrics
-    save_bundle(bundle, run_dir / "model")
-    np.savez_compressed(run_dir / "dynamics.npz", ids=np.array(splits.train.ids), **result.dynamics)
-    np.savez_compressed(run_dir / "gradients.npz", **result.telemetry)
-    write_json(run_dir / "metrics.json", metrics)
     info.update(status="finished", wall_seconds=time.time() - started, best_epoch=result.best_epoch,
                 stopped_early=result.stopped_early)
-    write_json(run_dir / "run.json", info)
+    if main:
+        save_bundle(bundle, run_dir / "model")
+        np.savez_compressed(run_dir / "dynamics.npz", ids=np.array(splits.train.ids), **result.dynamics)
+        np.savez_compressed(run_dir / "gradients.npz", **result.telemetry)
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "run.json", info)
+    runtime.wait_for_everyone()  # no process returns before the run directory is complete
     return TrainResult(run_dir, bundle, metrics, result)
 
 

@@ -134,6 +134,7 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
                      "selection": d["selection"], "promoted": d["promoted"], "difference": cmp.get("difference"),
                      "ci_low": cmp.get("ci_low"), "ci_high": cmp.get("ci_high"),
                      "p_mcnemar": (cmp.get("mcnemar") or {}).get("p_value"), "reason": d["reason"],
+                     "detectable": cmp.get("detectable"),
                      "examples_trained": d["examples_trained"], "seconds": d["seconds"],
                      "built_on": d.get("built_on")})
     out["rounds"] = rows

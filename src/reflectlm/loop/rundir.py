@@ -88,6 +88,7 @@ def open_run(cfg: Config, output_dir, resume: bool, config_path) -> Path:
         write_json(run_dir / "run.json", info)
         write_text(run_dir / "config.toml", dump_toml(cfg))  # [loop] may grow (more rounds)
         return run_dir
+    from .. import runtime
     from ..train import _versions
 
     run_dir = make_run_dir(cfg, output_dir, stem="loop")
@@ -96,6 +97,7 @@ def open_run(cfg: Config, output_dir, resume: bool, config_path) -> Path:
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info = {"kind": "loop", "status": "running", "created": created, "command": sys.argv,
             "config_path": str(config_path) if config_path else None, "versions": _versions(),
+            "cpu": runtime.cpu_info(), "precision": runtime.precision_report(cfg.train.precision),
             "task": cfg.data.task, "selection_metric": cfg.selection_metric,
             "base_model": cfg.model.name if cfg.model.kind == "transformer" else "lstm",
             "files": {"config.toml": "the resolved config", "run.json": "this record", "store.sqlite":

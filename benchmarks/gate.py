@@ -1,0 +1,185 @@
+"""The promotion gate measured against the truth: A/A pairs (false promotions).
+
+    python benchmarks/gate.py --pairs 20 --workdir /tmp/bench/gate     # resumable: trainings are kept
+    python benchmarks/gate.py --pairs 2 --workdir /tmp/bench/gate-q     # a smoke run
+
+A/A: 2 x pairs trainings of the same config on the same data that differ only in the seed
+(head initialisation and data order). Each pair is judged by the gate as challenger (odd seed)
+vs champion (even seed) on the same 1,000-example selection split; any promotion is a false one,
+since neither model is better by construction. Setting: BANKING77, a stratified 2,000-example
+training subset and a disjoint stratified 1,000-example selection split of train.csv (seed 0),
+MiniLM with the loop benchmarks' training config (3 epochs, batch 32, lr 1e-4, max_length 64).
+
+Every candidate gate is applied to the same pairs, so their false-promotion counts compare:
+  macro_f1    the loop's gate today: compare.compare(metric="macro_f1"), superiority at the
+              loop's alpha (two-sided CI, so one-sided alpha / 2), with the per-class guardrail;
+  accuracy    the same with metric="accuracy" (the bootstrap CI and McNemar must agree);
+  log_prob    a proper score of every example: the paired bootstrap CI of the mean difference in
+              the gold label's log-probability (challenger - champion) above 0 at the same level;
+  brier       the same on the multi-class Brier score (lower is better, so champion - challenger).
+Each training's selection and test probabilities are saved in --workdir (one .npz per seed), so a
+killed run resumes where it stopped, and trainings made apart merge by copying their .npz files
+into one --workdir before the judging run.
+Prints one JSON object and writes it to --out (default benchmarks/results/gate.json):
+{"aa": {"pairs", "false_promotions"}, "candidates": {name: {"false_promotions", ...}}, ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+N_TRAIN, N_SELECTION, DATA_SEED = 2000, 1000, 0
+TRAIN = {"epochs": 3, "batch_size": 32, "lr": 1e-4, "metric": "macro_f1"}
+MAX_LENGTH = 64
+
+
+def _splits():
+    from reflectlm.config import data_root
+    from reflectlm.data import load, stratified_sample, stratified_split
+
+    root = data_root() / "banking77"
+    if not (root / "train.csv").is_file():
+        sys.exit(f"BANKING77 not found under {root}: set REFLECTLM_DATA to the shared data folder")
+    pool = stratified_sample(load(str(root / "train.csv"), "classification"), N_TRAIN + N_SELECTION, DATA_SEED)
+    train, selection = stratified_split(pool, N_SELECTION / (N_TRAIN + N_SELECTION), DATA_SEED)
+    test = load(str(root / "test.csv"), "classification")
+    return train, selection, test, sorted(set(pool.labels))
+
+
+def train_one(seed: int, out: Path, quiet: bool = True) -> None:
+    """Train the config with this seed; save selection / test probabilities to `out` (atomic)."""
+    import torch
+
+    from reflectlm.config import ModelConfig, TrainConfig
+    from reflectlm.evaluate import evaluate_features
+    from reflectlm.modeling import build
+    from reflectlm.tasks import get_task
+    from reflectlm.train import fit
+
+    train, selection, test, labels = _splits()
+    l2i = {n: i for i, n in enumerate(labels)}
+    task = get_task("classification")
+    torch.manual_seed(seed)  # the head's initialisation
+    bundle = build(ModelConfig(), "classification", labels, train, MAX_LENGTH)
+    tc = TrainConfig(seed=seed, **{k: v for k, v in TRAIN.items() if k != "metric"})
+    feats, sel = (task.encode(bundle.tokenizer, d, l2i, MAX_LENGTH) for d in (train, selection))
+    t0 = time.perf_counter()
+    result = fit(bundle.model, feats, (selection, sel), tc, task="classification", labels=labels,
+                 pad_id=bundle.tokenizer.pad_token_id, metric=TRAIN["metric"], quiet=quiet)
+    probs = {}
+    for name, ds in (("selection", selection), ("test", test)):
+        f = task.encode(bundle.tokenizer, ds, l2i, MAX_LENGTH)
+        probs[name] = evaluate_features(bundle.model, ds, f, labels, bundle.tokenizer.pad_token_id, "classification",
+                                        tc.eval_batch_size, result.precision).probs.astype(np.float32)
+    tmp = out.with_name(out.stem + ".tmp.npz")
+    np.savez_compressed(tmp, selection=probs["selection"], test=probs["test"], seconds=time.perf_counter() - t0,
+                        best_epoch=result.best_epoch, precision=result.precision)
+    tmp.replace(out)
+
+
+def _proper(score: str, y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """Per-example score, higher = better: the gold label's log-probability, or minus the Brier score."""
+    rows = np.arange(len(y))
+    if score == "log_prob":
+        return np.log(np.clip(P[rows, y], 1e-12, 1.0))
+    onehot = np.zeros_like(P)
+    onehot[rows, y] = 1.0
+    return -((P - onehot) ** 2).sum(1)
+
+
+def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str], alpha: float, n_bootstrap: int,
+          seed: int) -> dict:
+    """Every candidate gate's verdict on one pair: {name: {"promote", "difference", "ci_low"}}."""
+    from reflectlm.compare import compare, paired_bootstrap
+
+    out = {}
+    for metric in ("macro_f1", "accuracy"):
+        c = compare(y, champ.argmax(1), chall.argmax(1), labels=labels, metric=metric, alpha=alpha,
+                    n_bootstrap=n_bootstrap, seed=seed)
+        out[metric] = {"promote": bool(c.promote), "difference": c.difference, "ci_low": c.ci_low}
+    for score in ("log_prob", "brier"):
+        a, b = _proper(score, y, champ), _proper(score, y, chall)
+        # The bootstrap of a mean difference: `accuracy` over per-example values is their mean.
+        _, lo, hi = paired_bootstrap(lambda yy, v: float(np.mean(v)), y, a, b, n_bootstrap=n_bootstrap, seed=seed,
+                                     alpha=alpha)
+        out[score] = {"promote": bool(lo > 0), "difference": float(b.mean() - a.mean()), "ci_low": lo}
+    return out
+
+
+def summarise(pairs: list[dict], y_test: np.ndarray | None = None) -> dict:
+    names = sorted(pairs[0]["verdicts"]) if pairs else []
+    cand = {n: {"false_promotions": sum(p["verdicts"][n]["promote"] for p in pairs),
+                "mean_abs_difference": float(np.mean([abs(p["verdicts"][n]["difference"]) for p in pairs]))}
+            for n in names}
+    return {"aa": {"pairs": len(pairs), "false_promotions": cand.get("macro_f1", {}).get("false_promotions", 0)},
+            "candidates": cand, "pairs": pairs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=20)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench/gate"))
+    ap.add_argument("--alpha", type=float, default=None, help="default: the loop's (loop.alpha)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate.json")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.child is not None:
+        train_one(args.child, args.workdir / f"seed_{args.child}.npz")
+        return
+    import subprocess
+
+    from reflectlm.config import LoopConfig
+
+    lc = LoopConfig()
+    alpha = args.alpha if args.alpha is not None else lc.alpha
+    for s in range(2 * args.pairs):  # each training in its own process: memory and threads its own
+        path = args.workdir / f"seed_{s}.npz"
+        if path.is_file():
+            continue
+        cmd = [sys.executable, __file__, "--child", str(s), "--workdir", str(args.workdir)]
+        cmd += ["--threads", str(args.threads)] if args.threads else []
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"training seed {s} failed:\n{done.stderr[-3000:]}")
+        print(f"seed {s} trained ({float(np.load(path)['seconds']):.0f} s)", file=sys.stderr, flush=True)
+    _, selection, test, labels = _splits()
+    l2i = {n: i for i, n in enumerate(labels)}
+    y = np.array([l2i[v] for v in selection.labels])
+    y_test = np.array([l2i[v] for v in test.labels])
+    pairs = []
+    for k in range(args.pairs):
+        a, b = (np.load(args.workdir / f"seed_{s}.npz") for s in (2 * k, 2 * k + 1))
+        v = judge(y, a["selection"], b["selection"], labels, alpha, lc.n_bootstrap, seed=k)
+        test_acc = [float((z["test"].argmax(1) == y_test).mean()) for z in (a, b)]
+        pairs.append({"champion_seed": 2 * k, "challenger_seed": 2 * k + 1, "verdicts": v,
+                      "test_accuracy": test_acc})
+    result = summarise(pairs)
+    result["setting"] = {"train_examples": N_TRAIN, "selection_examples": N_SELECTION, "alpha": alpha,
+                         "n_bootstrap": lc.n_bootstrap, "train": TRAIN, "max_length": MAX_LENGTH}
+    from reflectlm import runtime
+
+    result["cpu"] = runtime.cpu_info()
+    text = json.dumps(result, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
