@@ -205,3 +205,33 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
                    dynamics=dynamics, gradients=gradients, history=history,
                    train_config={"lr": 1e-4, "epochs": E, "freeze": "none"},
                    predict_texts=predict_texts, embed_texts=embed_texts, seed=seed)
+
+
+def _train_tiny_run(root: Path, tiny_bert_dir: Path, task: str) -> Path:
+    """A trained run directory of the tiny BERT (deploy tests export, serve and monitor it)."""
+    from reflectlm.config import load_config
+    from reflectlm.train import train
+
+    if task == "ner":
+        data = root / "ner.conll"
+        data.write_text("".join("".join(f"{w}\t{t}\n" for w, t in s) + "\n" for s in make_ner_sentences(160)),
+                        encoding="utf-8")
+    else:
+        data = root / "cls.csv"
+        data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in make_cls_rows(300)), encoding="utf-8")
+    tree = {"data": {"task": task, "train": str(data), "selection_fraction": 0.25, "test_fraction": 0.15},
+            "model": {"name": str(tiny_bert_dir), "dropout": 0.1},
+            "train": {"epochs": 4, "batch_size": 16, "lr": 1e-2, "head_lr": 0.0, "telemetry_every": 0,
+                      "precision": "fp32", "record_dynamics": False},
+            "run": {"quiet": True}}
+    return train(load_config(tree=tree), root / "run").run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_cls_run(tmp_path_factory, tiny_bert_dir) -> Path:
+    return _train_tiny_run(tmp_path_factory.mktemp("cls-run"), tiny_bert_dir, "classification")
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_run(tmp_path_factory, tiny_bert_dir) -> Path:
+    return _train_tiny_run(tmp_path_factory.mktemp("ner-run"), tiny_bert_dir, "ner")

@@ -192,15 +192,30 @@ def run_cmd(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="run directory (default runs/<name>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set loop.rounds=5"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run after its last finished round"),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="production store from `reflectlm serve`: its "
+                                            "corrections become verified labels, its other texts the unlabelled pool"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Improve a model round after round: diagnose, reflect, update, A/B test, promote or reject."""
     from .config import load_config
     from .loop import improve
 
+    if feedback is not None and resume:
+        raise typer.BadParameter("a run started with --feedback resumes from its own config, which already holds the "
+                                 "corrections: reflectlm run RUN/config.toml --resume --output-dir RUN")
+    if feedback is not None:
+        from .deploy.store import open_store
+
+        open_store(feedback).close()  # a wrong path fails here, before a run directory is made
+        feedback = feedback / "serving.sqlite" if feedback.is_dir() else feedback
     cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
-    result = improve(cfg, output_dir, resume=resume, config_path=config)
+    result = improve(cfg, output_dir, resume=resume, config_path=config, feedback=feedback)
     _print_loop(result)
+    info = json.loads((result.run_dir / "run.json").read_text()).get("feedback") if feedback is not None else None
+    if info:
+        print(f"production feedback: {info['used']} corrections used ({info['added']} new texts, {info['relabelled']} "
+              f"relabelled, {info['corrected_model_errors']} where the served model was wrong), "
+              f"{info['pool_texts_added']} texts added to the pool")
 
 
 label_app = typer.Typer(no_args_is_help=True, help="Labels a person gives the loop (loop.oracle = 'queue').")
@@ -338,6 +353,114 @@ def info_cmd(
     print(f"stored in {out['precision_cache']} (reflectlm info --remeasure times it again)")
 
 
+# --------------------------------------------------------------------------- deployment (reflectlm.deploy)
+
+
+@_guard
+def export_cmd(
+    run: Path = typer.Argument(..., help="run directory (its champion is exported)"),
+    prune: Optional[float] = typer.Option(None, "--prune", help="share of weights to prune, e.g. 0.3"),
+    prune_method: str = typer.Option("magnitude", "--prune-method", help="magnitude or heads"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 (dynamic) or bf16"),
+    onnx: bool = typer.Option(False, "--onnx", help=r"export to ONNX (needs reflectlm\[onnx])"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="export directory (default RUN/exports/<variant>)"),
+    margin: Optional[float] = typer.Option(None, "--margin", help="non-inferiority margin (default: the run's loop.margin)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Compress / convert the champion; kept only if not worse than it on the selection split."""
+    from .deploy.export import ExportRefused, export
+
+    try:
+        info = export(run, output, prune=prune, prune_method=prune_method, quantize=quantize, onnx=onnx, margin=margin,
+                      quiet=quiet)
+    except ExportRefused as e:
+        _fail(e, FAILED)
+    c, k = info["candidate"], info["champion"]
+    print(f"accepted: {info['reason']}")
+    print(f"size {k['size_bytes'] / 1e6:.1f} MB -> {c['size_bytes'] / 1e6:.1f} MB; latency batch 1 "
+          f"{k['latency_ms_batch1']:.1f} -> {c['latency_ms_batch1']:.1f} ms, batch 32 {k['latency_ms_batch32']:.1f} -> "
+          f"{c['latency_ms_batch32']:.1f} ms; {c['throughput_texts_per_s']:.0f} texts/s")
+    print(f"export directory: {info['output']}  (serve it: reflectlm serve {info['output']})")
+
+
+@_guard
+def serve_cmd(
+    path: Path = typer.Argument(..., help="run directory (its champion), model bundle or export directory"),
+    host: Optional[str] = typer.Option(None, "--host", help="address to bind (default 127.0.0.1: this machine only)"),
+    port: Optional[int] = typer.Option(None, "--port", help="default 8000"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes, each with its own copy of the model"),
+    config: Optional[Path] = typer.Option(None, "--config", help=r"TOML with \[serve] / \[monitor] sections"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting, e.g. --set serve.max_batch=64"),
+) -> None:
+    r"""Serve a model over HTTP (needs reflectlm\[serve]): predict, feedback, health, metrics, a try-it page."""
+    from .config import load_deploy_config
+    from .deploy.predictor import EXPORT_FILE, resolve_model_dir
+    from .deploy.serve.app import serve
+
+    if not (path / EXPORT_FILE).is_file():
+        resolve_model_dir(path)  # a path without a model fails now, with the fix, not inside uvicorn
+    settings = load_deploy_config(config, list(set_))
+    serve(path, settings, host=host, port=port, workers=workers)
+
+
+@_guard
+def monitor_cmd(
+    path: Path = typer.Argument(..., help="served directory or its serving.sqlite store"),
+    config: Optional[Path] = typer.Option(None, "--config", help=r"TOML with a \[monitor] section (thresholds, window)"),
+    set_: list[str] = typer.Option([], "--set", help="e.g. --set monitor.window=1000"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Drift of the served traffic against the selection split: labels, confidence, embeddings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import load_deploy_config
+    from .deploy.monitor import monitor_state
+
+    settings = load_deploy_config(config, list(set_))
+    state = monitor_state(path, settings.monitor)
+    if as_json:
+        print(json.dumps(state, indent=2, default=float))
+        return
+    c = state["counts"]
+    print(f"store {state['store']}: {c['predictions']} predictions ({c['low_confidence']} low-confidence), "
+          f"{c['feedback']} corrections; window {state['n_current']} vs {state['n_reference']} selection examples")
+    table = Table(title=f"drift: {state['status']}")
+    for col in ("check", "value", "threshold", "alert"):
+        table.add_column(col)
+    for name, ch in state["checks"].items():
+        table.add_row(name, f"{ch['value']:.4f}", f"{ch['threshold']:.4f}", "ALERT" if ch["alert"] else "ok")
+    Console().print(table)
+    if state.get("reason"):
+        print(state["reason"])
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for `reflectlm serve` (stored hashed).")
+
+
+@keys_app.command("add")
+@_guard
+def keys_add_cmd(name: str = typer.Argument(..., help="who the key is for, e.g. ci or alice"),
+                 file: Path = typer.Option(..., "--file", help="key file (serve.api_keys_file)")) -> None:
+    """Add a key (or rotate: a new key for an existing name). The key is printed once."""
+    from .deploy.serve.auth import add_key
+
+    key = add_key(file, name)
+    print(key)
+    typer.echo(f"stored its SHA-256 under [keys.{name}] in {file}; a running server picks it up within a second",
+               err=True)
+
+
+@keys_app.command("revoke")
+@_guard
+def keys_revoke_cmd(name: str = typer.Argument(...), file: Path = typer.Option(..., "--file")) -> None:
+    """Revoke a key; a running server refuses it within a second."""
+    from .deploy.serve.auth import revoke_key
+
+    revoke_key(file, name)
+    print(f"revoked {name!r} in {file}")
+
+
 def demo_config_path() -> Path:
     return Path(__file__).parent / "defaults" / "demo.toml"
 
@@ -353,11 +476,15 @@ COMMANDS = {
     "show": show_cmd,
     "run": run_cmd,
     "info": info_cmd,
+    "export": export_cmd,  # deployment: reflectlm.deploy
+    "serve": serve_cmd,
+    "monitor": monitor_cmd,
 }
 
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
 app.add_typer(label_app, name="label")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -22,13 +22,17 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "DeployConfig",
     "LoopConfig",
     "ModelConfig",
+    "MonitorConfig",
     "RunConfig",
+    "ServeConfig",
     "TrainConfig",
     "apply_overrides",
     "dump_toml",
     "load_config",
+    "load_deploy_config",
 ]
 
 
@@ -188,6 +192,75 @@ class RunConfig(_Section):
     quiet: bool = False
 
 
+class ServeConfig(_Section):
+    """`reflectlm serve`: the HTTP service (deploy/serve/)."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)  # uvicorn processes; each loads the model once
+    threads: int | None = Field(None, ge=1)  # inference threads per process; None: all cores
+    # Micro-batching: concurrent requests are joined into one forward of at most max_batch texts,
+    # waiting at most max_wait_ms for the batch to fill.
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0.0)
+    max_queue_texts: int = Field(1024, ge=1)  # texts waiting beyond this: 503 with Retry-After
+    request_timeout_s: float = Field(30.0, gt=0.0)
+    max_texts: int = Field(64, ge=1)  # per request
+    max_text_chars: int = Field(2000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    # API keys: a TOML file of hashed keys (`reflectlm keys add NAME --file F`) and/or the
+    # environment variable REFLECTLM_API_KEYS="name:key,name2:key2". The file is re-read when it
+    # changes, so keys rotate without a restart. auth = false serves without keys (tests, a laptop).
+    api_keys_file: str | None = None
+    auth: bool = True
+    rate_limit_per_minute: float = Field(600.0, gt=0.0)  # per key, token bucket
+    rate_burst: int = Field(60, ge=1)
+    mask_pii: bool = True  # personal data masked in logs and in the store
+    pii_region: str = "US"  # country whose national phone formats are recognised (international ones always are)
+    store: str | None = None  # SQLite production store; None: <served dir>/serving.sqlite
+    low_confidence: float = Field(0.5, ge=0.0, le=1.0)  # below: flagged for review / active learning
+
+
+class MonitorConfig(_Section):
+    """Drift of served traffic against the selection split (deploy/monitor.py)."""
+
+    window: int = Field(500, ge=10)  # most recent predictions compared with the reference
+    min_samples: int = Field(100, ge=10)  # fewer: no verdict yet
+    every: int = Field(1000, ge=1)  # predictions between two checks in the server (a check costs ~0.2 s CPU)
+    psi_threshold: float = Field(0.2, gt=0.0)  # population stability index: > 0.2 is a major shift
+    ks_alpha: float = Field(0.01, gt=0.0, lt=1.0)  # KS test on the confidence distribution
+    auc_threshold: float = Field(0.75, gt=0.5, le=1.0)  # domain classifier ROC AUC on embeddings
+    low_confidence_increase: float = Field(0.15, gt=0.0, le=1.0)  # absolute rise over the reference rate
+    webhook: str | None = None  # POSTed a JSON alert when a check turns on
+
+
+class DeployConfig(_Section):
+    """The `[serve]` and `[monitor]` sections, alone in a file or inside a run's config."""
+
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+
+def load_deploy_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DeployConfig:
+    """[serve] and [monitor] from a TOML file (other sections are ignored, so a run's config.toml
+    works too), with dotted overrides such as serve.port=9000."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; write one with a [serve] section "
+                              "(see README, Deploy)")
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    tree = apply_overrides({k: v for k, v in tree.items() if k in ("serve", "monitor")}, overrides or [])
+    try:
+        return DeployConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, DeployConfig).replace("invalid config", "invalid serve / monitor config")) from None
+
+
 class Config(_Section):
     data: DataConfig
     model: ModelConfig = ModelConfig()
@@ -271,8 +344,8 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     return tree
 
 
-def _section_fields(loc: tuple) -> list[str]:
-    model: type[BaseModel] = Config
+def _section_fields(loc: tuple, root: type[BaseModel] | None = None) -> list[str]:
+    model: type[BaseModel] = root or Config
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -281,12 +354,12 @@ def _section_fields(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _format_errors(err: ValidationError) -> str:
+def _format_errors(err: ValidationError, root: type[BaseModel] | None = None) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "config"
         if e["type"] == "extra_forbidden":
-            valid = _section_fields(e["loc"])
+            valid = _section_fields(e["loc"], root)
             near = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1)
             hint = f" — did you mean {near[0]!r}?" if near else ""
             lines.append(f"{key}: unknown key{hint} Valid keys here: {', '.join(valid)}")

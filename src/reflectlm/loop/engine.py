@@ -31,8 +31,9 @@ class LoopResult:
 
 
 def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool = False, quiet: bool | None = None,
-            config_path: str | Path | None = None) -> LoopResult:
-    """Run (or resume) the loop; returns the run directory, the champion round and why it stopped."""
+            config_path: str | Path | None = None, feedback: str | Path | None = None) -> LoopResult:
+    """Run (or resume) the loop; returns the run directory, the champion round and why it stopped.
+    feedback: a production store (`reflectlm serve`) whose corrections and texts join this run's data."""
     from .. import runtime
 
     quiet = cfg.run.quiet if quiet is None else quiet
@@ -40,6 +41,10 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
     session_start = time.time()
     validate(cfg)
     run_dir = rundir.open_run(cfg, output_dir, resume, config_path)
+    if feedback is not None:  # hook for deploy/feedback.py: writes the run's data files, returns the config using them
+        from ..deploy.feedback import attach_feedback
+
+        cfg = attach_feedback(cfg, run_dir, feedback)
     data = load_data(cfg, quiet, describe=lambda splits: rundir.describe_data(run_dir, splits))
     oracle = make_oracle(cfg, run_dir, data.hidden)
     if data.pool is not None and cfg.loop.oracle == "column":  # say plainly who answers the queries

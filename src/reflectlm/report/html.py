@@ -244,6 +244,15 @@ def _headline(run: Run) -> str:
     warnings = run.info.get("warnings") or []
     if warnings:
         parts.append("<h3>Data warnings</h3><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings[:20]) + "</ul>")
+    fb = run.info.get("feedback")
+    if isinstance(fb, dict):  # reflectlm run --feedback STORE (deploy/feedback.py)
+        labels = ", ".join(f"{k} {v}" for k, v in sorted((fb.get("added_labels") or {}).items()))
+        parts.append("<h3>Production feedback</h3><p>" + _e(
+            f"{fb.get('used', 0)} corrections from {fb.get('store', '?')} used: {fb.get('added', 0)} new training texts"
+            f"{f' ({labels})' if labels else ''}, {fb.get('relabelled', 0)} training labels replaced, "
+            f"{fb.get('corrected_model_errors', 0)} where the served model had been wrong; "
+            f"{fb.get('skipped_held_out', 0)} left out (selection / test texts); "
+            f"{fb.get('pool_texts_added', 0)} uncorrected texts added to the unlabelled pool.") + "</p>")
     sel_m = ((champ.metrics or {}).get("selection") or {}) if champ else {}
     if test or sel_m:
         keys = [k for k in ("accuracy", "macro_f1", "weighted_f1", "entity_precision", "entity_recall", "entity_f1",

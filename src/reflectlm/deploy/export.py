@@ -1,0 +1,338 @@
+"""`reflectlm export RUN`: a compressed or converted copy of the champion, kept only when it is
+not worse than the champion on the selection split.
+
+Variants: pruning (`--prune 0.3`, the loop's prune action), dynamic int8 (PyTorch, or ONNX
+Runtime with `--onnx`), bf16 weights, and ONNX with dynamic batch and sequence axes - for
+classification and NER. Every candidate is scored against the champion with compare.py's paired
+test in non-inferiority mode: it is accepted iff the lower end of the bootstrap CI of
+(candidate - champion) on the selection metric stays above -margin (and, for classification, no
+class is significantly worse). Int8 tries remedies in order until one passes: per-tensor over
+every supported op, then per-channel weights on MatMul only (embeddings stay fp32), then also the
+last encoder layer and the head in fp32. A candidate that fails every remedy is refused:
+export.json records each attempt's evidence and no model is left in the output directory.
+
+export.json: status, variant, the gate's comparison, every attempt, size in bytes, latency at
+batch 1 and 32, throughput, and the champion's numbers measured the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from .predictor import EXPORT_FILE, Predictor, resolve_model_dir, torch_forward
+
+
+class ExportRefused(RuntimeError):
+    """The candidate is worse than the champion by more than the margin; export.json has the evidence."""
+
+
+@dataclass
+class Attempt:
+    remedy: str  # what this attempt does, in words
+    predictor: Predictor
+    details: dict  # variant details recorded in export.json (quantisation settings, artefact)
+
+
+def export(run: str | Path, output: str | Path | None = None, *, prune: float | None = None,
+           prune_method: str = "magnitude", quantize: str | None = None, onnx: bool = False,
+           margin: float | None = None, n_bootstrap: int | None = None, repeats: int = 20,
+           threads: int | None = None, quiet: bool = True) -> dict:
+    """Build the variant, gate it against the champion, measure it, write DIR/export.json.
+    Returns export.json's content; raises ExportRefused when no attempt passes the gate."""
+    from ..config import load_config
+    from ..data import load_splits
+    from ..modeling import ModelError, load_bundle, save_bundle
+
+    run = Path(run)
+    if quantize not in (None, "int8", "bf16"):
+        raise ConfigError(f"--quantize must be int8 or bf16, not {quantize!r}")
+    if prune is None and quantize is None and not onnx:
+        raise ConfigError("nothing to export: give --prune AMOUNT, --quantize int8|bf16 and/or --onnx")
+    if onnx and quantize == "bf16":
+        raise ConfigError("ONNX Runtime's CPU provider has no fast bf16 kernels; use --onnx --quantize int8, "
+                         "--onnx alone (fp32), or --quantize bf16 without --onnx")
+    model_dir = resolve_model_dir(run)
+    if not (run / "config.toml").is_file():
+        raise ModelError(f"{run} has no config.toml: export scores the candidate against the champion on the run's "
+                         "selection split, so pass the run directory (not a bare bundle)")
+    cfg = load_config(run / "config.toml")
+    margin = cfg.loop.margin if margin is None else float(margin)
+    n_bootstrap = n_bootstrap or cfg.loop.n_bootstrap
+    selection = load_splits(cfg.data, cfg.train.seed).selection
+    if threads:
+        torch.set_num_threads(threads)
+
+    champion_bundle = load_bundle(model_dir)
+    if onnx and champion_bundle.meta["kind"] != "transformer":
+        raise ModelError("ONNX export supports transformer models; the LSTM baseline can use --quantize int8")
+    champion = Predictor(champion_bundle.task, champion_bundle.labels, champion_bundle.tokenizer,
+                         champion_bundle.meta["max_length"], torch_forward(champion_bundle.model),
+                         {"format": "torch", "precision": "fp32"})
+    texts = list(selection.texts)
+    champ_probs, _ = champion.run(texts)
+
+    name = _variant_name(prune, quantize, onnx)
+    out = Path(output) if output else run / "exports" / name
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output directory {out} exists and is not empty; pass another --output or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+
+    bundle = load_bundle(model_dir)  # the candidate's own copy of the weights
+    pruned = prune_info = None
+    if prune:
+        from .compress import prune_model
+
+        prune_info = prune_model(bundle.model, prune, prune_method)
+        pruned = {"amount": prune, "method": prune_method, **prune_info}
+    save_bundle(bundle, out / "model")  # tokenizer, meta and (pruned) fp32 weights: what every variant loads
+
+    attempts = []
+    accepted = None
+    for attempt in _attempts(bundle, out, quantize, onnx, threads):
+        probs, _ = attempt.predictor.run(texts)
+        comparison = _gate(cfg, selection, champion_bundle.labels, champ_probs, probs, margin, n_bootstrap)
+        record = {"remedy": attempt.remedy, **attempt.details, "passed": comparison["promote"],
+                  "selection_metric": comparison["challenger"], "difference": comparison["difference"],
+                  "ci_low": comparison["ci_low"], "ci_high": comparison["ci_high"], "reason": comparison["reason"],
+                  "agreement": _agreement(cfg.data.task, champ_probs, probs)}
+        attempts.append(record)
+        if not quiet:
+            print(f"{name}: {attempt.remedy}: {comparison['reason']}", flush=True)
+        if comparison["promote"]:
+            accepted = (attempt, comparison)
+            break
+
+    info = {"source": str(model_dir.resolve()), "run": str(run.resolve()), "task": cfg.data.task,
+            "metric": comparison["metric"], "margin": margin, "selection_examples": len(selection),
+            "prune": pruned, "attempts": attempts,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if accepted is None:
+        last = attempts[-1]
+        tried = "; ".join(a["remedy"] for a in attempts)
+        reason = (f"refused: {name} is worse than the champion by more than the margin {margin:g} on the selection "
+                  f"{info['metric']} (last attempt: difference {last['difference']:+.4f}, CI low {last['ci_low']:+.4f}); "
+                  f"tried: {tried}")
+        hint = " Try a smaller --prune." if prune else (" Try --quantize bf16 or fp32 ONNX (--onnx alone)."
+                                                        if quantize == "int8" else "")
+        for p in out.iterdir():  # nothing servable may be left behind
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        _write_json(out / EXPORT_FILE, {"status": "refused", "reason": reason + "." + hint, **info})
+        raise ExportRefused(f"{reason}.{hint} Evidence: {out / EXPORT_FILE}")
+
+    attempt, comparison = accepted
+    sample = (texts * (32 // max(len(texts), 1) + 1))[:32] if texts else ["hello"]
+    variant = {"name": name, **attempt.details}
+    info.update(status="accepted", reason=comparison["reason"], variant=variant, comparison=comparison,
+                candidate=_measure(attempt.predictor, sample, repeats, _size(attempt, bundle.model, out)),
+                champion=_measure(champion, sample, repeats, _state_size(champion_bundle.model)),
+                files_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()))
+    info["candidate"]["selection_metric"] = comparison["challenger"]
+    info["champion"]["selection_metric"] = comparison["champion"]
+    _write_json(out / EXPORT_FILE, info)
+    return {**json.loads((out / EXPORT_FILE).read_text(encoding="utf-8")), "output": str(out)}
+
+
+def _variant_name(prune, quantize, onnx) -> str:
+    parts = [f"pruned{int(round(prune * 100))}"] if prune else []
+    parts.append("onnx" if onnx else "torch")
+    parts.append(quantize or "fp32")
+    return "-".join(parts)
+
+
+def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int | None):
+    """Candidates in the order they are tried (a generator: each is built only if the previous failed)."""
+    from .compress import apply_precision, encoder_layer_prefixes, quantize_int8
+    from .predictor import onnx_forward
+
+    def make(forward, fmt, precision):
+        return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], forward,
+                         {"format": fmt, "precision": precision})
+
+    model = bundle.model
+    if onnx:
+        fp32 = out / "model.onnx"
+        export_onnx(model, fp32)
+        if quantize != "int8":
+            yield Attempt("ONNX fp32", make(onnx_forward(fp32, threads), "onnx", "fp32"),
+                          {"format": "onnx", "precision": "fp32", "artifact": fp32.name})
+            return
+        layer, head = encoder_layer_prefixes(model)
+        int8 = out / "model.int8.onnx"
+        for remedy, settings in (
+                ("int8 per-tensor, every supported op (embeddings included)", {"ops": None, "per_channel": False}),
+                ("int8 per-channel, MatMul only (embeddings fp32)", {"ops": ["MatMul"], "per_channel": True}),
+                (f"int8 per-channel, MatMul only; {layer or 'last layer'} and {head} kept fp32",
+                 {"ops": ["MatMul"], "per_channel": True, "exclude": [layer, head]})):
+            excluded = quantize_onnx(fp32, int8, settings)
+            yield Attempt(remedy, make(onnx_forward(int8, threads), "onnx", "int8"),
+                          {"format": "onnx", "precision": "int8", "artifact": int8.name,
+                           "quantization": {**settings, "excluded_nodes": excluded}})
+        return
+    if quantize == "bf16":
+        import copy
+
+        bf16 = apply_precision(copy.deepcopy(model), "bf16")
+        yield Attempt("bf16 weights and activations", make(torch_forward(bf16, "bf16"), "torch", "bf16"),
+                      {"format": "torch", "precision": "bf16", "_model": bf16})
+        return
+    if quantize == "int8":
+        layer, head = encoder_layer_prefixes(model)
+        for remedy, q in (("int8 per-tensor, every linear layer", {"per_channel": False, "keep_fp32": []}),
+                          ("int8 per-channel, every linear layer", {"per_channel": True, "keep_fp32": []}),
+                          (f"int8 per-channel; {layer or 'last layer'} and {head} kept fp32",
+                           {"per_channel": True, "keep_fp32": [p for p in (layer, head) if p]})):
+            qmodel = quantize_int8(model, q["per_channel"], tuple(q["keep_fp32"]))
+            yield Attempt(remedy, make(torch_forward(qmodel), "torch", "int8"),
+                          {"format": "torch", "precision": "int8", "quantization": q, "_model": qmodel})
+        return
+    yield Attempt("pruned, fp32", make(torch_forward(model), "torch", "fp32"), {"format": "torch", "precision": "fp32"})
+
+
+def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, n_bootstrap: int) -> dict:
+    """The loop's own paired A/B test (the task's ab_test over compare.py), in non-inferiority mode."""
+    from ..metric import gated
+    from ..tasks import get_task
+
+    lc = cfg.loop
+    result = get_task(cfg.data.task).ab_test(
+        champ_probs, probs, selection, labels, gated(cfg.selection_metric, cfg.data.task), mode="non_inferiority",
+        alpha=lc.alpha, margin=margin, n_bootstrap=n_bootstrap, seed=cfg.train.seed,
+        allow_class_regressions=lc.allow_class_regressions)
+    return result.to_json()
+
+
+def _agreement(task: str, a, b) -> float:
+    """Share of texts (classification) or words (NER) where both models predict the same."""
+    if task == "ner":
+        same = [int(x.argmax(1)[i] == y.argmax(1)[i]) for x, y in zip(a, b) for i in range(len(x))]
+        return float(np.mean(same)) if same else 1.0
+    return float(np.mean(np.asarray(a).argmax(1) == np.asarray(b).argmax(1))) if len(a) else 1.0
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+class _WithPooled(nn.Module):
+    """Logits and the masked mean of the last hidden state, from one forward (the monitor's embedding)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        h = out.hidden_states[-1]  # (B, T, H)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        return out.logits, (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def export_onnx(model: nn.Module, path: Path, opset: int = 17) -> Path:
+    """ONNX graph with dynamic batch and sequence axes. The TorchScript exporter (dynamo=False)
+    works offline without onnxscript; attention is switched to the eager implementation for the
+    export because the SDPA path traces into ops older opsets lack."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    wrapped = _WithPooled(model).eval()
+    ids = torch.ones((2, 8), dtype=torch.long)
+    mask = torch.ones((2, 8), dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"} if model.config.num_labels and not _token_level(model) else {0: "batch", 1: "sequence"},
+            "pooled": {0: "batch"}}
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about python control flow on shapes: axes are dynamic
+        torch.onnx.export(wrapped, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["logits", "pooled"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    if previous and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(previous)
+    model.eval()  # the exporter restores the wrapper's (training) mode on the way out
+    return path
+
+
+def _token_level(model) -> bool:
+    return type(model).__name__.endswith("ForTokenClassification")
+
+
+def quantize_onnx(src: Path, dst: Path, settings: dict) -> list[str]:
+    """Dynamic int8 with onnxruntime; returns the names of the nodes kept in fp32."""
+    import logging
+    import re
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exclude = []
+    prefixes = [p for p in settings.get("exclude", []) if p]
+    if prefixes:
+        graph = onnx.load(str(src), load_external_data=False).graph
+        # The TorchScript exporter names nodes by module path: bert.encoder.layer.1 ->
+        # /model/bert/encoder/layer.1/attention/self/query/MatMul
+        keys = [re.sub(r"/(layer|layers|h|block|blocks)/(\d+)", r"/\1.\2", "/" + p.replace(".", "/")) + "/"
+                for p in prefixes]
+        exclude = [n.name for n in graph.node if any(k in n.name for k in keys)]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs "consider pre-processing" to the root logger on every call
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=settings.get("per_channel", False),
+                         op_types_to_quantize=settings.get("ops"), nodes_to_exclude=exclude)
+    finally:
+        root.setLevel(level)  # the process's logging is not ours to change
+    return exclude
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _measure(predictor: Predictor, sample: list[str], repeats: int, size: int) -> dict:
+    """Median latency at batch 1 and 32 (ms) and throughput at batch 32 (texts/s)."""
+    def timed(batch: list[str], n: int) -> list[float]:
+        predictor.run(batch)  # warm-up: first-call allocation and kernel selection
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            predictor.run(batch)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    one = timed(sample[:1], max(repeats, 1))
+    many = timed(sample[:32], max(repeats // 4, 1))
+    return {"size_bytes": int(size), "latency_ms_batch1": 1000 * statistics.median(one),
+            "latency_ms_batch32": 1000 * statistics.median(many), "throughput_texts_per_s": 32 / statistics.median(many)}
+
+
+def _state_size(model: nn.Module) -> int:
+    from .compress import state_bytes
+
+    return state_bytes(model)
+
+
+def _size(attempt: Attempt, model: nn.Module, out: Path) -> int:
+    if "artifact" in attempt.details:
+        return (out / attempt.details["artifact"]).stat().st_size
+    return _state_size(attempt.details.get("_model", model))
+
+
+def _write_json(path: Path, obj) -> None:
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if not k.startswith("_")}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=2, default=float), encoding="utf-8")
+    tmp.replace(path)
