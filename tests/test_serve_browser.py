@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -14,7 +16,7 @@ import time
 
 import pytest
 
-from reflectlm.report.screenshot import find_chromium
+from reflectlm.report.screenshot import FLAGS, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="Chromium not found (apt-get install chromium)")
 pytest.importorskip("uvicorn")
@@ -41,16 +43,18 @@ class DevTools:
     def __init__(self, browser: str):
         self.cmd_r, self.cmd_w = os.pipe()
         self.res_r, self.res_w = os.pipe()
-        self.profile = tempfile.TemporaryDirectory(prefix="reflectlm-chromium-")
+        self.profile = tempfile.mkdtemp(prefix="reflectlm-chromium-")
 
         def fds():  # the protocol pipe: Chromium reads fd 3, writes fd 4 (dup2 after close_fds would be undone)
             os.dup2(self.cmd_r, 3)
             os.dup2(self.res_w, 4)
 
-        self.proc = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                      "--remote-debugging-pipe", f"--user-data-dir={self.profile.name}", "about:blank"],
+        # Its own session: close() kills Chromium's helper processes too, which otherwise keep
+        # writing into the profile while it is removed ("Directory not empty", seen once in CI).
+        self.proc = subprocess.Popen([browser, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
+                                      "about:blank"],
                                      preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         os.close(self.cmd_r)
         os.close(self.res_w)
         self.buf, self.next_id, self.events = b"", 0, []
@@ -75,11 +79,18 @@ class DevTools:
         raise TimeoutError(method)
 
     def close(self):
-        self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the browser and every helper it started
+        except ProcessLookupError:
+            pass
         self.proc.wait()
         os.close(self.cmd_w)
         os.close(self.res_r)
-        self.profile.cleanup()
+        for _ in range(20):  # a helper may still be exiting: retry briefly, then leave the rest to /tmp
+            shutil.rmtree(self.profile, ignore_errors=True)
+            if not os.path.exists(self.profile):
+                break
+            time.sleep(0.1)
 
 
 def test_the_page_predicts_and_sends_a_correction(tiny_cls_run, tmp_path):
