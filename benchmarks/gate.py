@@ -1,7 +1,7 @@
 """The promotion gate measured against the truth: A/A pairs (false promotions).
 
-    python benchmarks/gate.py --pairs 20 --workdir /tmp/bench/gate     # resumable: trainings are kept
-    python benchmarks/gate.py --pairs 2 --workdir /tmp/bench/gate-q     # a smoke run
+    python benchmarks/gate.py --pairs 20 --workdir WORKDIR     # resumable: trainings are kept in WORKDIR
+    python benchmarks/gate.py --pairs 2 --workdir WORKDIR      # a smoke run (the first 2 pairs)
 
 A/A: 2 x pairs trainings of the same config on the same data that differ only in the seed
 (head initialisation and data order). Each pair is judged by the gate as challenger (odd seed)
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str]
     return out
 
 
-def summarise(pairs: list[dict], y_test: np.ndarray | None = None) -> dict:
+def summarise(pairs: list[dict]) -> dict:
     names = sorted(pairs[0]["verdicts"]) if pairs else []
     cand = {n: {"false_promotions": sum(p["verdicts"][n]["promote"] for p in pairs),
                 "mean_abs_difference": float(np.mean([abs(p["verdicts"][n]["difference"]) for p in pairs]))}
@@ -128,7 +129,8 @@ def summarise(pairs: list[dict], y_test: np.ndarray | None = None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=20)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench/gate"))
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "reflectlm-gate",
+                    help="where each training's probabilities are kept (default: <temp dir>/reflectlm-gate)")
     ap.add_argument("--alpha", type=float, default=None, help="default: the loop's (loop.alpha)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate.json")

@@ -8,22 +8,28 @@ when its decision.json exists, and every file it reads was written this way).
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
 
 @contextmanager
-def replacing(path: str | Path, newline: str | None = None):
-    """A text handle whose contents replace `path` when the block ends without an error."""
+def replacing(path: str | Path, newline: str | None = None, mode: int | None = None):
+    """A text handle whose contents replace `path` when the block ends without an error. The
+    temporary file is named per process, so processes writing the same file (the ranks of a
+    multi-process run, two runs sharing a cache) never write into each other's. `mode`: file
+    permissions, set before the file appears under its name (e.g. 0o600 for a key file)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8", newline=newline) as fh:
         yield fh
+    if mode is not None:
+        os.chmod(tmp, mode)
     tmp.replace(path)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with replacing(path) as fh:
+def write_text(path: str | Path, text: str, mode: int | None = None) -> None:
+    with replacing(path, mode=mode) as fh:
         fh.write(text)
 
 

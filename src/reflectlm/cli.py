@@ -332,8 +332,7 @@ def info_cmd(
     from .train import _versions
 
     if remeasure:
-        runtime.precision_cache_path().unlink(missing_ok=True)
-        runtime._chosen.clear()
+        runtime.forget_precision()
     import torch
 
     out = {"cpu": runtime.cpu_info(), "device": str(runtime.device()), "torch_threads": torch.get_num_threads(),

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -176,13 +177,14 @@ def choose_precision(purpose: str = "infer", dev: torch.device | None = None) ->
                                      seconds, attention=attention)
             stored = {**(stored if isinstance(stored, dict) else {}), purpose: choice.to_json(), "cpu": cpu_info(),
                       "torch": torch.__version__}
+            from .atomic import write_json
+
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(stored, indent=2), encoding="utf-8")
-                tmp.replace(path)  # atomic: a concurrent process reads the old file or the new one
-            except OSError:
-                pass  # a read-only home: measure again next time, nothing else is lost
+                write_json(path, stored)  # atomic: a concurrent process reads the old file or the new one
+            except OSError as e:  # a read-only home: measure again next time, nothing else is lost
+                print(f"note: could not store the precision decision in {path} ({e}); it is measured again "
+                      "next time", file=sys.stderr)
     _chosen[(purpose, dev.type)] = choice
     return choice
 
@@ -196,6 +198,12 @@ def attention_for(precision: str, purpose: str = "infer", dev: torch.device | No
     if precision == choice.precision or precision not in choice.seconds:
         return choice.attention
     return _fastest_attention(choice.seconds, precision)
+
+
+def forget_precision() -> None:
+    """Drop this machine's stored decision and this process's memo: the next use measures again."""
+    precision_cache_path().unlink(missing_ok=True)
+    _chosen.clear()
 
 
 def precision_report(setting: str = "auto", dev: torch.device | None = None) -> dict:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import write_json
 from ..config import ConfigError
 from .predictor import EXPORT_FILE, Predictor, resolve_model_dir, torch_forward
 
@@ -333,6 +334,4 @@ def _write_json(path: Path, obj) -> None:
             return [clean(v) for v in x]
         return x
 
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=2, default=float), encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, clean(obj))

@@ -18,6 +18,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ..atomic import write_text
+
 
 def read_store(store_path: str | Path, task: str, labels: list[str]) -> tuple[list[dict], list[str], dict]:
     """(corrections as {id, text, label | tags}, pool texts, counts) from a production store.
@@ -135,12 +137,12 @@ def attach_feedback(cfg, run_dir: Path, store_path: str | Path):
               "pool_texts_added": len(pool_new), "pool_note": pool_note,
               "added_labels": dict(Counter(c["label"] for c in added)) if task != "ner" else None,
               "relabelled_examples": relabelled[:200], "train_examples": len(rows)}
-    (out / "feedback.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_text(out / "feedback.json", json.dumps(record, indent=2))
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
     info["feedback"] = {k: v for k, v in record.items() if k != "relabelled_examples"}
-    _write_text(info_path, json.dumps(info, indent=2))
-    _write_text(run_dir / "config.toml", dump_toml(new_cfg))
+    write_text(info_path, json.dumps(info, indent=2))
+    write_text(run_dir / "config.toml", dump_toml(new_cfg))
     return new_cfg
 
 
@@ -162,10 +164,5 @@ def _row(task, id_, text, tokens, label, weight, confidence) -> dict:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    _write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...atomic import write_text
 from ...config import ConfigError
 
 ENV = "REFLECTLM_API_KEYS"
@@ -155,10 +156,7 @@ def _write_keys(path: Path, keys: dict) -> None:
     for name, v in keys.items():
         lines += [f"[keys.{name}]", f'sha256 = "{v["sha256"]}"'] + (["revoked = true"] if v.get("revoked") else []) + [""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)  # atomic: the server never reads half a file
+    write_text(path, "\n".join(lines), mode=0o600)  # atomic: the server never reads half a file
 
 
 class RateLimiter:
