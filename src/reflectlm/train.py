@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -332,11 +333,14 @@ def _epoch_records(records: dict[str, list]) -> dict[str, np.ndarray]:
 
 def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
         labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
-        class_weights: np.ndarray | None = None, quiet: bool = False) -> FitResult:
+        class_weights: np.ndarray | None = None, quiet: bool = False,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train `model` in place on `train_features`; pick the best epoch on `selection` = (ds, features).
 
     example_weights (N,) scale each training example's loss; class_weights (C,) weight the loss
-    per gold class. Both are for the update actions (re-weighting, self-training)."""
+    per gold class. Both are for the update actions (re-weighting, self-training). on_epoch gets
+    each epoch's history row as soon as it is measured: tuning (actions/tune_hparams) reports it to
+    Ray Tune, whose scheduler may end the trial there."""
     from accelerate.data_loader import prepare_data_loader
 
     tmod = get_task(task)
@@ -451,6 +455,8 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                "train_accuracy": float(rec["correct"].astype(np.float64).sum()) / n, "selection_loss": sel_metrics.get("loss"),
                f"selection_{metric}": value, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - t0}
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         if not quiet and main:
             print(f"epoch {epoch + 1}/{E}: train loss {row['train_loss']:.4f}  selection {metric} {value:.4f}", flush=True)
         if get_metric(metric).better(value, best):

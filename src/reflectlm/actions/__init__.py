@@ -27,6 +27,7 @@ from .regularize import Regularize
 from .reweight_classes import ReweightClasses
 from .self_training import SelfTraining
 from .transfer import Transfer
+from .tune_hparams import TuneHparams
 from .tune_lr import TuneLR
 from .unfreeze import Unfreeze
 
@@ -49,13 +50,16 @@ ACTIONS = {
     "layerwise_lr": LayerwiseLR,
     "more_epochs": MoreEpochs,
     "early_stop": EarlyStop,
+    # After every other change to the data and the training set-up: the search tunes the recipe
+    # the challenger will train with.
+    "tune_hparams": TuneHparams,
     "transfer": Transfer,
     "calibrate": Calibrate,
     "prune": Prune,
 }
 
 __all__ = ["ACTIONS", "NON_INFERIORITY", "SUPERIORITY", "ActionInputs", "Recipe", "apply_order", "conflict",
-           "from_plan", "get_action", "remedies"]
+           "from_plan", "get_action", "remedies", "unavailable"]
 
 
 def remedies() -> dict[str, list[str]]:
@@ -78,6 +82,13 @@ def apply_order(plan: list) -> list:
     """The plan's actions in the order they are applied: their order in ACTIONS."""
     order = {name: k for k, name in enumerate(ACTIONS)}
     return sorted(plan, key=lambda a: order[a.name])
+
+
+def unavailable(name: str) -> str | None:
+    """Why an action cannot run in this environment (e.g. an optional dependency is missing, with
+    the command that installs it), or None. Declared by the action (base.Action.unavailable)."""
+    check = getattr(ACTIONS[name], "unavailable", None)
+    return check() if check is not None else None
 
 
 def get_action(name: str, **params):

@@ -205,6 +205,9 @@ class Action:
                                   same parameters are not "the same plan again"; its changes' "ids"
                                   are the examples bought
     record: str                   optional (post steps): the round file transform()'s result is written to
+    unavailable()                 optional classmethod: why it cannot run in this environment (an
+                                  optional dependency missing: the command that installs it), or
+                                  None; the planner records the reason when it skips the action
     estimate(n, epochs, extra)    optional: the training examples, epochs and examples processed
                                   outside fine-tuning once it has run (default: unchanged)
     propose(inputs, recipe)       classmethod: an instance with parameters fitted to the findings,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from ..actions import ACTIONS, ActionInputs, Recipe, apply_order, conflict, get_action
+from ..actions import ACTIONS, ActionInputs, Recipe, apply_order, conflict, get_action, unavailable
 from ..config import Config, ConfigError
 from .rundir import State, read_json, round_dir
 
@@ -91,7 +91,7 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
     for row in ranking:
         action = ACTIONS[row["action"]].propose(inputs, recipe)
         if action is None:
-            row["skipped"] = "does not apply here"
+            row["skipped"] = unavailable(row["action"]) or "does not apply here"
             continue
         if lc.action_params.get(action.name):
             action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
