@@ -235,3 +235,14 @@ def tiny_cls_run(tmp_path_factory, tiny_bert_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ner_run(tmp_path_factory, tiny_bert_dir) -> Path:
     return _train_tiny_run(tmp_path_factory.mktemp("ner-run"), tiny_bert_dir, "ner")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray cluster for a test module (2 CPUs, no dashboard), shut down after it."""
+    ray = pytest.importorskip("ray", reason="needs Ray: pip install reflectlm[distributed]")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -84,6 +84,8 @@ def _cheap(action):
     # The contract runs every action; MLM pre-training runs two steps here (its own test runs more).
     if action.name == "domain_pretraining":
         return get_action("domain_pretraining", **{**action.params(), "steps": 2, "batch_size": 4})
+    if action.name == "tune_hparams":  # one more trial than the recipe's own, one at a time: repeats exactly
+        return get_action("tune_hparams", **{**action.params(), "trials": 2, "epochs_max": 1, "max_concurrent": 1})
     return action
 
 
@@ -98,8 +100,10 @@ def _snapshot(r: Recipe) -> str:
 
 
 @pytest.mark.parametrize("name", list(ACTIONS))
-def test_contract(name, case, tmp_path):
+def test_contract(name, case, tmp_path, request):
     recipe, inputs, _, _ = case
+    if name == "tune_hparams":
+        request.getfixturevalue("ray_local")  # its trials run on Ray Tune
     cls = ACTIONS[name]
     assert cls.name == name and cls.mode in (SUPERIORITY, NON_INFERIORITY) and isinstance(cls.retrains, bool)
     assert cls.addresses and all(isinstance(k, str) for k in cls.addresses)
