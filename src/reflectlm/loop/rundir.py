@@ -36,6 +36,7 @@ ROUND_FILES = {
     "plan.json": "the actions with their parameters, the ranking behind them and what they changed",
     "recipe.json": "promoted rounds and a round the next one builds on: the config tree later challengers start from",
     "calibration.json": "when the plan calibrated: temperature and reliability before / after",
+    "tune.json": "when the plan tuned (tune_hparams): every trial's settings, scores per epoch, where it stopped",
     "compare.json": "rounds >= 1: the A/B test against the champion",
     "decision.json": "promoted or rejected, and why (written last: the round is finished)",
     "model/": "the model, kept when promoted or when the next round builds on it",
