@@ -235,3 +235,38 @@ def tiny_cls_run(tmp_path_factory, tiny_bert_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ner_run(tmp_path_factory, tiny_bert_dir) -> Path:
     return _train_tiny_run(tmp_path_factory.mktemp("ner-run"), tiny_bert_dir, "ner")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A URL (with a password) of a fresh database on a PostgreSQL server started for this test
+    session (tests/_postgres.py); skipped with the reason where no server can be started."""
+    pytest.importorskip("psycopg")
+    from _postgres import Postgres, Unavailable
+
+    pg = None
+    try:
+        pg = Postgres()
+        url = pg.start()
+    except Unavailable as e:
+        if pg is not None:
+            pg.stop()
+        pytest.skip(f"PostgreSQL is not available here: {e}")
+    yield url
+    pg.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_url):
+    """A URL of a new, empty database on the session's PostgreSQL server (one per test)."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database,
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
