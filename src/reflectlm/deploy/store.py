@@ -65,7 +65,7 @@ def store_url(target: str | Path):
         return URL.create("sqlite", database=str(path.resolve()))
     try:
         url = make_url(target)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         scheme = str(target).split("://", 1)[0]
         raise StoreError(f"the store URL {scheme}://... cannot be parsed; {_HOW}") from None  # no echo: it may hold a password
     backend = url.get_backend_name()
@@ -99,9 +99,11 @@ def mask_url(text: str) -> str:
 
     try:
         return describe(make_url(text))
-    except ArgumentError:
-        scheme, _, rest = text.partition("://")
-        return f"{scheme}://***" + (rest[rest.index("@"):] if "@" in rest else "")
+    except (ArgumentError, ValueError):  # not a URL alone (e.g. serve.store="..." from --set): mask in place
+        import re
+
+        text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+        return re.sub(r"(password=)[^&\s\"']*", r"\1***", text)
 
 
 def _scrub(message: str, url) -> str:
