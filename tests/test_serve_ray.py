@@ -32,7 +32,7 @@ def settings(store, *extra):
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    yield free_port()  # Serve's HTTP port: fixed for the cluster once Serve starts
     from ray import serve
 
     serve.shutdown()
@@ -42,8 +42,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def deployed(cluster, tiny_cls_run, tmp_path_factory):
     store = tmp_path_factory.mktemp("ray-store") / "serving.sqlite"
-    url = deploy(tiny_cls_run, settings(store), host="127.0.0.1", port=free_port(),
-                 keys=KeyRing(env="alice:key-alice"))
+    url = deploy(tiny_cls_run, settings(store), host="127.0.0.1", port=cluster, keys=KeyRing(env="alice:key-alice"))
     with httpx.Client(base_url=url, timeout=30) as c:
         yield c, store
 
@@ -110,3 +109,32 @@ def test_replica_settings_are_validated():
         load_deploy_config(None, ["serve.ray.target_ongoing_requests=100", "serve.ray.max_ongoing_requests=10"])
     with pytest.raises(ConfigError, match="max_replicas"):
         load_deploy_config(None, ["serve.ray.max_replicas=0"])
+
+
+def test_two_replicas_share_a_postgresql_store(cluster, deployed, tiny_cls_run, postgres_db):
+    # After the tests above: the application is replaced by one with two replicas on PostgreSQL.
+    import concurrent.futures
+
+    from ray import serve
+
+    url = deploy(tiny_cls_run, settings(postgres_db, "serve.ray.min_replicas=2", "serve.ray.max_replicas=2"),
+                 host="127.0.0.1", port=cluster, keys=KeyRing(env="alice:key-alice"))
+    states = serve.status().applications["reflectlm"].deployments["ReflectLM"].replica_states
+    assert states.get("RUNNING") == 2, states
+
+    def one(i):
+        with httpx.Client(base_url=url, timeout=30, headers=A) as c:
+            pid = c.post("/v1/predict", json={"texts": [f"good day {i}", f"bad day {i}"]}).json()["predictions"][0]["id"]
+            return pid, c.post("/v1/feedback", json={"prediction_id": pid, "label": "pos"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(24)))
+    # a correction may reach the other replica than its prediction: it finds it in the shared store
+    assert [code for _, code in results] == [201] * 24
+    s = open_store(postgres_db)
+    try:
+        counts = s.counts()
+        assert (counts["predictions"], counts["feedback"]) == (48, 24)
+        assert {c["prediction_id"] for c in s.corrections()} == {pid for pid, _ in results}
+    finally:
+        s.close()
