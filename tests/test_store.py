@@ -248,3 +248,23 @@ def test_the_cli_masks_urls_and_refuses_bad_ones(tiny_cls_run, monkeypatch):
     r = CliRunner().invoke(cli, ["serve", str(tiny_cls_run), "--backend", "ray", "--min-replicas", "3",
                                  "--max-replicas", "2"])
     assert r.exit_code == 2 and "min_replicas (3) is above" in r.output
+
+
+def test_an_unreachable_store_is_a_503_without_the_password(tiny_cls_run, tmp_path, caplog):
+    import sqlalchemy as sa
+
+    settings = load_deploy_config(None, [f'serve.store="{tmp_path / "s.sqlite"}"', "serve.auth=false"])
+    app = create_app(tiny_cls_run, settings)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        pid = c.post("/v1/predict", json={"texts": ["good"]}).json()["predictions"][0]["id"]
+        store = app.state.reflectlm.store
+        store.engine.dispose()
+        # the database goes away: nothing listens on port 1
+        store.engine, store.url = sa.create_engine("postgresql+psycopg://u:hunter2@127.0.0.1:1/db"), \
+            sa.engine.make_url("postgresql+psycopg://u:hunter2@127.0.0.1:1/db")
+        for r in (c.post("/v1/predict", json={"texts": ["good"]}),
+                  c.post("/v1/feedback", json={"prediction_id": pid, "label": "pos"})):
+            assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+            assert r.headers["retry-after"] == "5" and "hunter2" not in r.text
+        assert c.get("/healthz").status_code == 200
+    assert "hunter2" not in caplog.text
