@@ -90,7 +90,10 @@ def deploy(served: str | Path, settings, host: str | None = None, port: int | No
     sc, rc = settings.serve, settings.serve.ray
     host, port = host or sc.host, port if port is not None else sc.port
     if not ray.is_initialized():
-        ray.init(address=rc.address, include_dashboard=False) if rc.address else ray.init(include_dashboard=False)
+        if rc.address:
+            ray.init(address=rc.address)
+        else:
+            ray.init(include_dashboard=False)
     one_node = rc.address is None and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
     app, store = application(served, settings, keys)
     check_store(store, rc.max_replicas, one_node)
