@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow bench install chromium
+.PHONY: demo test test-slow bench install chromium postgresql
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,7 +35,17 @@ chromium:
 	   ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver)) >/dev/null 2>&1 \
 	  || echo "chromium not installed: the report's browser test will be skipped"; }
 
-test: $(STAMP) chromium
+# Debian's PostgreSQL server for the production-store tests (tests/_postgres.py starts a throw-away
+# one); installed the same way as chromium. Where it cannot be, those tests are skipped with the reason.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  ($$SUDO apt-get install -y -q postgresql || \
+	   ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q postgresql)) >/dev/null 2>&1 \
+	  || echo "postgresql not installed: the PostgreSQL store tests will be skipped"; }
+
+test: $(STAMP) chromium postgresql
 	$(PY) -m pytest -q --durations=10
 
 test-slow: $(STAMP)

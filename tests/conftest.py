@@ -246,3 +246,38 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A URL (with a password) of a fresh database on a PostgreSQL server started for this test
+    session (tests/_postgres.py); skipped with the reason where no server can be started."""
+    pytest.importorskip("psycopg")
+    from _postgres import Postgres, Unavailable
+
+    pg = None
+    try:
+        pg = Postgres()
+        url = pg.start()
+    except Unavailable as e:
+        if pg is not None:
+            pg.stop()
+        pytest.skip(f"PostgreSQL is not available here: {e}")
+    yield url
+    pg.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_url):
+    """A URL of a new, empty database on the session's PostgreSQL server (one per test)."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database,
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)

@@ -55,6 +55,16 @@ def _guard(fn):
     return wrapper
 
 
+def _mask_argv() -> None:
+    """Mask the password of any database URL on the command line: run.json records sys.argv, and
+    logs may print it. The caller keeps the real value (typer has parsed it already)."""
+    import sys
+
+    from .deploy.store import mask_url
+
+    sys.argv[:] = [mask_url(a) if "://" in a else a for a in sys.argv]
+
+
 def _print_metrics(metrics: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -192,8 +202,9 @@ def run_cmd(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="run directory (default runs/<name>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set loop.rounds=5"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run after its last finished round"),
-    feedback: Optional[Path] = typer.Option(None, "--feedback", help="production store from `reflectlm serve`: its "
-                                            "corrections become verified labels, its other texts the unlabelled pool"),
+    feedback: Optional[str] = typer.Option(None, "--feedback", help="production store from `reflectlm serve` (its "
+                                           "serving.sqlite, the served directory, or a database URL): its corrections "
+                                           "become verified labels, its other texts the unlabelled pool"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Improve a model round after round: diagnose, reflect, update, A/B test, promote or reject."""
@@ -206,8 +217,8 @@ def run_cmd(
     if feedback is not None:
         from .deploy.store import open_store
 
-        open_store(feedback).close()  # a wrong path fails here, before a run directory is made
-        feedback = feedback / "serving.sqlite" if feedback.is_dir() else feedback
+        _mask_argv()
+        open_store(feedback).close()  # a wrong path or URL fails here, before a run directory is made
     cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
     result = improve(cfg, output_dir, resume=resume, config_path=config, feedback=feedback)
     _print_loop(result)
@@ -388,23 +399,54 @@ def serve_cmd(
     host: Optional[str] = typer.Option(None, "--host", help="address to bind (default 127.0.0.1: this machine only)"),
     port: Optional[int] = typer.Option(None, "--port", help="default 8000"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes, each with its own copy of the model"),
+    store: Optional[str] = typer.Option(None, "--store", help="production store: a SQLite path (default "
+                                        "PATH/serving.sqlite) or a database URL, e.g. postgresql+psycopg://USER@HOST/DB"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="uvicorn (one machine, the default) or ray "
+                                          r"(a Ray Serve deployment with autoscaling; needs reflectlm\[distributed])"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (--backend ray; default: "
+                                          "start a local one)"),
+    min_replicas: Optional[int] = typer.Option(None, "--min-replicas", help="--backend ray: serve.ray.min_replicas"),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="--backend ray: serve.ray.max_replicas"),
+    target_ongoing: Optional[float] = typer.Option(None, "--target-ongoing-requests",
+                                                   help="--backend ray: requests in flight per replica to scale for"),
     config: Optional[Path] = typer.Option(None, "--config", help=r"TOML with \[serve] / \[monitor] sections"),
     set_: list[str] = typer.Option([], "--set", help="override a setting, e.g. --set serve.max_batch=64"),
 ) -> None:
     r"""Serve a model over HTTP (needs reflectlm\[serve]): predict, feedback, health, metrics, a try-it page."""
-    from .config import load_deploy_config
+    from .config import ConfigError, load_deploy_config
     from .deploy.predictor import EXPORT_FILE, resolve_model_dir
-    from .deploy.serve.app import serve
 
+    _mask_argv()
     if not (path / EXPORT_FILE).is_file():
         resolve_model_dir(path)  # a path without a model fails now, with the fix, not inside uvicorn
-    settings = load_deploy_config(config, list(set_))
+    flags = {"serve.store": store, "serve.backend": backend, "serve.ray.address": address,
+             "serve.ray.min_replicas": min_replicas, "serve.ray.max_replicas": max_replicas,
+             "serve.ray.target_ongoing_requests": target_ongoing}
+    settings = load_deploy_config(config, list(set_) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
+    from .deploy.store import ProductionStore
+
+    ProductionStore(settings.serve.store or path / "serving.sqlite")  # a malformed URL fails now, with the fix
+    if settings.serve.backend == "ray":
+        if workers is not None:
+            raise ConfigError("--workers is for the uvicorn backend; with --backend ray set --min-replicas / "
+                              "--max-replicas (serve.ray.*)")
+        try:
+            import ray  # noqa: F401
+            from ray import serve as _  # noqa: F401
+        except ImportError:
+            raise ConfigError(r"--backend ray needs Ray Serve: pip install 'reflectlm\[distributed]'") from None
+        from .deploy.serve.ray_app import serve_forever
+
+        serve_forever(path, settings, host=host, port=port)
+        return
+    from .deploy.serve.app import serve
+
     serve(path, settings, host=host, port=port, workers=workers)
 
 
 @_guard
 def monitor_cmd(
-    path: Path = typer.Argument(..., help="served directory or its serving.sqlite store"),
+    path: str = typer.Argument(..., help="served directory, its serving.sqlite store, or the store's database URL"),
     config: Optional[Path] = typer.Option(None, "--config", help=r"TOML with a \[monitor] section (thresholds, window)"),
     set_: list[str] = typer.Option([], "--set", help="e.g. --set monitor.window=1000"),
     as_json: bool = typer.Option(False, "--json"),
@@ -416,6 +458,7 @@ def monitor_cmd(
     from .config import load_deploy_config
     from .deploy.monitor import monitor_state
 
+    _mask_argv()
     settings = load_deploy_config(config, list(set_))
     state = monitor_state(path, settings.monitor)
     if as_json:

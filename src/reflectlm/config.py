@@ -26,6 +26,7 @@ __all__ = [
     "LoopConfig",
     "ModelConfig",
     "MonitorConfig",
+    "RayServeConfig",
     "RunConfig",
     "ServeConfig",
     "TrainConfig",
@@ -192,11 +193,46 @@ class RunConfig(_Section):
     quiet: bool = False
 
 
+class RayServeConfig(_Section):
+    """`reflectlm serve --backend ray`: the same app as a Ray Serve deployment (deploy/serve/ray_app.py)."""
+
+    address: str | None = None  # Ray cluster to join ("auto", "ray://head:10001"); None: start a local one
+    # Autoscaling (Ray Serve's autoscaling_config): replicas between min and max, aiming at
+    # target_ongoing_requests requests in flight per replica. Micro-batching wants several requests
+    # per replica at once, hence targets above Ray's default of 2.
+    min_replicas: int = Field(1, ge=0)  # 0: scale to zero when idle (the first request then waits for a model load)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)  # None: min_replicas
+    target_ongoing_requests: float = Field(8.0, gt=0.0)
+    max_ongoing_requests: int = Field(64, ge=1)  # per replica; Ray queues the rest in its proxy
+    upscale_delay_s: float = Field(30.0, ge=0.0)
+    downscale_delay_s: float = Field(600.0, ge=0.0)
+    num_cpus: float = Field(1.0, gt=0.0)  # per replica; also its inference threads unless serve.threads is set
+    num_gpus: float = Field(0.0, ge=0.0)
+    name: str = "reflectlm"  # the Serve application's name
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> RayServeConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.ray.min_replicas ({self.min_replicas}) is above serve.ray.max_replicas "
+                             f"({self.max_replicas}); raise max_replicas or lower min_replicas")
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(f"serve.ray.initial_replicas ({self.initial_replicas}) must lie between min_replicas "
+                             f"({self.min_replicas}) and max_replicas ({self.max_replicas})")
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(f"serve.ray.target_ongoing_requests ({self.target_ongoing_requests:g}) is above "
+                             f"serve.ray.max_ongoing_requests ({self.max_ongoing_requests}): a replica could never "
+                             "reach its target, so the deployment would never scale up; lower the target")
+        return self
+
+
 class ServeConfig(_Section):
     """`reflectlm serve`: the HTTP service (deploy/serve/)."""
 
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = Field(8000, ge=0, le=65535)
+    # uvicorn: one machine, `workers` processes; ray: a Ray Serve deployment with autoscaling replicas
+    backend: Literal["uvicorn", "ray"] = "uvicorn"
     workers: int = Field(1, ge=1)  # uvicorn processes; each loads the model once
     threads: int | None = Field(None, ge=1)  # inference threads per process; None: all cores
     # Micro-batching: concurrent requests are joined into one forward of at most max_batch texts,
@@ -217,8 +253,12 @@ class ServeConfig(_Section):
     rate_burst: int = Field(60, ge=1)
     mask_pii: bool = True  # personal data masked in logs and in the store
     pii_region: str = "US"  # country whose national phone formats are recognised (international ones always are)
-    store: str | None = None  # SQLite production store; None: <served dir>/serving.sqlite
+    # Production store (deploy/store.py): a SQLite path, or a database URL such as
+    # postgresql+psycopg://USER@HOST:5432/DB (what Ray replicas on several machines share);
+    # None: <served dir>/serving.sqlite.
+    store: str | None = None
     low_confidence: float = Field(0.5, ge=0.0, le=1.0)  # below: flagged for review / active learning
+    ray: RayServeConfig = RayServeConfig()
 
 
 class MonitorConfig(_Section):

@@ -1,4 +1,4 @@
-"""Production -> the next run: `reflectlm run CONFIG --feedback STORE`.
+"""Production -> the next run: `reflectlm run CONFIG --feedback STORE` (a path or a database URL).
 
 The store's corrections become verified labels (a gold-label round: a correction of a text that
 is already in the training data replaces its label; a new text is added), and the predictions
@@ -22,7 +22,8 @@ from ..atomic import write_text
 
 
 def read_store(store_path: str | Path, task: str, labels: list[str]) -> tuple[list[dict], list[str], dict]:
-    """(corrections as {id, text, label | tags}, pool texts, counts) from a production store.
+    """(corrections as {id, text, label | tags}, pool texts, counts) from a production store (a
+    path or a database URL; counts["store"] names it without its password).
     Corrections with labels this task does not know are skipped and counted."""
     from .store import open_store
 
@@ -34,7 +35,7 @@ def read_store(store_path: str | Path, task: str, labels: list[str]) -> tuple[li
     if meta.get("task") and meta["task"] != task:
         from ..data import DataError
 
-        raise DataError(f"{store_path} holds {meta['task']} feedback but this run's data.task is {task!r}; "
+        raise DataError(f"{store.name} holds {meta['task']} feedback but this run's data.task is {task!r}; "
                          "pass the store of a model trained on the same task")
     known = set(labels)
     out, unknown, changed = [], 0, 0
@@ -55,7 +56,7 @@ def read_store(store_path: str | Path, task: str, labels: list[str]) -> tuple[li
             out.append({"id": f"fb-{c['prediction_id']}", "text": c["text"], "label": c["label"]})
             changed += c["served"].get("label") != c["label"]
     pool = [u["text"] for u in unlabelled]
-    counts = {"corrections": len(corrections), "unknown_labels": unknown, "corrected_model_errors": changed,
+    counts = {"store": store.name, "corrections": len(corrections), "unknown_labels": unknown, "corrected_model_errors": changed,
               "unlabelled": len(pool), "low_confidence": sum(u["low_confidence"] for u in unlabelled)}
     return out, pool, counts
 
@@ -132,7 +133,8 @@ def attach_feedback(cfg, run_dir: Path, store_path: str | Path):
                         weight_column="weight" if train.weights is not None else None,
                         confidence_column="confidence" if train.confidence is not None else None)
     new_cfg = validate_tree(tree)
-    record = {"store": str(Path(store_path).resolve()), **counts, "used": len(added) + len(relabelled) + same,
+    # counts["store"]: the SQLite file, or the URL with its password masked
+    record = {**counts, "used": len(added) + len(relabelled) + same,
               "added": len(added), "relabelled": len(relabelled), "already_right": same, "skipped_held_out": skipped,
               "pool_texts_added": len(pool_new), "pool_note": pool_note,
               "added_labels": dict(Counter(c["label"] for c in added)) if task != "ner" else None,

@@ -225,19 +225,20 @@ def send_webhook(url: str, payload: dict, timeout: float = 5.0) -> None:
 
 
 def monitor_state(path: str | Path, cfg=None, low_confidence: float | None = None) -> dict:
-    """The drift checks for the latest window of a production store (or the store of a served
-    directory), with the counts in the store."""
+    """The drift checks for the latest window of a production store (a path, the served directory
+    that holds serving.sqlite, or a database URL), with the counts in the store."""
     from ..config import MonitorConfig
     from .predictor import load_predictor
-    from .store import open_store
+    from .store import is_url, open_store
 
     cfg = cfg or MonitorConfig()
-    path = Path(path)
-    store_path = path if path.suffix == ".sqlite" else path / "serving.sqlite"
-    store = open_store(store_path)
+    store = open_store(path)  # a store file, the served directory that holds serving.sqlite, or a database URL
     try:
         meta = store.meta()
-        served = meta.get("served") or str(path)
+        served = meta.get("served") or (None if is_url(path) else str(path))
+        if not served:
+            raise FileNotFoundError(f"{store.name} does not say which model it served (no 'served' in its meta table); "
+                                    "it was not written by `reflectlm serve`")
         low = meta.get("low_confidence", 0.5) if low_confidence is None else low_confidence
         predictor = load_predictor(served)
         reference = reference_sample(predictor, served)
@@ -251,4 +252,4 @@ def monitor_state(path: str | Path, cfg=None, low_confidence: float | None = Non
     current = sample_of(predictor, [r["text"] for r in recent]) if recent else Sample([], np.zeros(0), None)
     current.labels = [text_label(predictor.task, r["output"]) for r in recent]
     current.confidence = np.array([r["confidence"] for r in recent])
-    return {"store": str(store_path), "served": served, "counts": counts, **drift(reference, current, cfg, low)}
+    return {"store": store.name, "served": served, "counts": counts, **drift(reference, current, cfg, low)}

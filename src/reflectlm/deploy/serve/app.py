@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..masking import MaskingFilter, mask
+from ..store import StoreUnavailable
 from .auth import AuthError, KeyRing, RateLimiter, retry_after
 from .batching import MicroBatcher, Overloaded
 
@@ -166,13 +167,7 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     sc = settings.serve
     served = Path(served)
     if sc.auth and keys is None:
-        keys = KeyRing(sc.api_keys_file)
-        if not len(keys):
-            from ...config import ConfigError
-
-            raise ConfigError("serve.auth is on but no API key is configured: set REFLECTLM_API_KEYS=name:key, or "
-                             "serve.api_keys_file (`reflectlm keys add NAME --file keys.toml`), or serve.auth = false "
-                             "to serve without keys on a trusted machine")
+        keys = load_keys(sc)
     state = _State(served, settings, keys if sc.auth else None)
     registry, m = _metrics()
     if sc.mask_pii and not any(isinstance(f, MaskingFilter) for f in log.filters):
@@ -186,8 +181,7 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
 
         loop = asyncio.get_running_loop()
         state.predictor = predictor or await loop.run_in_executor(None, load_predictor, served, sc.threads)
-        store_path = Path(sc.store) if sc.store else (served / "serving.sqlite")
-        state.store = ProductionStore(store_path).open()
+        state.store = await loop.run_in_executor(None, ProductionStore(sc.store or served / "serving.sqlite").open)
         state.store.set_meta(served=str(served.resolve()), task=state.predictor.task, labels=state.predictor.labels,
                              low_confidence=sc.low_confidence, masked=sc.mask_pii)
         reference = await loop.run_in_executor(None, reference_sample, state.predictor, served)
@@ -207,7 +201,7 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
         await state.batcher.start()
         state.ready = True
         log.info("serving %s (%s %s, %s labels) with store %s", served, state.predictor.info.get("format"),
-                 state.predictor.info.get("precision"), len(state.predictor.labels), store_path)
+                 state.predictor.info.get("precision"), len(state.predictor.labels), state.store.name)
         try:
             yield
         finally:
@@ -270,6 +264,13 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
         return error(e.status, e.code, e.message, e.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, e: StoreUnavailable):
+        # The database is gone for a moment (a restart, a fail-over): nothing was stored, the client retries.
+        log.error("%s", e)
+        return error(503, "store_unavailable", "the production store cannot be reached; nothing was stored, retry "
+                                               "after the indicated time", {"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
@@ -362,7 +363,7 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=201, responses=ERRORS,
               summary="Correct a past prediction")
     def feedback(body: FeedbackRequest, request: Request):
-        # A plain def: FastAPI runs it on a worker thread, so the SQLite commit does not block the loop.
+        # A plain def: FastAPI runs it on a worker thread, so the store's commit does not block the loop.
         key = authenticate(request)
         require_ready()
         p = state.predictor
@@ -420,6 +421,18 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     _ROUTES = {"/v1/predict", "/v1/feedback", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/docs",
                "/openapi.json"}
     return app
+
+
+def load_keys(sc) -> KeyRing:
+    """The API keys serve.auth asks for (serve.api_keys_file and REFLECTLM_API_KEYS), or an error that says how."""
+    keys = KeyRing(sc.api_keys_file)
+    if not len(keys):
+        from ...config import ConfigError
+
+        raise ConfigError("serve.auth is on but no API key is configured: set REFLECTLM_API_KEYS=name:key, or "
+                          "serve.api_keys_file (`reflectlm keys add NAME --file keys.toml`), or serve.auth = false "
+                          "to serve without keys on a trusted machine")
+    return keys
 
 
 def _spans_to_tags(entities: list, words: list, labels: list[str]) -> list[str]:

@@ -61,20 +61,32 @@ class KeyRing:
 
     def __init__(self, path: str | Path | None = None, env: str | None = None):
         self.path = Path(path) if path else None
-        self.env = os.environ.get(ENV, "") if env is None else env
+        self._env_entries = self._parse_env(os.environ.get(ENV, "") if env is None else env)  # hashed: no key is kept
         self._lock = threading.Lock()
         self._stamp = None
         self._checked = 0.0
         self._entries: list[_Entry] = []
         self._load()
 
-    def _load(self) -> None:
+    def __getstate__(self) -> dict:
+        # Pickled to Ray Serve replicas (hashes only): they need no REFLECTLM_API_KEYS of their own.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    @staticmethod
+    def _parse_env(env: str) -> list[_Entry]:
         entries = []
-        for item in filter(None, (s.strip() for s in self.env.split(","))):
+        for item in filter(None, (s.strip() for s in env.split(","))):
             name, sep, key = item.partition(":")
             if not sep or not name or not key:
                 raise ConfigError(f"{ENV} must look like 'name:key,name2:key2'; got an item without 'name:'")
             entries.append(_Entry(name, digest(key)))
+        return entries
+
+    def _load(self) -> None:
+        entries = list(self._env_entries)
         if self.path is not None:
             if not self.path.is_file():
                 raise FileNotFoundError(f"API key file {self.path} does not exist; create it with "
@@ -95,7 +107,7 @@ class KeyRing:
         try:
             stat = self.path.stat()
         except OSError:
-            return  # a file being replaced: keep the keys we have
+            return  # a file being replaced (or not on this Ray node): keep the keys we have
         if (stat.st_mtime_ns, stat.st_size) != self._stamp:
             try:
                 self._load()
