@@ -206,7 +206,7 @@ def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, 
     from reflectlm.reflect import Target
 
     recipe, inputs, flipped, _ = case
-    targets = [Target("near_duplicates", "balance", ["drop_suspects"], 0.5, 0.05, "", ""),
+    targets = [Target("hard_to_learn", "dynamics", ["drop_suspects"], 0.5, 0.05, "", ""),
                Target("label_issues", "label_issues", ["fix_labels", "drop_suspects"], 0.4, 0.04, "", "")]
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2}})
     plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)

@@ -184,6 +184,9 @@ class LoopConfig(_Section):
     pool_label_column: str | None = None  # oracle = "column": the hidden label column of the pool
     tracking: Literal["none", "mlflow"] = "none"
     report: bool = True  # write report.html after every round
+    # Keep every rejected challenger's weights too (about 90 MB a round for MiniLM), e.g. to audit the
+    # gate afterwards by scoring each round on a test split; by default only what later rounds need is kept.
+    keep_models: bool = False
 
 
 class RunConfig(_Section):
