@@ -164,7 +164,7 @@ def test_remedies_follow_the_declared_ranks():
     from reflectlm.actions import remedies
 
     found = remedies()
-    assert found["label_issues"] == ["fix_labels", "drop_suspects", "correct_noise"]
+    assert found["label_issues"] == ["correct_noise", "fix_labels", "drop_suspects"]
     for kind, names in found.items():
         ranks = [ACTIONS[n].addresses[kind] for n in names]
         assert ranks == sorted(ranks) and None not in ranks, kind
@@ -550,6 +550,14 @@ def test_correct_noise_trains_through_the_estimated_noise():
     assert out.train.ids == train.ids  # nothing dropped or relabelled
     assert conflict(action, get_action("fix_labels")) and conflict(action, get_action("drop_suspects"))
     assert ACTIONS["correct_noise"].propose(ActionInputs(task="ner", labels=LABELS, findings=[f]), recipe) is None
+    assert ACTIONS["correct_noise"].propose(inputs, out) is None  # already corrected: the same matrix again
+    # a later relabelling changes the labels the matrix described: it is cleared
+    flagged = Finding("label_issues", "label_issues", 0.5, "x",
+                      {"flagged": [train.ids[0]], "suggested": {train.ids[0]: ["pos" if train.labels[0] != "pos"
+                                                                               else "neg", 0.9, 0.05]},
+                       "noise_rates": rates}, split="train")
+    fixed = get_action("fix_labels").apply(out, ActionInputs(task="classification", labels=LABELS, findings=[flagged]))
+    assert fixed.changes[-1]["relabelled"] == 1 and fixed.tree["train"]["noise_transition"] == []
 
 
 def test_a_bad_noise_transition_is_refused_with_how_to_fix_it(tiny_bert_dir):

@@ -18,11 +18,14 @@ from .base import SUPERIORITY, params_of
 @dataclass(frozen=True)
 class CorrectNoise:
     name = "correct_noise"
-    addresses = {K.LABEL_ISSUES: 2, K.CONFUSED_PAIR: None}
+    # First for label noise, by measurement (docs/benchmarks.md): on BANKING77 with 20 % nearest-class
+    # flips (seed 0), forward correction alone took the selection accuracy from 0.872 to 0.900;
+    # fix_labels + drop_suspects reached 0.886.
+    addresses = {K.LABEL_ISSUES: 0, K.CONFUSED_PAIR: None}
     mode = SUPERIORITY
     retrains = True
     # T is estimated on the base's labels: relabelling or dropping in the same plan would change the
-    # labels it describes.
+    # labels it describes (and when a later round does, fix_labels / drop_suspects clear it).
     conflicts = ("fix_labels", "drop_suspects")
 
     strength: float = 1.0  # 0: no correction ... 1: the estimated noise rates as they are
@@ -37,6 +40,8 @@ class CorrectNoise:
         f = inputs.finding(K.LABEL_ISSUES)
         if f is None or not f.evidence.get("noise_rates"):
             return None
+        if recipe.get("train.noise_transition"):
+            return None  # already corrected for: the same out-of-fold view would give the same matrix
         return cls()
 
     def apply(self, recipe, inputs):

@@ -48,5 +48,8 @@ class DropSuspects:
                     scored[i] = max(scored.get(i, 0.0), s)
         order = sorted(scored, key=lambda i: (-scored[i], i))[: int(self.max_fraction * len(recipe.train))]
         out = recipe.evolve(train=drop_ids(recipe.train, set(order)))
+        if order and out.get("train.noise_transition"):
+            # the noise matrix described the labels before this change: training through it now over-corrects
+            out = out.set("train.noise_transition", [])
         out.changes.append({"action": self.name, "dropped": len(order), "ids": order})
         return out
