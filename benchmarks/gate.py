@@ -22,6 +22,14 @@ killed run resumes where it stopped, and trainings made apart merge by copying t
 into one --workdir before the judging run.
 Prints one JSON object and writes it to --out (default benchmarks/results/gate.json):
 {"aa": {"pairs", "false_promotions"}, "candidates": {name: {"false_promotions", ...}}, ...}.
+
+    python benchmarks/gate.py --rounds      # part (ii): precision and misses, no training
+
+Part (ii) reads the loop benchmark's merged results (benchmarks/results/loop_vs_baselines.json, where
+every round's challenger was scored on test after the run beside the champion it was judged
+against) and adds to --out, keeping the A/A part: precision = the share of promotions whose
+challenger beats, on test, the champion it replaced; a miss = a rejected challenger that beats its
+champion on test by at least 1 point (listed with its size).
 """
 
 from __future__ import annotations
@@ -126,6 +134,30 @@ def summarise(pairs: list[dict]) -> dict:
             "candidates": cand, "pairs": pairs}
 
 
+def audit_rounds(files: list[Path], miss_points: float = 1.0) -> dict:
+    """Gate precision and misses over every judged round of the loop benchmarks' runs, on test."""
+    rows = []
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        for seed, run in sorted(data.get("per_seed", {}).items(), key=lambda kv: int(kv[0])):
+            for r in run["loop"]["rounds"]:
+                if r["round"] == 0 or r.get("test_accuracy") is None or r.get("champion_test_accuracy") is None:
+                    continue
+                rows.append({"file": Path(f).name, "seed": int(seed), "round": r["round"], "actions": r["actions"],
+                             "promoted": bool(r["promoted"]), "selection_difference": r.get("difference"),
+                             "judged_against": r["judged_against"],
+                             "test_difference": r["test_accuracy"] - r["champion_test_accuracy"]})
+    promoted = [r for r in rows if r["promoted"]]
+    right = [r for r in promoted if r["test_difference"] > 0]
+    misses = [{k: r[k] for k in ("file", "seed", "round", "actions", "selection_difference", "test_difference")}
+              for r in rows if not r["promoted"] and r["test_difference"] >= miss_points / 100]
+    return {"precision": {"value": len(right) / len(promoted) if promoted else None, "promotions": len(promoted),
+                          "beat_their_champion_on_test": len(right),
+                          "definition": "share of promotions whose challenger beats the replaced champion on test"},
+            "misses": misses, "rounds_audited": rows,
+            "miss_definition": f"a rejected challenger that beats its champion on test by >= {miss_points:g} point"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=20)
@@ -135,7 +167,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate.json")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", nargs="*", type=Path, default=None,
+                    help="part (ii) only: the loop benchmarks' results files (default: "
+                         "benchmarks/results/loop_vs_baselines.json)")
     args = ap.parse_args()
+    if args.rounds is not None:
+        files = args.rounds or [Path(__file__).parent / "results" / "loop_vs_baselines.json"]
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result.update(audit_rounds(files))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({k: result[k] for k in ("precision", "misses", "rounds_audited")}, indent=2))
+        return
     import torch
 
     if args.threads:

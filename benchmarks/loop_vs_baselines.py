@@ -16,8 +16,19 @@ the labels are moved to the nearest other class by cosine of the classes' mean M
                      with at most four times (a)'s training compute: loop.examples_budget =
                      4 x the examples (a)'s chosen run processed.
 
-Prints one JSON object: {"plain": {"test_accuracy", ...}, "one_shot_clean": {...}, "loop":
-{"test_accuracy", "rounds": [...]}, "examples_trained": {...}, ...}.
+The effectiveness target is the share of the noise gap the loop wins back on test,
+R = (loop - plain) / (reference - plain), where the reference is the same training on the true labels.
+
+Every loop round keeps its model (loop.keep_models), and after the run each round's challenger is
+scored on test beside the champion it was judged against, so the gate's precision and misses can be
+counted (benchmarks/gate.py --rounds).
+
+Seeds run apart and merge: each invocation prints its seed's JSON object ({"plain": {"test_accuracy",
+...}, "one_shot_clean": {...}, "loop": {"test_accuracy", "rounds": [...]}, "reference": {...},
+"recovery", ...}) and writes it under "per_seed" of --out (default
+benchmarks/results/loop_vs_baselines.json), keeping the other seeds there, with the mean recovery.
+`--baselines-only` stops after (a), (b) and the reference (the loop arm reuses them later from the
+same --workdir).
 """
 
 from __future__ import annotations
@@ -91,11 +102,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--no-reference", dest="reference", action="store_false",
-                    help="skip the reference run on the true labels (context only; saves one training)")
+                    help="skip the reference run on the true labels (then no recovery R; saves one training)")
+    ap.add_argument("--baselines-only", action="store_true", help="stop after (a), (b) and the reference")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loop_vs_baselines.json",
+                    help="merged results file (this seed's entry is replaced, the others kept); '-' to skip")
+    ap.add_argument("--merge-only", action="store_true", help="only recompute the summary of --out")
     ap.add_argument("--dropout", default="pretrained",
                     help='model.dropout for every arm (default "pretrained", as the numbers in docs/benchmarks.md)')
     args = ap.parse_args()
     dropout = args.dropout if args.dropout == "pretrained" else float(args.dropout)
+    if args.merge_only:
+        print(json.dumps(merge(args.out, None, None), indent=2))
+        return
 
     from label_issues import nearest_other_class
 
@@ -166,11 +184,15 @@ def main() -> None:
     reference = (_grid(work, work / "train_true.csv", [plain["epochs"]], args.threads, dropout, "clean_reference")
                  if args.reference else None)
 
+    if args.baselines_only:
+        print(json.dumps({"plain": plain, "one_shot_clean": clean, "reference": reference}, indent=2))
+        return
+
     # (c) the loop, from (a)'s chosen epochs, with at most 4x (a)'s training compute
     t0 = time.time()
     tree = _tree(work, work / "train_noisy.csv", plain["epochs"], args.threads, dropout)
     budget = 4 * plain["examples_trained"]
-    tree["loop"] = {"rounds": 10, "patience": 2, "examples_budget": budget, "report": False}
+    tree["loop"] = {"rounds": 10, "patience": 2, "examples_budget": budget, "report": False, "keep_models": True}
     tree["run"].update(output_dir=str(work / "loop-workspace"), name="loop")
     again = (work / "loop-workspace" / "loop" / "run.json").is_file()  # resume an interrupted invocation
     # The loop's progress goes to stderr: stdout carries only the JSON result.
@@ -189,12 +211,13 @@ def main() -> None:
             if ch.get("action") == "drop_suspects":
                 d = set(ch["ids"])
                 fixes.append({"round": r["round"], "dropped": len(d), "truly_flipped": len(d & flipped_ids)})
+    round_tests = score_rounds(result.run_dir, work, s["rounds"], tree)
     loop = {"test_accuracy": s["test"]["accuracy"], "selection_accuracy": s["selection"],
             "round0_test_accuracy": s["round0_test"]["accuracy"], "champion_round": s["champion_round"],
             "stop_reason": s["stop_reason"], "examples_trained": s["examples_trained"], "examples_budget": budget,
             "rounds": [{k: r[k] for k in ("round", "actions", "addressed", "selection", "promoted", "difference",
                                           "ci_low", "ci_high", "p_mcnemar", "examples_trained", "reason")}
-                       for r in s["rounds"]],
+                       | round_tests.get(r["round"], {}) for r in s["rounds"]],
             "label_changes": fixes, "run_dir": str(result.run_dir), "seconds_total": round(time.time() - t0, 1)}
 
     out = {"setup": {"train": len(rest), "flipped": len(flip), "noise": args.noise, "selection": len(selection),
@@ -203,6 +226,14 @@ def main() -> None:
            "clean_labels_reference": reference and {"test_accuracy": reference["test_accuracy"],
                                                     "epochs": reference["epochs"],
                                                     "selection_accuracy": reference["selection_accuracy"]},
+           "reference": reference and {"test_accuracy": reference["test_accuracy"], "epochs": reference["epochs"],
+                                       "selection_accuracy": reference["selection_accuracy"]},
+           "recovery": (None if not reference or reference["test_accuracy"] == plain["test_accuracy"] else
+                        (loop["test_accuracy"] - plain["test_accuracy"])
+                        / (reference["test_accuracy"] - plain["test_accuracy"])),
+           "one_shot_clean_recovery": (None if not reference or reference["test_accuracy"] == plain["test_accuracy"]
+                                       else (clean["test_accuracy"] - plain["test_accuracy"])
+                                       / (reference["test_accuracy"] - plain["test_accuracy"])),
            "examples_trained": {"plain": plain["examples_trained"], "plain_grid": plain["grid_examples_trained"],
                                 "one_shot_clean": clean["examples_trained"],
                                 "one_shot_clean_grid": clean["grid_examples_trained"], "loop": loop["examples_trained"],
@@ -211,6 +242,56 @@ def main() -> None:
            "gain_over_one_shot_clean": loop["test_accuracy"] - clean["test_accuracy"],
            "seconds": round(time.time() - started, 1)}
     print(json.dumps(out, indent=2))
+    if str(args.out) != "-":
+        merge(args.out, args.seed, out)
+
+
+def score_rounds(run_dir: Path, work: Path, rounds: list[dict], tree: dict) -> dict[int, dict]:
+    """Each trained round's challenger on test, beside the champion it was judged against (read after
+    the run, as the gate's audit: the loop itself never sees test)."""
+    from reflectlm.config import load_config
+    from reflectlm.data import load
+    from reflectlm.loop.round import evaluate
+    from reflectlm.modeling import load_bundle
+
+    cfg = load_config(tree=tree)
+    test = load(work / "test.csv", "classification", id_column="id")
+    acc: dict[int, float] = {}
+    for r in rounds:
+        model = run_dir / "rounds" / f"{r['round']:02d}" / "model"
+        if model.is_dir():
+            acc[r["round"]] = evaluate(load_bundle(model), test, cfg).metrics["accuracy"]
+    out, champion = {}, 0
+    for r in rounds:
+        if r["round"] == 0 or r["round"] not in acc:
+            continue
+        out[r["round"]] = {"test_accuracy": acc[r["round"]], "judged_against": champion,
+                           "champion_test_accuracy": acc.get(champion)}
+        if r["promoted"]:
+            champion = r["round"]
+    return out
+
+
+def merge(path: Path, seed: int | None, result: dict | None) -> dict:
+    """Put one seed's result under per_seed of the results file and recompute the summary."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    per_seed = data.get("per_seed", {})
+    if result is not None:
+        per_seed[str(seed)] = result
+    per_seed = dict(sorted(per_seed.items(), key=lambda kv: int(kv[0])))
+    rec = {k: v["recovery"] for k, v in per_seed.items() if v.get("recovery") is not None}
+    arms = ("plain", "one_shot_clean", "loop", "reference")
+    mean = {a: float(np.mean([v[a]["test_accuracy"] for v in per_seed.values() if v.get(a)]))
+            for a in arms if any(v.get(a) for v in per_seed.values())}
+    data = {"per_seed": per_seed,
+            "recovery": {"per_seed": rec, "mean": float(np.mean(list(rec.values()))) if rec else None},
+            "loop_above_one_shot_clean": {k: v["loop"]["test_accuracy"] > v["one_shot_clean"]["test_accuracy"]
+                                          for k, v in per_seed.items()},
+            "mean_test_accuracy": mean,
+            "target": "recovery mean >= 0.6 and the loop above one_shot_clean on every seed"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
 
 
 if __name__ == "__main__":

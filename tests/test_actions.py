@@ -168,7 +168,7 @@ def test_remedies_follow_the_declared_ranks():
     from reflectlm.actions import remedies
 
     found = remedies()
-    assert found["label_issues"] == ["fix_labels", "drop_suspects"]
+    assert found["label_issues"] == ["correct_noise", "fix_labels", "drop_suspects"]
     for kind, names in found.items():
         ranks = [ACTIONS[n].addresses[kind] for n in names]
         assert ranks == sorted(ranks) and None not in ranks, kind
@@ -210,9 +210,10 @@ def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, 
     from reflectlm.reflect import Target
 
     recipe, inputs, flipped, _ = case
-    targets = [Target("near_duplicates", "balance", ["drop_suspects"], 0.5, 0.05, "", ""),
+    targets = [Target("hard_to_learn", "dynamics", ["drop_suspects"], 0.5, 0.05, "", ""),
                Target("label_issues", "label_issues", ["fix_labels", "drop_suspects"], 0.4, 0.04, "", "")]
-    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2}})
+    cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2,
+                                                                 "actions": ["fix_labels", "drop_suspects"]}})
     plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
     assert [r["action"] for r in ranking[:2]] == ["drop_suspects", "fix_labels"]  # ranked: drop first
     assert [a.name for a in plan] == ["fix_labels", "drop_suspects"]  # applied: fix first
@@ -521,3 +522,55 @@ def test_a_bad_value_fails_when_the_action_applies_not_in_training(case):
         recipe.get("train.epoch")
     assert recipe.get("train.lr") == 1e-4 and recipe.config.train.epochs == 4
     assert recipe.set("train.epochs", 6).config.train.epochs == 6 and recipe.config.train.epochs == 4
+
+
+def test_correct_noise_trains_through_the_estimated_noise():
+    """correct_noise turns the label_issues finding's noise rates into train.noise_transition (rows:
+    true class, summing to 1), keeps every example, and conflicts with relabelling / dropping."""
+    from reflectlm.actions import conflict
+    from reflectlm.diagnose.label_issues import noise_rates, noise_transition, transition_from
+
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 3, 600)
+    given = true.copy()
+    flip = rng.random(600) < 0.3
+    given[flip & (true == 0)] = 1  # class 0 is given as class 1 30 % of the time
+    P = np.full((600, 3), 0.05)
+    P[np.arange(600), true] = 0.9  # out-of-fold probabilities that know the truth
+    T = noise_transition(given, P, 3)
+    assert T[0, 1] == pytest.approx(0.3, abs=0.07) and T[1, 1] > 0.95 and np.allclose(T.sum(1), 1.0)
+    rates = noise_rates(T, LABELS)
+    assert rates[0]["true"] == "neg" and rates[0]["given"] == "neu"
+    assert np.allclose(transition_from(rates, LABELS), T, atol=0.01)
+
+    train = cls_dataset(30)
+    f = Finding("label_issues", "label_issues", 0.5, "x", {"flagged": [], "noise_rates": rates}, split="train")
+    inputs = ActionInputs(task="classification", labels=LABELS, findings=[f])
+    recipe = Recipe({"data": {"train": "x.csv"}}, train)
+    action = ACTIONS["correct_noise"].propose(inputs, recipe)
+    out = action.apply(recipe, inputs)
+    M = np.array(out.tree["train"]["noise_transition"])
+    assert M.shape == (3, 3) and np.allclose(M.sum(1), 1.0, atol=1e-4) and M[0, 1] == pytest.approx(T[0, 1], abs=0.01)
+    assert out.train.ids == train.ids  # nothing dropped or relabelled
+    assert conflict(action, get_action("fix_labels")) and conflict(action, get_action("drop_suspects"))
+    assert ACTIONS["correct_noise"].propose(ActionInputs(task="ner", labels=LABELS, findings=[f]), recipe) is None
+    assert ACTIONS["correct_noise"].propose(inputs, out) is None  # already corrected: the same matrix again
+    # a later relabelling changes the labels the matrix described: it is cleared
+    flagged = Finding("label_issues", "label_issues", 0.5, "x",
+                      {"flagged": [train.ids[0]], "suggested": {train.ids[0]: ["pos" if train.labels[0] != "pos"
+                                                                               else "neg", 0.9, 0.05]},
+                       "noise_rates": rates}, split="train")
+    fixed = get_action("fix_labels").apply(out, ActionInputs(task="classification", labels=LABELS, findings=[flagged]))
+    assert fixed.changes[-1]["relabelled"] == 1 and fixed.tree["train"]["noise_transition"] == []
+
+
+def test_a_bad_noise_transition_is_refused_with_how_to_fix_it(tiny_bert_dir):
+    from reflectlm.config import ConfigError, load_config
+    from reflectlm.train import _transition
+
+    tc = load_config(tree={"data": {"train": "x.csv"}, "train": {"noise_transition": [[0.5, 0.5], [0.0, 1.0]]}}).train
+    with pytest.raises(ConfigError, match="2 x 2 but there are 3 labels; give a 3 x 3 matrix"):
+        _transition(tc, "classification", LABELS, "cpu")
+    tc = load_config(tree={"data": {"train": "x.csv"}, "train": {"noise_transition": [[0.5, 0.2], [0.0, 1.0]]}}).train
+    with pytest.raises(ConfigError, match="every row summing to 1"):
+        _transition(tc, "classification", ["a", "b"], "cpu")

@@ -159,3 +159,23 @@ def test_empty_and_one_class(task, n, classes):
     findings = BalanceAndData().run(make_context(task, n=n, classes=classes))
     assert all(f.severity == 0.0 for f in findings)
     assert len(findings) == (0 if n == 0 else 1)
+
+
+def test_leakage_reports_the_champions_score_on_the_deduplicated_part():
+    """Issue 16: leakage between the user's files is reported with the champion's score on the part
+    of the selection split that duplicates nothing - and no action 'fixes' it by dropping training
+    data (a challenger on less data judged on the same leaked split can only lose)."""
+    from reflectlm.actions import ACTIONS
+
+    ctx = leak_context(True)
+    gold = list(ctx.selection.labels)
+    other = {"a": "b", "b": "a"}
+    pred = [other[y] if k in (0, 1) else y for k, y in enumerate(gold)]  # two clean examples wrong
+    ctx.selection_probs = onehot(gold, pred, ["a", "b"])
+    f = by_kind(BalanceAndData().run(ctx), "near_duplicates")[0]
+    sc = f.evidence["champion_accuracy"]
+    # 10 selection examples, 2 duplicated (s2, s5) and both right; 2 of the other 8 wrong
+    assert sc == {"all": pytest.approx(0.8), "deduplicated": pytest.approx(0.75), "duplicated": pytest.approx(1.0),
+                  "n_deduplicated": 8}
+    assert "0.750 on the 8 that duplicate nothing" in f.summary
+    assert not [name for name, cls in ACTIONS.items() if cls.addresses.get("near_duplicates") is not None]

@@ -532,3 +532,19 @@ def test_ner_loop_compares_on_entity_f1(tmp_path, tiny_bert_dir):
         if cmp.exists():
             c = json.loads(cmp.read_text())
             assert c["metric"] == "entity_f1" and c["n"] == 30  # sentences of the selection split
+
+
+def test_keep_models_keeps_every_trained_challenger(tmp_path, tiny_bert_dir):
+    """loop.keep_models: rejected challengers keep their weights too, so the gate can be audited on a
+    test split after the run (benchmarks/loop_vs_baselines.py scores every round this way)."""
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    cfg = load_config(tree=loop_tree(noisy_csv(tmp_path / "cls.csv"), tiny_bert_dir, tmp_path / "runs", rounds=2,
+                                     keep_models=True))
+    run = improve(cfg).run_dir
+    trained = [json.loads((rd / "decision.json").read_text()) for rd in sorted((run / "rounds").iterdir())]
+    trained = [d for d in trained if not d.get("no_op")]
+    assert len(trained) >= 2
+    for d in trained:  # promoted or not
+        assert (run / "rounds" / f"{d['round']:02d}" / "model").is_dir(), d["round"]

@@ -72,3 +72,26 @@ def test_an_unknown_action_in_the_config_is_refused_with_the_valid_names(tmp_pat
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"actions": ["halve_batch"]}})
     with pytest.raises(ConfigError, match="unknown actions \\['halve_batch'\\]; valid: fix_labels"):
         choose_plan([], ActionInputs(task="classification", labels=[]), Recipe(cfg, None), cfg, tmp_path, set(), 1)
+
+
+@pytest.mark.parametrize("budget_left, level", [(500, True), (None, True), (0, False)])
+def test_asking_the_oracle_ranks_level_with_the_best_remedy_while_budget_is_left(budget_left, level):
+    """Issue 16: bought labels are kept whatever the round's verdict, so they are bought early -
+    asking ranks with the most promising diagnosed remedy while label budget is left, not last."""
+    from reflectlm.loop.planner import _candidates
+    from reflectlm.reflect import reflect
+
+    findings = [Finding("label_issues", K.LABEL_ISSUES, 0.8, "labels look wrong"),
+                Finding("fit", K.UNDERFITTING, 0.5, "still improving")]
+    targets = reflect(findings, 0.7)
+    cfg = load_config(tree={"data": {"train": "x.csv"}})
+    inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings, oracle=object(),
+                          label_budget_left=budget_left)
+    prior, kinds = _candidates(targets, inputs, cfg)
+    best = max(v for a, v in prior.items() if a != "active_learning")
+    assert best == pytest.approx(targets[0].expected_gain)
+    assert prior["active_learning"] == (pytest.approx(best) if level else 0.001)
+    assert kinds["active_learning"] == [K.UNLABELLED_POOL]
+    # without an oracle nothing is asked
+    prior, _ = _candidates(targets, ActionInputs(task="classification", labels=["x", "y"], findings=findings), cfg)
+    assert "active_learning" not in prior

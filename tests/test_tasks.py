@@ -397,3 +397,23 @@ def test_ner_predictions_spans_text_and_score():
     ]
     (none,) = ner.predictions([onehot_probs(["O"])], [["hello"]], NER_LABELS)
     assert none == {"tags": ["O"], "entities": []}
+
+
+def test_classification_forward_corrected_loss_matches_hand_computation():
+    """Forward correction (Patrini et al. 2017): the given label's cross-entropy under softmax @ T;
+    the probability and correctness reported still describe the model's own softmax."""
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([1, 1])
+    T = torch.tensor([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0], [0.0, 0.1, 0.9]])
+    loss, gold, correct, _ = cls.per_example(logits, labels, transition=T)
+    for i in range(2):
+        z = [math.exp(v) for v in logits[i].tolist()]
+        p = [v / sum(z) for v in z]
+        q1 = p[0] * 0.3 + p[1] * 1.0 + p[2] * 0.1  # P(given = 1) under the noise model
+        assert loss[i].item() == pytest.approx(-math.log(q1), abs=1e-6)
+        assert gold[i].item() == pytest.approx(p[1], abs=1e-6)
+    assert correct.tolist() == [0.0, 1.0]
+    eye = cls.per_example(logits, labels, transition=torch.eye(3))[0]  # no noise: plain cross-entropy
+    assert torch.allclose(eye, cls.per_example(logits, labels)[0], atol=1e-6)
+    w = cls.per_example(logits, labels, class_weight=torch.tensor([1.0, 3.0, 1.0]), transition=T)[0]
+    assert torch.allclose(w, 3.0 * loss, atol=1e-6)

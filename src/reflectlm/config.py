@@ -140,6 +140,12 @@ class TrainConfig(_Section):
     # FGM adversarial training (Miyato et al. 2017): each step also trains on the word embeddings
     # moved by epsilon along the loss gradient; 0: off. Doubles the cost of a step.
     adversarial_epsilon: float = Field(0.0, ge=0.0)
+    # Forward loss correction for label noise (Patrini et al. 2017; classification only): row i is
+    # P(given label = j | true class = i) over the sorted class names, rows summing to 1; the loss is
+    # the cross-entropy of the given label under softmax(logits) @ T, so the model's own softmax
+    # learns the clean posterior. The correct_noise action sets it from confident learning's noise
+    # matrix; empty: plain cross-entropy.
+    noise_transition: list[list[float]] = Field(default_factory=list)
 
     @field_validator("max_grad_norm")
     @classmethod
@@ -185,6 +191,9 @@ class LoopConfig(_Section):
     pool_label_column: str | None = None  # oracle = "column": the hidden label column of the pool
     tracking: Literal["none", "mlflow"] = "none"
     report: bool = True  # write report.html after every round
+    # Keep every rejected challenger's weights too (about 90 MB a round for MiniLM), e.g. to audit the
+    # gate afterwards by scoring each round on a test split; by default only what later rounds need is kept.
+    keep_models: bool = False
 
 
 class RunConfig(_Section):

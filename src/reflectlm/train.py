@@ -331,6 +331,26 @@ def _epoch_records(records: dict[str, list]) -> dict[str, np.ndarray]:
     return out
 
 
+def _transition(tc: TrainConfig, task: str, labels: list[str], device) -> torch.Tensor | None:
+    """train.noise_transition as a (C, C) tensor, checked: one row and column per label, rows of
+    probabilities."""
+    if not tc.noise_transition:
+        return None
+    if task != "classification":
+        raise ConfigError("train.noise_transition (forward loss correction) is for classification only; "
+                          "leave it empty for NER")
+    T = np.asarray(tc.noise_transition, dtype=np.float64)
+    C = len(labels)
+    if T.shape != (C, C):
+        raise ConfigError(f"train.noise_transition is {T.shape[0]} x {T.shape[1] if T.ndim == 2 else '?'} but there "
+                          f"are {C} labels; give a {C} x {C} matrix (rows: true class, columns: given label, in "
+                          "sorted class order) or leave it empty")
+    if (T < 0).any() or not np.allclose(T.sum(1), 1.0, atol=1e-3):
+        raise ConfigError("train.noise_transition must hold probabilities with every row summing to 1 "
+                          "(row i: P(given label | true class i))")
+    return torch.tensor(T / T.sum(1, keepdims=True), dtype=torch.float32, device=device)
+
+
 def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
         labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
         class_weights: np.ndarray | None = None, quiet: bool = False,
@@ -373,6 +393,8 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                              "labels; give one weight per label (sorted class names) or leave it empty")
         class_weights = np.asarray(tc.class_weights)
     class_t = torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device) if class_weights is not None else None
+    transition_t = _transition(tc, task, labels, accelerator.device)
+    extra = {} if transition_t is None else {"transition": transition_t}
     fgm = FGM(accelerator.unwrap_model(model), tc.adversarial_epsilon) if tc.adversarial_epsilon > 0 else None
 
     E = tc.epochs
@@ -403,7 +425,8 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                 with accelerator.accumulate(model):
                     with runtime.attention_context(attention):
                         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                    loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t)
+                    loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t,
+                                                                      **extra)
                     w = count if weights_t is None else count * weights_t[torch.from_numpy(idx)].to(count.device)
                     loss = (loss_vec * w).sum() / w.sum().clamp(min=1e-8)
                     accelerator.backward(loss)
@@ -411,7 +434,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                         # Second pass on the perturbed embeddings; its gradient adds to the clean one.
                         with fgm.perturbed(), runtime.attention_context(attention):
                             adv = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                            adv_vec = tmod.per_example(adv, batch["labels"], tc.label_smoothing, class_t)[0]
+                            adv_vec = tmod.per_example(adv, batch["labels"], tc.label_smoothing, class_t, **extra)[0]
                             accelerator.backward((adv_vec * w).sum() / w.sum().clamp(min=1e-8))
                     if accelerator.sync_gradients:
                         step += 1

@@ -16,6 +16,7 @@ from .adversarial_training import AdversarialTraining
 from .augment_noise import AugmentNoise
 from .base import NON_INFERIORITY, SUPERIORITY, ActionInputs, Recipe
 from .calibrate import Calibrate
+from .correct_noise import CorrectNoise
 from .domain_pretraining import DomainPretraining
 from .drop_suspects import DropSuspects
 from .early_stop import EarlyStop
@@ -38,6 +39,7 @@ from .unfreeze import Unfreeze
 ACTIONS = {
     "fix_labels": FixLabels,
     "drop_suspects": DropSuspects,
+    "correct_noise": CorrectNoise,
     "active_learning": ActiveLearning,
     "self_training": SelfTraining,
     "augment_noise": AugmentNoise,

@@ -78,6 +78,9 @@ class FixLabels:
         chosen = chosen[: int(self.max_fraction * len(recipe.train))]
         new = {i: lab for i, lab, _, _ in chosen}
         out = recipe.evolve(train=with_labels(recipe.train, new))
+        if new and out.get("train.noise_transition"):
+            # the noise matrix described the labels before this change: training through it now over-corrects
+            out = out.set("train.noise_transition", [])
         out.changes.append({"action": self.name, "relabelled": len(new), "candidates": len(cands),
                             "relabels": [{"id": i, "given": current[i], "new": lab, "prob": round(p, 4)}
                                          for i, lab, p, _ in chosen]})

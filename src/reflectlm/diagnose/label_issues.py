@@ -143,6 +143,48 @@ def _estimated_count(given: np.ndarray, P: np.ndarray) -> int:
         return int(num_label_issues(remap, sub))
 
 
+def noise_transition(given: np.ndarray, P: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) confident learning's estimate of P(given label = j | true class = i) from out-of-fold
+    probabilities (cleanlab.count.estimate_latent on the calibrated confident joint). Rows of
+    classes nobody was given stay the identity."""
+    from cleanlab.count import compute_confident_joint, estimate_latent
+
+    T = np.eye(n_classes)
+    present = np.unique(given)
+    if len(present) < 2:
+        return T
+    sub = P[:, present]
+    sub = sub / np.maximum(sub.sum(1, keepdims=True), _EPS)
+    remap = np.searchsorted(present, given)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, noise_matrix, _ = estimate_latent(compute_confident_joint(remap, sub), remap)  # [given][true]
+    T[np.ix_(present, present)] = np.asarray(noise_matrix, dtype=np.float64).T
+    return T / T.sum(1, keepdims=True)
+
+
+def noise_rates(T: np.ndarray, labels: list[str], floor: float = 0.005) -> list[dict]:
+    """The off-diagonal entries of a transition matrix worth reading, largest first."""
+    rows = [{"true": labels[i], "given": labels[j], "rate": round(float(T[i, j]), 4)}
+            for i in range(len(labels)) for j in range(len(labels)) if i != j and T[i, j] >= floor]
+    return sorted(rows, key=lambda r: (-r["rate"], r["true"], r["given"]))
+
+
+def transition_from(rates: list[dict], labels: list[str]) -> np.ndarray:
+    """Rebuild the (C, C) matrix from noise_rates (the diagonal takes what the rows leave)."""
+    idx = {n: k for k, n in enumerate(labels)}
+    T = np.zeros((len(labels), len(labels)))
+    for r in rates:
+        if r["true"] in idx and r["given"] in idx:
+            T[idx[r["true"]], idx[r["given"]]] = r["rate"]
+    np.fill_diagonal(T, 0.0)
+    off = T.sum(1)
+    scale = np.where(off > 0.95, 0.95 / np.maximum(off, _EPS), 1.0)  # a row keeps at least 5 % on its class
+    T = T * scale[:, None]
+    np.fill_diagonal(T, 1.0 - T.sum(1))
+    return T
+
+
 def _normalized_margin(given: np.ndarray, P: np.ndarray) -> np.ndarray:
     """(N,) cleanlab's normalized margin (p(given) - max p(other) + 1) / 2: label quality in [0, 1]."""
     from cleanlab.rank import get_label_quality_scores
@@ -233,6 +275,9 @@ class LabelIssues:
         # (fix_labels) can relabel the confident ones and leave the rest (the ranked list is capped).
         finding.evidence["suggested"] = {train.ids[i]: [labels[suggested[i]], round(float(P[i, suggested[i]]), 4),
                                                         round(float(P[i, given[i]]), 4)] for i in flagged_idx}
+        # How the labels are wrong, class by class: P(given | true) from the same out-of-fold
+        # probabilities (what forward loss correction, the correct_noise action, trains through).
+        finding.evidence["noise_rates"] = noise_rates(noise_transition(given, oof, len(labels)), labels)
         return [finding]
 
     @staticmethod

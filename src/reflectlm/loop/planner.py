@@ -1,7 +1,8 @@
 """Plan: which actions the next challenger gets.
 
 Candidates are the actions the targets list (reflect: the findings, ranked by RULES, with the
-remedies the actions declare) plus any action declared `unprompted` whose condition holds. Each is
+remedies the actions declare) plus any action declared `unprompted` whose condition holds (an
+action that asks the oracle ranks level with the best remedy while label budget is left). Each is
 scored by a Thompson draw from its value posterior (prior: the rules' expected gain, x 0.8 per
 place down the finding's remedies; data: the gains measured in this workspace's store). The best
 applicable one leads; up to loop.max_actions - 1 others join if judged the same way (mode,
@@ -65,6 +66,17 @@ def _candidates(targets: list, inputs: ActionInputs, cfg: Config) -> tuple[dict[
         if (when == "listed" and name in lc.actions) or (when == "oracle" and inputs.oracle is not None
                                                          and name in allowed):
             prior[name], kinds[name] = 0.001, [kind]  # asked for, not diagnosed: a round is worth it
+    # Labels the user budgeted for are bought early: the oracle's answers are kept whatever the
+    # round's verdict (they are gold labels), so every later round trains on them; and a round that
+    # only adds verified labels is judged by non-inferiority, the one kind of round a small selection
+    # split can accept. So while budget is left, asking ranks level with the most promising diagnosed
+    # remedy (the Thompson draw decides between them) instead of last.
+    budget_left = inputs.label_budget_left is None or inputs.label_budget_left > 0
+    asking = [a for a in prior if getattr(ACTIONS[a], "queries_oracle", False)]
+    if inputs.oracle is not None and budget_left and asking and len(asking) < len(prior):
+        best = max(v for a, v in prior.items() if a not in asking)
+        for a in asking:
+            prior[a] = max(prior[a], best)
     return prior, kinds
 
 

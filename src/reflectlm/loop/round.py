@@ -246,7 +246,7 @@ def record(rnd: Round) -> None:
     state, recipe, r, m = rnd.state, rnd.recipe, rnd.r, rnd.metric.name
     if rnd.promoted or rnd.chained:
         rundir.save_recipe(rnd.dir, recipe)
-    elif (rnd.dir / "model").exists():
+    elif (rnd.dir / "model").exists() and not rnd.cfg.loop.keep_models:
         shutil.rmtree(rnd.dir / "model")  # a rejected challenger's weights are not kept
     acquired = {}  # oracle answers: gold labels, kept even if this round is rejected
     idx = {i: k for k, i in enumerate(recipe.train.ids)}

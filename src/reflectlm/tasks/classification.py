@@ -17,13 +17,23 @@ def encode(tokenizer, ds, label2id: dict[str, int] | None, max_length: int) -> l
 
 
 def per_example(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
-                class_weight: torch.Tensor | None = None):
+                class_weight: torch.Tensor | None = None, transition: torch.Tensor | None = None):
     """Per-example loss, probability of the gold label, correctness and weight in the batch mean.
 
     logits (B, C) float32, labels (B,). Returns four (B,) tensors; the loss carries gradients.
     The count is 1 per example here (per sentence it is the number of tagged words, see ner).
+    transition (C, C): forward correction - the loss is that of the given (noisy) label under
+    softmax(logits) @ transition; the probability and correctness still describe softmax(logits).
     """
-    loss = F.cross_entropy(logits, labels, weight=class_weight, reduction="none", label_smoothing=label_smoothing)
+    if transition is None:
+        loss = F.cross_entropy(logits, labels, weight=class_weight, reduction="none", label_smoothing=label_smoothing)
+    else:
+        log_q = (logits.softmax(-1) @ transition).clamp(min=1e-12).log()  # (B, C): the noisy-label distribution
+        loss = -log_q.gather(1, labels[:, None]).squeeze(1)
+        if label_smoothing:
+            loss = (1.0 - label_smoothing) * loss - label_smoothing * log_q.mean(-1)
+        if class_weight is not None:
+            loss = loss * class_weight[labels]
     with torch.no_grad():
         prob = logits.softmax(-1)
         gold = prob.gather(1, labels[:, None]).squeeze(1)
