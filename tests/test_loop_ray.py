@@ -100,7 +100,7 @@ def test_two_parallel_challengers_are_holm_corrected_and_at_most_one_is_promoted
     p = subprocess.run([sys.executable, "-m", "reflectlm.cli", "show", str(run)], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "challenger" in p.stdout
+    assert "challenger 1: " in p.stdout and "Holm-adjusted" in p.stdout  # each challenger listed
 
 
 def test_one_challenger_on_ray_decides_as_the_local_backend(cluster, tmp_path, tiny_bert_dir):
