@@ -398,10 +398,7 @@ def record(rnd: Round) -> None:
                 "next_base": r if rnd.promoted or rnd.chained else state.champion}
     if len(rnd.challengers) > 1:  # several challengers: which one was kept, and how each fared under Holm
         decision["challengers"] = [{"challenger": c.k, "actions": [a.name for a in c.plan], "no_op": c.no_op,
-                                    **({} if c.no_op else {"selection": c.chall_out.metrics[m],
-                                                           "difference": c.result.difference,
-                                                           "p_gate": c.holm["p_gate"], "p_holm": c.holm["p_holm"],
-                                                           "passed": c.holm["passed"]})}
+                                    **({} if c.no_op else _challenger_row(c, m))}
                                    for c in rnd.challengers]
         decision["kept"] = next(c.k for c in trained if c.recipe is recipe)
     checkpoint(f"{r}:before_decision")
@@ -412,6 +409,15 @@ def record(rnd: Round) -> None:
     say(rnd.quiet, f"round {r}: {rnd.reason}")
     # The next state is read back from disk, as --resume reads it: one derivation for both.
     rnd.outcome = rundir.state_after(rnd.run_dir, rnd.cfg, rnd.splits, rnd.pool, state.decisions + [decision])
+
+
+def _challenger_row(c: Challenger, m: str) -> dict:
+    # One trained challenger beside no-op ones: no correction (a family of one); its own test decides.
+    from ..compare import gate_p_value
+
+    holm = c.holm or {"p_gate": gate_p_value(c.result), "p_holm": gate_p_value(c.result), "passed": bool(c.result.promote)}
+    return {"selection": c.chall_out.metrics[m], "difference": c.result.difference, "p_gate": holm["p_gate"],
+            "p_holm": holm["p_holm"], "passed": holm["passed"]}
 
 
 STEPS = (diagnose, reflect, plan, apply, train, judge, record)
