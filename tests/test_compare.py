@@ -360,3 +360,21 @@ def test_bad_input():
         compare(np.array([0]), np.array([0]), np.array([0]), labels=["a"], guardrail_alpha=0)
     with pytest.raises(ValueError, match="pass y_true"):
         paired_bootstrap(lambda t, p: 0.0, None, np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_holm_adjusted_p_values_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04 -> made monotone: 0.06
+    assert cmp.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert cmp.holm([0.02, 0.01]) == pytest.approx([0.02, 0.02])
+    assert cmp.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert cmp.holm([0.2]) == [0.2] and cmp.holm([]) == []
+
+
+def test_gate_p_value_and_gate_passed_follow_the_decision_rule(noisy_pair):
+    y, a, b = noisy_pair
+    for alpha in (0.05, 0.2):
+        c = compare(y, a, b, labels=[str(i) for i in range(int(y.max()) + 1)], metric="accuracy", alpha=alpha,
+                    n_bootstrap=500, seed=1, guardrail=False)
+        assert cmp.gate_passed(c) == c.promote
+        assert cmp.gate_p_value(c) >= c.mcnemar["p_value"] or c.mcnemar["c"] <= c.mcnemar["b"]
+        assert cmp.gate_p_value(c) >= min(1.0, 2 * c.p_bootstrap)

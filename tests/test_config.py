@@ -331,3 +331,19 @@ def test_dropout_pretrained_survives_the_toml_round_trip():
     for value in ("pretrained", 0.25, 0.0):
         cfg = load_config(tree=base_tree(), overrides=[f"model.dropout={value}"])
         assert load_config(tree=tomllib.loads(dump_toml(cfg))).model.dropout == value
+
+
+def test_loop_backend_parallel_and_ray_resources_are_validated():
+    from reflectlm.config import ConfigError, load_config
+
+    base = {"data": {"train": "x.csv"}}
+    cfg = load_config(tree=base, overrides=["loop.backend=ray", "loop.parallel=3", "loop.ray.num_cpus=2",
+                                            "loop.ray.memory_gib=1.5", 'loop.ray.address="auto"'])
+    assert (cfg.loop.backend, cfg.loop.parallel, cfg.loop.ray.num_cpus, cfg.loop.ray.memory_gib,
+            cfg.loop.ray.address) == ("ray", 3, 2.0, 1.5, "auto")
+    assert load_config(tree=base).loop.backend == "local" and load_config(tree=base).loop.parallel == 1
+    for bad, match in [("loop.backend=dask", "loop.backend"), ("loop.parallel=0", "loop.parallel"),
+                       ("loop.ray.num_cpus=0", "loop.ray.num_cpus"), ("loop.ray.gpus=1", "did you mean 'num_gpus'"),
+                       ("loop.ray.threads=0", "loop.ray.threads")]:
+        with pytest.raises(ConfigError, match=match):
+            load_config(tree=base, overrides=[bad])

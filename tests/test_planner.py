@@ -95,3 +95,35 @@ def test_asking_the_oracle_ranks_level_with_the_best_remedy_while_budget_is_left
     # without an oracle nothing is asked
     prior, _ = _candidates(targets, ActionInputs(task="classification", labels=["x", "y"], findings=findings), cfg)
     assert "active_learning" not in prior
+
+
+def test_k_plans_are_led_by_different_actions_and_the_first_is_choose_plans_plan(monkeypatch, tmp_path):
+    from reflectlm.loop import choose_plan
+    from reflectlm.loop.planner import choose_plans
+    from reflectlm.reflect import reflect
+
+    monkeypatch.setitem(ACTIONS, "halve_batch", HalveBatch)
+    findings = [Finding("descent", K.PLATEAU, 0.8, "the loss plateaus")]
+    targets = reflect(findings, 0.5)
+    ds = Dataset(task="classification", ids=["a", "b"], labels=["x", "y"], texts=["a a", "b b"], tokens=None)
+    cfg = load_config(tree={"data": {"train": "x.csv"},
+                            "loop": {"exploration": "greedy", "max_actions": 2,
+                                     "actions": ["halve_batch", "tune_lr", "more_epochs"]}})
+    recipe = Recipe({"data": {"train": "x.csv"}}, ds)
+    inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
+    one, ranking1, addressed1 = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    plans, ranking = choose_plans(targets, inputs, recipe, cfg, tmp_path, set(), 1, k=3)
+    assert [a.name for a in plans[0][0]] == [a.name for a in one] and plans[0][1] == addressed1
+    # The second plan: the best action the first does not use (tune_lr, halve_batch's conflict).
+    assert [[a.name for a in p] for p, _ in plans] == [["more_epochs", "halve_batch"], ["tune_lr"]]
+    assert {r["action"]: r.get("challenger") for r in ranking} == {"halve_batch": 0, "more_epochs": 0, "tune_lr": 1}
+    def bare(rows):
+        return [{k: v for k, v in r.items() if k not in ("challenger", "chosen")} for r in rows]
+
+    assert bare(ranking) == bare(ranking1)  # the same numbers; the first plan's rows are the ones chosen for k = 1
+    assert [r["action"] for r in ranking1 if r.get("chosen")] == [r["action"] for r in ranking if r.get("challenger") == 0]
+    # Together they must fit the compute budget: with room for one plan, one plan.
+    cost = 2 * int(recipe.get("train.epochs")) * 2  # more_epochs doubles the epochs of 2 examples
+    plans, ranking = choose_plans(targets, inputs, recipe, cfg, tmp_path, set(), 1, k=3, examples_left=cost)
+    assert [[a.name for a in p] for p, _ in plans] == [["more_epochs", "halve_batch"]]
+    assert "loop.examples_budget" in next(r for r in ranking if r["action"] == "tune_lr")["skipped"]

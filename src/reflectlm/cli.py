@@ -205,11 +205,16 @@ def run_cmd(
     feedback: Optional[str] = typer.Option(None, "--feedback", help="production store from `reflectlm serve` (its "
                                            "serving.sqlite, the served directory, or a database URL): its corrections "
                                            "become verified labels, its other texts the unlabelled pool"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="where challengers train: local (this process) or "
+                                          "ray (Ray tasks; loop.parallel of them per round); default: loop.backend"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (HOST:6379 or auto; "
+                                          "with --backend ray); default: loop.ray.address"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Improve a model round after round: diagnose, reflect, update, A/B test, promote or reject."""
     from .config import load_config
     from .loop import improve
+    from .runtime import is_main_process
 
     if feedback is not None and resume:
         raise typer.BadParameter("a run started with --feedback resumes from its own config, which already holds the "
@@ -219,8 +224,16 @@ def run_cmd(
 
         _mask_argv()
         open_store(feedback).close()  # a wrong path or URL fails here, before a run directory is made
-    cfg = load_config(config, list(set_) + (["run.quiet=true"] if quiet else []))
+    if backend is not None and backend not in ("local", "ray"):
+        raise typer.BadParameter(f"--backend must be local or ray, not {backend!r}")
+    extra = [f"loop.backend={backend}"] if backend else []
+    extra += [f"loop.ray.address={json.dumps(address)}"] if address else []
+    cfg = load_config(config, list(set_) + extra + (["run.quiet=true"] if quiet else []))
+    if address and cfg.loop.backend != "ray":
+        raise typer.BadParameter("--address names a Ray cluster: add --backend ray (or set loop.backend = 'ray')")
     result = improve(cfg, output_dir, resume=resume, config_path=config, feedback=feedback)
+    if not is_main_process():  # under accelerate launch the others trained alongside; one report
+        return
     _print_loop(result)
     info = json.loads((result.run_dir / "run.json").read_text()).get("feedback") if feedback is not None else None
     if info:

@@ -221,6 +221,30 @@ def _class_guardrail(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, labels: list
             "alpha": alpha, "correction": "holm", "allowed": not worse or allow}
 
 
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979): sorted ascending, p_(i) * (m - i) for
+    0-based rank i, made monotone and capped at 1. Rejecting every adjusted p < alpha controls the
+    family-wise error at alpha, whatever the dependence between the tests."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    adj[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    return [float(v) for v in adj]
+
+
+def gate_p_value(c: Comparison) -> float:
+    """The p-value of a comparison's own gate (rule 1), for a correction over several challengers:
+    the percentile CI at level 1 - a clears its threshold about when 2 * p_bootstrap < a (the CI is
+    two-sided), and for accuracy McNemar must agree too, so its p-value joins (1 when the
+    challenger is not the better one)."""
+    p = min(1.0, 2.0 * c.p_bootstrap)
+    if c.metric == "accuracy" and c.mode == "superiority":
+        mc = c.mcnemar
+        p = max(p, mc["p_value"] if mc["c"] > mc["b"] else 1.0)
+    return p
+
+
 DETECT_POWER = 0.8
 
 
@@ -249,6 +273,30 @@ def paired_se_accuracy(b: int, c: int, n: int) -> float:
     return math.sqrt(max((b + c) / n - ((c - b) / n) ** 2, 0.0) / n)
 
 
+def _gate(metric: str, mode: str, alpha: float, margin: float, lo: float, hi: float, diff: float,
+          mcn: dict) -> tuple[bool, str]:
+    """Rule 1 alone (no guardrail): does the test pass, and why (or why not)."""
+    if mode == "non_inferiority":
+        ok = lo > -margin
+        return ok, f"CI {'stays above' if ok else 'reaches below'} the -{margin:.4f} margin: " + (
+            "non-inferior" if ok else "may be worse")
+    if hi < 0:
+        return False, "CI lies below 0: significantly worse"
+    if lo <= 0:
+        return False, "CI includes 0: not significant"
+    if diff <= 0:
+        return False, "no gain"
+    if metric == "accuracy" and not (mcn["c"] > mcn["b"] and mcn["p_value"] < alpha):
+        return False, f"McNemar does not confirm the gain (needs p < {alpha:g})"
+    return True, "significant gain"
+
+
+def gate_passed(c: Comparison) -> bool:
+    """Whether rule 1 passed at the comparison's own alpha, whatever the guardrail (or a post step's
+    own check) then decided: the test of the hypothesis that a correction over challengers steps on."""
+    return _gate(c.metric, c.mode, c.alpha, c.margin, c.ci_low, c.ci_high, c.difference, c.mcnemar)[0]
+
+
 def _decide(metric: str, mode: str, alpha: float, margin: float, n_bootstrap: int, seed: int, n: int,
             champion: float, challenger: float, diffs: np.ndarray, mcn: dict, guard: dict) -> Comparison:
     lo, hi = (float(v) for v in np.percentile(diffs, [50 * alpha, 100 - 50 * alpha]))
@@ -256,20 +304,7 @@ def _decide(metric: str, mode: str, alpha: float, margin: float, n_bootstrap: in
     threshold = 0.0 if mode == "superiority" else -margin
     p_boot = (int(np.count_nonzero(diffs <= threshold)) + 1) / (n_bootstrap + 1)  # +1: never report p = 0
     head = f"{metric} {diff:+.4f} ({100 * (1 - alpha):g}% CI {lo:+.4f} to {hi:+.4f}), McNemar p={mcn['p_value']:.3g}"
-    if mode == "non_inferiority":
-        ok = lo > -margin
-        why = f"CI {'stays above' if ok else 'reaches below'} the -{margin:.4f} margin: " + (
-            "non-inferior" if ok else "may be worse")
-    elif hi < 0:
-        ok, why = False, "CI lies below 0: significantly worse"
-    elif lo <= 0:
-        ok, why = False, "CI includes 0: not significant"
-    elif diff <= 0:
-        ok, why = False, "no gain"
-    elif metric == "accuracy" and not (mcn["c"] > mcn["b"] and mcn["p_value"] < alpha):
-        ok, why = False, f"McNemar does not confirm the gain (needs p < {alpha:g})"
-    else:
-        ok, why = True, "significant gain"
+    ok, why = _gate(metric, mode, alpha, margin, lo, hi, diff, mcn)
     reason = f"{head}: {why}; {'promoted' if ok else 'rejected'}"
     if guard["worse_classes"]:
         w, rest = guard["worse_classes"][0], len(guard["worse_classes"]) - 1

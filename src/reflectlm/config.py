@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "DeployConfig",
     "LoopConfig",
+    "RayTaskConfig",
     "ModelConfig",
     "MonitorConfig",
     "RayServeConfig",
@@ -155,6 +156,20 @@ class TrainConfig(_Section):
         return 0.0 if v is None else v
 
 
+class RayTaskConfig(_Section):
+    """loop.backend = "ray": where the driver connects and what each challenger's Ray task asks for."""
+
+    # None: RAY_ADDRESS if set, else a local Ray started for the run (all cores); "auto" or
+    # "HOST:6379": a cluster started with `ray start --head` (docs/scale-out.md).
+    address: str | None = None
+    num_cpus: float = Field(1.0, gt=0)  # CPUs reserved per challenger task
+    num_gpus: float = Field(0.0, ge=0)  # GPUs per task (fractions share a GPU)
+    memory_gib: float | None = Field(None, gt=0)  # memory reserved per task, GiB; None: no reservation
+    # torch intra-op threads in each task; None: the task's CPUs (at least 1). Set explicitly because
+    # Ray sets OMP_NUM_THREADS=1 in workers when it is unset. train.threads, when set, wins.
+    threads: int | None = Field(None, ge=1)
+
+
 class LoopConfig(_Section):
     """`reflectlm run`: the self-improvement loop (loop.py)."""
 
@@ -194,6 +209,12 @@ class LoopConfig(_Section):
     # Keep every rejected challenger's weights too (about 90 MB a round for MiniLM), e.g. to audit the
     # gate afterwards by scoring each round on a test split; by default only what later rounds need is kept.
     keep_models: bool = False
+    # Challengers per round: the `parallel` best plans each train, each is tested against the
+    # champion (Holm-corrected over them) and at most one, the best that passes, is promoted.
+    # backend = "local" trains them one after another in this process; "ray" as Ray tasks.
+    backend: Literal["local", "ray"] = "local"
+    parallel: int = Field(1, ge=1, le=32)
+    ray: RayTaskConfig = RayTaskConfig()
 
 
 class RunConfig(_Section):

@@ -22,6 +22,8 @@ The package, one job per file (docs/architecture.md):
     planner.py  the plan from the targets, the actions' declarations and the learned action values
     rundir.py   the round files, train.jsonl, the champion link, restore / resume
     pool.py     the data the loop reads: splits, the unlabelled pool, the oracle
+    backends.py where challengers train: here, or as Ray tasks (loop.backend, loop.parallel)
+    processes.py under `accelerate launch`: the main process decides, every process trains
 """
 
 from __future__ import annotations

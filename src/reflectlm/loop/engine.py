@@ -15,7 +15,7 @@ from .. import store
 from ..atomic import write_json
 from ..config import Config, ConfigError
 from ..metric import gated
-from . import rundir
+from . import backends, processes, rundir
 from .planner import validate_actions
 from .pool import load_data, make_oracle
 from .round import Round, baseline, evaluate, run_round, say
@@ -33,13 +33,29 @@ class LoopResult:
 def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool = False, quiet: bool | None = None,
             config_path: str | Path | None = None, feedback: str | Path | None = None) -> LoopResult:
     """Run (or resume) the loop; returns the run directory, the champion round and why it stopped.
-    feedback: a production store (`reflectlm serve`) whose corrections and texts join this run's data."""
+    feedback: a production store (`reflectlm serve`) whose corrections and texts join this run's data.
+    Under `accelerate launch` every process calls it and gets the result; the main process runs the
+    loop and the others train with it (processes.py). loop.backend / loop.parallel: backends.py."""
     from .. import runtime
 
     quiet = cfg.run.quiet if quiet is None else quiet
     runtime.set_threads(cfg.train.threads)
     session_start = time.time()
     validate(cfg)
+    if not runtime.is_main_process():  # under accelerate launch: train what the main process decides
+        return processes.follow()
+    try:
+        with backends.session(cfg):  # loop.backend = "ray": connected for the run
+            result = _improve(cfg, output_dir, resume, quiet, config_path, feedback, session_start)
+    except Exception as e:
+        processes.release(error=f"{type(e).__name__}: {e}")
+        raise
+    processes.release(result)
+    return result
+
+
+def _improve(cfg: Config, output_dir, resume: bool, quiet: bool, config_path, feedback, session_start: float
+             ) -> LoopResult:
     run_dir = rundir.open_run(cfg, output_dir, resume, config_path)
     if feedback is not None:  # hook for deploy/feedback.py: writes the run's data files, returns the config using them
         from ..deploy.feedback import attach_feedback
@@ -82,6 +98,7 @@ def validate(cfg: Config) -> None:
     if bad:
         raise ConfigError(f"loop.checks names unknown checks {bad}; valid: {', '.join(DIAGNOSTICS)}")
     validate_actions(cfg)
+    processes.validate(cfg)
 
 
 def should_stop(state: State, cfg: Config) -> str | None:

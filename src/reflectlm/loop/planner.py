@@ -85,6 +85,21 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
                 seconds_per_example: float | None = None) -> tuple[list, list[dict], list[str]]:
     """The plan for round r. Returns (actions in the order they apply, the ranking with its numbers,
     the finding kinds the plan addresses)."""
+    plans, ranking = choose_plans(targets, inputs, recipe, cfg, run_dir, rejected, r, 1, examples_left,
+                                  seconds_left, seconds_per_example)
+    plan, addressed = plans[0] if plans else ([], [])
+    return plan, ranking, addressed
+
+
+def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
+                 rejected: set[str], r: int, k: int = 1, examples_left: int | None = None,
+                 seconds_left: float | None = None, seconds_per_example: float | None = None
+                 ) -> tuple[list[tuple[list, list[str]]], list[dict]]:
+    """The k best plans for round r (loop.parallel challengers), best first: plan j is led by the
+    best-ranked applicable action that no earlier plan uses, and joined as choose_plan joins. The
+    plans together must fit what is left of loop.examples_budget (each must fit loop.time_budget_s:
+    challengers run side by side). Returns ([(actions in the order they apply, the finding kinds
+    they address)], the ranking); with k = 1 it is choose_plan's plan and ranking exactly."""
     lc = cfg.loop
     validate_actions(cfg)
     prior, kinds = _candidates(targets, inputs, cfg)
@@ -92,14 +107,14 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
     rng = np.random.default_rng([cfg.train.seed, r])
     ranking = []
     for a in sorted(prior):
-        obs = [g for k in sorted(set(kinds[a])) for g, _ in learned.get((k, a), [])]
+        obs = [g for k_ in sorted(set(kinds[a])) for g, _ in learned.get((k_, a), [])]
         mean, sd = store.posterior(prior[a], obs)
         draw = float(rng.normal(mean, sd)) if lc.exploration == "thompson" else mean
         ranking.append({"action": a, "finding_kinds": kinds[a], "prior": round(prior[a], 5), "observed": len(obs),
                         "observed_mean": float(np.mean(obs)) if obs else None, "posterior_mean": round(mean, 5),
                         "posterior_sd": round(sd, 5), "score": round(draw, 5)})
     ranking.sort(key=lambda x: (-x["score"], x["action"]))
-    plan: list = []
+    proposed = []  # (row, action): the actions that apply here and were not already rejected on this base
     for row in ranking:
         action = ACTIONS[row["action"]].propose(inputs, recipe)
         if action is None:
@@ -111,26 +126,45 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
             row["skipped"] = "the same plan was already tried on this base since the champion last changed"
             continue
-        cost = plan_cost(apply_order(plan + [action]), recipe)
-        if examples_left is not None and cost > examples_left:
-            row["skipped"] = (f"would process about {cost} training examples; {examples_left} are left of "
-                              "loop.examples_budget")
-            continue
-        if seconds_left is not None and seconds_per_example and cost * seconds_per_example > seconds_left:
-            row["skipped"] = (f"would take about {cost * seconds_per_example:.0f} s at this run's "
-                              f"{seconds_per_example * 1000:.1f} ms per example; {seconds_left:.0f} s are left of "
-                              "loop.time_budget_s")
-            continue
-        if plan:
-            lead = plan[0]
-            if (action.mode != lead.mode or action.retrains != lead.retrains or len(plan) >= lc.max_actions
-                    or any(conflict(action, p) for p in plan) or row["score"] < 0.5 * ranking[0]["score"]):
+        proposed.append((row, action))
+    plans: list[tuple[list, list[str]]] = []
+    used: set[str] = set()
+    left = examples_left
+    for j in range(k):
+        plan: list = []
+        for row, action in proposed:
+            if row["action"] in used:
                 continue
-        plan.append(action)
-        row["chosen"] = True
-    addressed = sorted({k for a in plan for k in kinds.get(a.name, [])})
-    # Ranked to be chosen, applied in the table's order (e.g. fix labels before dropping suspects).
-    return apply_order(plan), ranking, addressed
+            cost = plan_cost(apply_order(plan + [action]), recipe)
+            why = None
+            if left is not None and cost > left:
+                why = (f"would process about {cost} training examples; {left} are left of "
+                       "loop.examples_budget")
+            elif seconds_left is not None and seconds_per_example and cost * seconds_per_example > seconds_left:
+                why = (f"would take about {cost * seconds_per_example:.0f} s at this run's "
+                       f"{seconds_per_example * 1000:.1f} ms per example; {seconds_left:.0f} s are left of "
+                       "loop.time_budget_s")
+            if why is not None:
+                row.setdefault("skipped", why)
+                continue
+            if plan:
+                lead = plan[0]
+                if (action.mode != lead.mode or action.retrains != lead.retrains or len(plan) >= lc.max_actions
+                        or any(conflict(action, p) for p in plan) or row["score"] < 0.5 * ranking[0]["score"]):
+                    continue
+            plan.append(action)
+            row["chosen"] = True
+            if k > 1:
+                row["challenger"] = j
+        if not plan:
+            break
+        used |= {a.name for a in plan}
+        if left is not None:
+            left -= plan_cost(apply_order(plan), recipe)
+        addressed = sorted({kd for a in plan for kd in kinds.get(a.name, [])})
+        # Ranked to be chosen, applied in the table's order (e.g. fix labels before dropping suspects).
+        plans.append((apply_order(plan), addressed))
+    return plans, ranking
 
 
 def rejected_on_base(run_dir: Path, state: State) -> set[str]:
@@ -141,7 +175,9 @@ def rejected_on_base(run_dir: Path, state: State) -> set[str]:
     for d in state.decisions[state.champion + 1:]:
         if d.get("built_on", d["champion_round"]) != state.base:
             continue
-        plan = read_json(round_dir(run_dir, d["round"]) / "plan.json")
-        for a in plan["actions"]:
-            out.add(json.dumps([a["action"], a["params"]], sort_keys=True))
+        rd = round_dir(run_dir, d["round"])
+        # With loop.parallel > 1 every challenger's plan was tried, not only the one kept.
+        for path in [rd / "plan.json", *sorted(rd.glob("challengers/*/plan.json"))]:
+            for a in read_json(path)["actions"]:
+                out.add(json.dumps([a["action"], a["params"]], sort_keys=True))
     return out

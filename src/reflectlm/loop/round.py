@@ -29,7 +29,7 @@ from ..data import Dataset, Splits
 from ..findings import jsonable
 from ..metric import Metric, get_metric
 from . import rundir
-from .planner import choose_plan, rejected_on_base
+from .planner import choose_plans, rejected_on_base
 from .rundir import State, read_json, round_dir
 
 # Called with "<round>:after_<step>" after each step (and "<round>:before_decision") - a seam, not
@@ -45,6 +45,25 @@ def checkpoint(point: str) -> None:
 def say(quiet: bool, msg: str) -> None:
     if not quiet:
         print(msg, flush=True)
+
+
+@dataclass
+class Challenger:
+    """One of the round's challengers (loop.parallel of them): its plan, what it trained on and how
+    it compared. With one challenger its directory is the round's own; with several, challengers/<k>/
+    until the kept one's files move up to the round (judge)."""
+
+    k: int
+    plan: list
+    addressed: list[str]
+    dir: Path
+    recipe: Recipe | None = None
+    no_op: bool = False
+    metrics: dict | None = None
+    seen: int = 0
+    chall_out: Any = None
+    result: Any = None  # compare.Comparison, at the level Holm's step-down tested it
+    holm: dict | None = None
 
 
 @dataclass
@@ -71,11 +90,13 @@ class Round:
     # plan
     start: Recipe | None = None  # what the challenger starts from
     inputs: ActionInputs | None = None
-    plan: list = field(default_factory=list)
+    plan: list = field(default_factory=list)  # the kept challenger's (after judge; before it, the best plan's)
     ranking: list[dict] = field(default_factory=list)
     addressed: list[str] = field(default_factory=list)
+    plans: list = field(default_factory=list)  # [(plan, addressed)]: the loop.parallel best, best first
     # apply
     recipe: Recipe | None = None
+    challengers: list[Challenger] = field(default_factory=list)
     # train
     metrics: dict | None = None
     seen: int = 0
@@ -153,12 +174,14 @@ def plan(rnd: Round) -> None:
         spent = sum(d["seconds"] for d in state.decisions) + (time.time() - rnd.started)
         seconds_left = lc.time_budget_s - spent
         rate = sum(d["seconds"] for d in state.decisions) / max(1, state.examples_trained)
-    rnd.plan, rnd.ranking, rnd.addressed = choose_plan(
+    rnd.plans, rnd.ranking = choose_plans(
         rnd.targets, rnd.inputs, rnd.start, cfg, rnd.run_dir, rejected_on_base(rnd.run_dir, state), rnd.r,
-        examples_left=left, seconds_left=seconds_left, seconds_per_example=rate)
-    if rnd.plan:
-        say(rnd.quiet, f"round {rnd.r}: plan " + " + ".join(a.name for a in rnd.plan)
-            + f" (for {', '.join(rnd.addressed)})")
+        lc.parallel, examples_left=left, seconds_left=seconds_left, seconds_per_example=rate)
+    if rnd.plans:
+        rnd.plan, rnd.addressed = rnd.plans[0]
+        for k, (p, addressed) in enumerate(rnd.plans):
+            say(rnd.quiet, f"round {rnd.r}: {'plan' if len(rnd.plans) == 1 else f'challenger {k}: plan'} "
+                + " + ".join(a.name for a in p) + f" (for {', '.join(addressed)})")
         return
     shutil.rmtree(rnd.dir)
     if any("loop.examples_budget" in row.get("skipped", "") for row in rnd.ranking):
@@ -172,17 +195,42 @@ def plan(rnd: Round) -> None:
 
 
 def apply(rnd: Round) -> None:
-    """Apply the plan to the start recipe: plan.json. A plan that changes nothing is recorded, not trained."""
-    recipe = rnd.start
-    for action in rnd.plan:
-        recipe = action.apply(recipe, rnd.inputs)
-    rnd.recipe = recipe
-    steps = [{"action": a.name, "params": a.params(), "addresses": sorted(set(a.addresses) & set(rnd.addressed))}
-             for a in rnd.plan]
-    write_json(rnd.dir / "plan.json", {"actions": steps, "ranking": rnd.ranking, "addressed": rnd.addressed,
-                                       "changes": recipe.changes})
-    if unchanged(rnd.start, recipe):
+    """Apply each plan to the start recipe: plan.json (per challenger). A plan that changes nothing
+    is recorded, not trained; when every plan changes nothing the round ends here."""
+    multi = len(rnd.plans) > 1
+    if not rnd.plans:  # a round built by hand (tests): its one plan
+        rnd.plans = [(rnd.plan, rnd.addressed)]
+    rnd.challengers = []
+    for k, (plan_k, addressed) in enumerate(rnd.plans):
+        cdir = rnd.dir / "challengers" / str(k) if multi else rnd.dir
+        cdir.mkdir(parents=True, exist_ok=True)
+        # Artifacts (an adapted encoder) stay in the challenger's own folder: recipes name them by path.
+        inputs = dataclasses.replace(rnd.inputs, work_dir=cdir) if multi else rnd.inputs
+        recipe = rnd.start
+        for action in plan_k:
+            recipe = action.apply(recipe, inputs)
+        steps = [{"action": a.name, "params": a.params(), "addresses": sorted(set(a.addresses) & set(addressed))}
+                 for a in plan_k]
+        write_json(cdir / "plan.json", {"actions": steps, "ranking": rnd.ranking, "addressed": addressed,
+                                        "changes": recipe.changes})
+        rnd.challengers.append(Challenger(k, plan_k, addressed, cdir, recipe, no_op=unchanged(rnd.start, recipe)))
+    live = [c for c in rnd.challengers if not c.no_op]
+    first = live[0] if live else rnd.challengers[0]
+    rnd.plan, rnd.addressed, rnd.recipe = first.plan, first.addressed, first.recipe
+    if not live:
+        if multi:
+            _write_round_plan(rnd, first)
         _no_op(rnd)
+
+
+def _write_round_plan(rnd: Round, kept: Challenger) -> None:
+    """Several challengers: the round's plan.json is the kept one's, with every challenger listed."""
+    plan_json = read_json(kept.dir / "plan.json")
+    plan_json["kept"] = kept.k
+    plan_json["challengers"] = [{"challenger": c.k, "dir": str(c.dir.relative_to(rnd.dir)),
+                                 "actions": [a.name for a in c.plan], "addressed": c.addressed,
+                                 "no_op": c.no_op} for c in rnd.challengers]
+    write_json(rnd.dir / "plan.json", plan_json)
 
 
 def _no_op(rnd: Round) -> None:
@@ -206,31 +254,36 @@ def _no_op(rnd: Round) -> None:
 
 
 def train(rnd: Round) -> None:
-    """Train the challenger; a plan is all-retraining or all-post (the planner keeps them apart):
-    calibrate / prune work on the base round's trained model."""
-    rnd.metrics, rnd.seen, rnd.bundle = train_round(rnd.dir, rnd.cfg, rnd.recipe, rnd.splits, rnd.base_dir,
-                                                    rnd.quiet, retrain=rnd.plan[0].retrains)
-    rnd.chall_out = evaluate(rnd.bundle, rnd.splits.selection, rnd.cfg)
+    """Train the challengers (loop.backend: here one after another, or as Ray tasks side by side)
+    and evaluate each on the selection split. A plan is all-retraining or all-post (the planner
+    keeps them apart): calibrate / prune work on the base round's trained model."""
+    from .backends import train_challengers
+
+    live = [c for c in rnd.challengers if not c.no_op]
+    train_challengers(rnd, live)
+    rnd.metrics, rnd.seen, rnd.chall_out = live[0].metrics, live[0].seen, live[0].chall_out
 
 
 def judge(rnd: Round) -> None:
-    """The paired A/B test against the champion on the selection split: compare.json."""
-    from ..tasks import get_task
-
-    lc, cfg = rnd.cfg.loop, rnd.cfg
-    rnd.result = get_task(cfg.data.task).ab_test(
-        rnd.champ_out.probs, rnd.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
-        mode=rnd.plan[0].mode, alpha=lc.alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
-        seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
-    # A post step fitted on the selection split (calibrate) judges itself out of sample too; its
-    # refusal overrides a test that its own fitting data passed.
-    refused = [(name, info["refused"]) for name, info in ((rnd.metrics or {}).get("post") or {}).items()
-               if isinstance(info, dict) and info.get("refused")]
-    if refused and rnd.result.promote:
-        why = "; ".join(f"{name}: {text}" for name, text in refused)
-        rnd.result = dataclasses.replace(rnd.result, promote=False,
-                                         reason=rnd.result.reason.replace("; promoted", "") + f"; but {why}; rejected")
-    write_json(rnd.dir / "compare.json", rnd.result.to_json())
+    """The paired A/B test of each challenger against the champion on the selection split, Holm's
+    step-down over them when there are several, and the one kept: the best that passes (else the
+    best, which a later round may build on): compare.json."""
+    lc = rnd.cfg.loop
+    live = [c for c in rnd.challengers if not c.no_op] or [
+        Challenger(0, rnd.plan, rnd.addressed, rnd.dir, rnd.recipe, metrics=rnd.metrics, seen=rnd.seen,
+                   chall_out=rnd.chall_out)]  # a round built by hand (tests): its one challenger
+    for c in live:
+        c.result = ab_test(rnd, c, lc.alpha)
+    if len(live) > 1:
+        holm_step_down(rnd, live)
+    passed = [c for c in live if c.result.promote]
+    kept = min(passed or live, key=lambda c: (-(c.result.difference if c.result.difference is not None
+                                                 else -np.inf), c.k))
+    rnd.plan, rnd.addressed, rnd.recipe = kept.plan, kept.addressed, kept.recipe
+    rnd.metrics, rnd.chall_out, rnd.result = kept.metrics, kept.chall_out, kept.result
+    if len(rnd.challengers) > 1:
+        _keep(rnd, kept, live)
+    write_json(rnd.dir / "compare.json", _compare_json(rnd, kept, live))
     rnd.promoted = bool(rnd.result.promote)
     rnd.chained = not rnd.promoted and promising(rnd)
     rnd.reason = rnd.result.reason
@@ -238,6 +291,85 @@ def judge(rnd: Round) -> None:
         depth = chain_depth(rnd.state) + 1
         rnd.reason += (f"; but {rnd.result.difference:+.4f} >= {lc.chain_min_gain}: the next round builds on this one "
                        f"({depth} of at most {lc.chain} in a row) and is again tested against the champion")
+
+
+def ab_test(rnd: Round, c: Challenger, alpha: float):
+    """One challenger against the champion at level alpha (compare.compare via the task)."""
+    from ..tasks import get_task
+
+    lc, cfg = rnd.cfg.loop, rnd.cfg
+    result = get_task(cfg.data.task).ab_test(
+        rnd.champ_out.probs, c.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
+        mode=c.plan[0].mode, alpha=alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
+        seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
+    # A post step fitted on the selection split (calibrate) judges itself out of sample too; its
+    # refusal overrides a test that its own fitting data passed.
+    refused = [(name, info["refused"]) for name, info in ((c.metrics or {}).get("post") or {}).items()
+               if isinstance(info, dict) and info.get("refused")]
+    if refused and result.promote:
+        why = "; ".join(f"{name}: {text}" for name, text in refused)
+        result = dataclasses.replace(result, promote=False,
+                                     reason=result.reason.replace("; promoted", "") + f"; but {why}; rejected")
+    return result
+
+
+def holm_step_down(rnd: Round, live: list[Challenger]) -> None:
+    """Holm's procedure over the m challengers' gates: in order of their gate p-values, the i-th
+    (0-based) is tested again at alpha / (m - i) - its CI at that level - and the first that fails
+    ends it; the rest are not promoted. Each challenger's result becomes the one at its level; its
+    Holm-adjusted p-value (compare.holm) is recorded beside it. Holm controls the family-wise
+    error at alpha over the m comparisons: promoting the best of several challengers tested at
+    alpha each would promote a useless one far more often than alpha. References: Holm 1979,
+    "A simple sequentially rejective multiple test procedure"."""
+    from ..compare import gate_p_value, gate_passed, holm
+
+    alpha, m = rnd.cfg.loop.alpha, len(live)
+    p = [gate_p_value(c.result) for c in live]
+    adjusted = holm(p)
+    order = sorted(range(m), key=lambda i: (p[i], live[i].k))
+    going = True
+    for rank, i in enumerate(order):
+        c, level = live[i], alpha / (m - rank)
+        tag = f"challenger {c.k} of {m}, Holm level {level:.4g}"
+        if going:
+            if m - rank > 1:
+                c.result = ab_test(rnd, c, level)
+            # The step-down goes on while the tests reject their nulls; a guardrail's veto rejects
+            # the challenger, not the hypothesis, so the next one is still tested.
+            going = gate_passed(c.result)
+            c.result = dataclasses.replace(c.result, reason=f"{tag}: {c.result.reason}")
+        else:
+            c.result = dataclasses.replace(c.result, promote=False, reason=(
+                f"{tag}: {c.result.reason.replace('; promoted', '')}; not promoted: Holm's step-down stopped at a "
+                "more significant challenger").replace("promoted; not promoted", "not promoted"))
+        c.holm = {"p_gate": p[i], "p_holm": adjusted[i], "rank": rank, "level": level, "family": m,
+                  "passed": bool(c.result.promote)}
+
+
+def _keep(rnd: Round, kept: Challenger, live: list[Challenger]) -> None:
+    """Several challengers: each one's compare.json in its folder; the kept one's trained files move
+    up to the round (what the next round reads), the others' weights are not kept."""
+    for c in live:
+        write_json(c.dir / "compare.json", {**c.result.to_json(), "holm": c.holm})
+        if c is not kept and (c.dir / "model").exists():
+            shutil.rmtree(c.dir / "model")
+    moved = [name.rstrip("/") for name in rundir.ROUND_FILES
+             if name not in ("plan.json", "compare.json", "decision.json", "findings.json", "targets.json",
+                             "recipe.json", "challengers/")]
+    for name in moved:
+        if (kept.dir / name).exists():
+            (kept.dir / name).replace(rnd.dir / name)
+    _write_round_plan(rnd, kept)
+
+
+def _compare_json(rnd: Round, kept: Challenger, live: list[Challenger]) -> dict:
+    out = rnd.result.to_json()
+    if len(live) > 1:
+        out["holm"] = {**kept.holm, "kept": kept.k, "alpha": rnd.cfg.loop.alpha, "challengers": [
+            {"challenger": c.k, "actions": [a.name for a in c.plan], "difference": c.result.difference,
+             "ci_low": c.result.ci_low, "ci_high": c.result.ci_high, "promote": bool(c.result.promote), **c.holm}
+            for c in live]}
+    return out
 
 
 def record(rnd: Round) -> None:
@@ -248,18 +380,27 @@ def record(rnd: Round) -> None:
         rundir.save_recipe(rnd.dir, recipe)
     elif (rnd.dir / "model").exists() and not rnd.cfg.loop.keep_models:
         shutil.rmtree(rnd.dir / "model")  # a rejected challenger's weights are not kept
-    acquired = {}  # oracle answers: gold labels, kept even if this round is rejected
-    idx = {i: k for k, i in enumerate(recipe.train.ids)}
-    for ch in recipe.changes:
-        if getattr(ACTIONS.get(ch.get("action")), "queries_oracle", False):
-            acquired.update({i: recipe.train.labels[idx[i]] for i in ch.get("ids", []) if i in idx})
+    acquired = {}  # oracle answers: gold labels, kept even if this round is rejected (any challenger's)
+    trained = [c for c in rnd.challengers if not c.no_op] or [Challenger(0, rnd.plan, rnd.addressed, rnd.dir, recipe,
+                                                                          seen=rnd.seen)]
+    for c in trained:
+        idx = {i: k for k, i in enumerate(c.recipe.train.ids)}
+        for ch in c.recipe.changes:
+            if getattr(ACTIONS.get(ch.get("action")), "queries_oracle", False):
+                acquired.update({i: c.recipe.train.labels[idx[i]] for i in ch.get("ids", []) if i in idx})
     decision = {"round": r, "promoted": rnd.promoted, "reason": rnd.reason,
                 "champion_round": r if rnd.promoted else state.champion,
                 "selection": rnd.chall_out.metrics[m], "champion_selection": rnd.champ_out.metrics[m],
-                "decided_by": rnd.result.metric, "seconds": time.time() - rnd.started, "examples_trained": rnd.seen,
-                "labels_used": recipe.labels_used, "acquired": acquired, "actions": [a.name for a in rnd.plan],
+                "decided_by": rnd.result.metric, "seconds": time.time() - rnd.started,
+                "examples_trained": sum(c.seen for c in trained), "labels_used": sum(c.recipe.labels_used for c in trained),
+                "acquired": acquired, "actions": [a.name for a in rnd.plan],
                 "addressed": rnd.addressed, "built_on": state.base,
                 "next_base": r if rnd.promoted or rnd.chained else state.champion}
+    if len(rnd.challengers) > 1:  # several challengers: which one was kept, and how each fared under Holm
+        decision["challengers"] = [{"challenger": c.k, "actions": [a.name for a in c.plan], "no_op": c.no_op,
+                                    **({} if c.no_op else _challenger_row(c, m))}
+                                   for c in rnd.challengers]
+        decision["kept"] = next(c.k for c in trained if c.recipe is recipe)
     checkpoint(f"{r}:before_decision")
     write_json(rnd.dir / "decision.json", decision)
     if rnd.promoted:
@@ -268,6 +409,15 @@ def record(rnd: Round) -> None:
     say(rnd.quiet, f"round {r}: {rnd.reason}")
     # The next state is read back from disk, as --resume reads it: one derivation for both.
     rnd.outcome = rundir.state_after(rnd.run_dir, rnd.cfg, rnd.splits, rnd.pool, state.decisions + [decision])
+
+
+def _challenger_row(c: Challenger, m: str) -> dict:
+    # One trained challenger beside no-op ones: no correction (a family of one); its own test decides.
+    from ..compare import gate_p_value
+
+    holm = c.holm or {"p_gate": gate_p_value(c.result), "p_holm": gate_p_value(c.result), "passed": bool(c.result.promote)}
+    return {"selection": c.chall_out.metrics[m], "difference": c.result.difference, "p_gate": holm["p_gate"],
+            "p_holm": holm["p_holm"], "passed": holm["passed"]}
 
 
 STEPS = (diagnose, reflect, plan, apply, train, judge, record)
@@ -382,6 +532,7 @@ def train_round(rd: Path, cfg: Config, recipe: Recipe, splits: Splits, source_di
     from ..modeling import load_bundle, save_bundle
     from ..train import _versions
     from ..train import train as fit_model
+    from .processes import train_together
 
     rundir.save_train(rd / "train.jsonl", recipe.train)
     run_cfg = recipe.config
@@ -390,8 +541,9 @@ def train_round(rd: Path, cfg: Config, recipe: Recipe, splits: Splits, source_di
     for key, value in recipe.round_only.items():  # e.g. transfer's shorter schedule: not inherited
         run_cfg = with_value(run_cfg, key, value)
     if retrain:
-        res = fit_model(run_cfg, rd, splits=Splits(recipe.train, splits.selection, None, splits.labels, []),
-                        quiet=quiet, existing=True)
+        train_splits = Splits(recipe.train, splits.selection, None, splits.labels, [])
+        train_together(run_cfg, rd, train_splits)  # under accelerate launch: every process trains it (processes.py)
+        res = fit_model(run_cfg, rd, splits=train_splits, quiet=quiet, existing=True)
         bundle, metrics, seen = res.bundle, res.metrics, res.fit.examples_seen
     else:  # calibrate / prune: work on the source round's trained model, no training
         (rd / "config.toml").write_text(dump_toml(run_cfg), encoding="utf-8")

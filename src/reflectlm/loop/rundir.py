@@ -40,6 +40,8 @@ ROUND_FILES = {
     "compare.json": "rounds >= 1: the A/B test against the champion",
     "decision.json": "promoted or rejected, and why (written last: the round is finished)",
     "model/": "the model, kept when promoted or when the next round builds on it",
+    "challengers/": "loop.parallel > 1: challengers/<k>/ holds each challenger's plan.json and compare.json (the "
+                    "kept one's trained files are the round's own; the others keep theirs without weights)",
 }
 
 

@@ -21,7 +21,9 @@ def summarize(run_dir: str | Path) -> dict:
         rounds.append({"round": r.number, "actions": r.actions, "selection": r.selection(run.metric),
                        "promoted": r.promoted, "difference": _num(c.get("difference")), "ci_low": _num(c.get("ci_low")),
                        "ci_high": _num(c.get("ci_high")), "p_mcnemar": _num((c.get("mcnemar") or {}).get("p_value")),
-                       "reason": (r.decision or {}).get("reason") or c.get("reason")})
+                       "reason": (r.decision or {}).get("reason") or c.get("reason"),
+                       # loop.parallel > 1: every challenger of the round, the kept one included
+                       "challengers": (r.decision or {}).get("challengers")})
     return {
         "name": run.name, "path": str(run.path), "kind": run.kind, "status": run.status, "task": run.task,
         "model": (run.config.get("model") or {}).get("name"), "created": run.info.get("created"),
@@ -121,6 +123,11 @@ def show(run_dir: str | Path, console=None) -> dict:
         for r in s["rounds"]:  # reasons are sentences: below the table, not squeezed into a column
             if r["reason"] and r["round"] > 0:
                 console.print(f"round {r['round']}: {r['reason']}", highlight=False)
+            for c in r.get("challengers") or []:
+                what = "no change, not trained" if c.get("no_op") else (
+                    f"{metric} {_fmt(c.get('selection'))}, difference {c['difference']:+.4f}, gate p "
+                    f"{c['p_gate']:.2g}, Holm-adjusted {c['p_holm']:.2g}, {'passed' if c['passed'] else 'not passed'}")
+                console.print(f"  challenger {c['challenger']}: {' + '.join(c['actions'])}: {what}", highlight=False)
     else:
         console.print(f"a plain training run · wall {_duration(s['wall_seconds'])}", highlight=False)
     if s["report"]:
