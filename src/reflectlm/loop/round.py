@@ -351,7 +351,7 @@ def _keep(rnd: Round, kept: Challenger, live: list[Challenger]) -> None:
     up to the round (what the next round reads), the others' weights are not kept."""
     for c in live:
         write_json(c.dir / "compare.json", {**c.result.to_json(), "holm": c.holm})
-        if c is not kept and (c.dir / "model").exists():
+        if c is not kept and (c.dir / "model").exists() and not rnd.cfg.loop.keep_models:
             shutil.rmtree(c.dir / "model")
     moved = [name.rstrip("/") for name in rundir.ROUND_FILES
              if name not in ("plan.json", "compare.json", "decision.json", "findings.json", "targets.json",
