@@ -10,8 +10,10 @@ Decision rule:
    tests, McNemar must agree (two-sided p < alpha with c > b; two-sided like the CI, so both are
    one-sided alpha/2 tests). For macro-F1 and entity F1 the bootstrap decides and McNemar is
    reported as supporting evidence: those metrics can rise while accuracy stands still.
-   non_inferiority (for actions that buy size, speed or calibration): promote iff the CI's lower
-   end lies above -margin.
+   non_inferiority (for actions that buy size, speed or calibration, and for rounds that only add
+   verified labels - active learning with a real oracle, label import, production corrections -
+   which add information and change nothing else; the owner's decision in issue 16): promote iff
+   the CI's lower end lies above -margin. Which mode a round gets is what its actions declare.
 2. per-class guardrail (classification): each class with >= MIN_CLASS_SUPPORT selection examples
    gets an exact McNemar test on its own examples (i.e. on its recall); a class where the
    challenger is worse (b > c) with p < guardrail_alpha blocks promotion unless

@@ -34,7 +34,9 @@ RULES: dict[str, Rule] = {
     K.AMBIGUOUS: Rule(0.3,
                       "ambiguous examples help generalisation; label smoothing keeps them from forcing overconfidence"),
     K.CLASS_IMBALANCE: Rule(0.6, "rare classes get too little weight in the loss; reweight or get more examples"),
-    K.NEAR_DUPLICATES: Rule(0.4, "duplicates across splits inflate the selection metric (leakage)"),
+    # near_duplicates (leakage between the user's files) has no rule: it is reported with the
+    # champion's score on the de-duplicated selection part, and no round is spent on it - a
+    # challenger trained on less data and judged on the same leaked split can only lose.
     K.LENGTH_OUTLIERS: Rule(0.2, "very short or long inputs are under-represented"),
     # held-out errors
     K.HIGH_ERROR_CLASS: Rule(0.8, "a class with a significantly higher error rate is where the metric is lost"),

@@ -168,11 +168,16 @@ class TuneHparams:
 
     @classmethod
     def unavailable(cls) -> str | None:
+        from .. import runtime
+
+        if runtime.num_processes() > 1:
+            # its trials would train on the main process alone while the others wait at a broadcast
+            return "not under accelerate launch with several processes (its trials train on the main process alone)"
         return ray_missing()
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if ray_missing() or len(recipe.train) < 10:
+        if cls.unavailable() or len(recipe.train) < 10:
             return None
         return cls()
 
