@@ -1,0 +1,57 @@
+"""The gate's audit (benchmarks/gate.py --rounds) and the loop benchmark's per-seed merge, on
+hand-made results: the numbers docs/benchmarks.md reports are computed by these functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+
+def _run(rounds, plain=0.80, clean=0.82, loop=0.84, reference=0.90):
+    return {"plain": {"test_accuracy": plain}, "one_shot_clean": {"test_accuracy": clean},
+            "loop": {"test_accuracy": loop, "rounds": rounds}, "reference": {"test_accuracy": reference},
+            "recovery": (loop - plain) / (reference - plain)}
+
+
+def _round(r, promoted, test, champion_test, against=0):
+    return {"round": r, "actions": ["x"], "promoted": promoted, "difference": 0.01, "test_accuracy": test,
+            "champion_test_accuracy": champion_test, "judged_against": against}
+
+
+def test_gate_precision_and_misses_are_counted_on_test(tmp_path):
+    from gate import audit_rounds
+
+    data = {"per_seed": {
+        "0": _run([{"round": 0, "promoted": True, "actions": []},
+                   _round(1, True, 0.85, 0.80),          # promoted, better on test: right
+                   _round(2, False, 0.862, 0.85, 1),     # rejected, +1.2 points: a miss
+                   _round(3, False, 0.855, 0.85, 1)]),   # rejected, +0.5: not a miss
+        "1": _run([{"round": 0, "promoted": True, "actions": []},
+                   _round(1, True, 0.79, 0.80)])}}       # promoted, worse on test: wrong
+    path = tmp_path / "loop_vs_baselines.json"
+    path.write_text(json.dumps(data))
+    out = audit_rounds([path])
+    assert out["precision"]["promotions"] == 2 and out["precision"]["beat_their_champion_on_test"] == 1
+    assert out["precision"]["value"] == pytest.approx(0.5)
+    assert [(m["seed"], m["round"]) for m in out["misses"]] == [(0, 2)]
+    assert out["misses"][0]["test_difference"] == pytest.approx(0.012)
+    assert len(out["rounds_audited"]) == 4  # round 0 is the baseline, not a judged round
+
+
+def test_seeds_merge_into_one_file_with_the_mean_recovery(tmp_path):
+    from loop_vs_baselines import merge
+
+    path = tmp_path / "r.json"
+    merge(path, 0, _run([], loop=0.86))  # R = 0.6
+    out = merge(path, 1, _run([], loop=0.81))  # R = 0.1; seed 0 kept
+    assert list(out["per_seed"]) == ["0", "1"]
+    assert out["recovery"]["per_seed"] == {"0": pytest.approx(0.6), "1": pytest.approx(0.1)}
+    assert out["recovery"]["mean"] == pytest.approx(0.35)
+    assert out["loop_above_one_shot_clean"] == {"0": True, "1": False}
+    again = merge(path, 1, _run([], loop=0.87))  # a seed re-run replaces its entry
+    assert again["recovery"]["per_seed"]["1"] == pytest.approx(0.7) and len(again["per_seed"]) == 2
