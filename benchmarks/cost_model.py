@@ -46,19 +46,18 @@ def measure(out_dir: Path) -> dict:
     from reflectlm import runtime
     from reflectlm.compare import compare
     from reflectlm.config import data_root, load_config
-    from reflectlm.data import Splits, load, stratified_sample, stratified_split
+    from reflectlm.data import Splits
     from reflectlm.diagnose import DIAGNOSTICS, build_context, run_diagnosis
     from reflectlm.diagnose.crossval import out_of_fold
     from reflectlm.embed import embed_texts
     from reflectlm.evaluate import bundle_probs, evaluate_bundle
     from reflectlm.train import train
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import _data  # the same 2,000 / 1,000 BANKING77 split, seed 0
+
     path = data_root() / "banking77" / "train.csv"
-    if not path.is_file():
-        sys.exit(f"BANKING77 not found at {path}: set REFLECTLM_DATA to the shared data folder")
-    pool = stratified_sample(load(str(path), "classification"), N_TRAIN + N_SELECTION, SEED)
-    tr, sel = stratified_split(pool, N_SELECTION / (N_TRAIN + N_SELECTION), SEED)
-    labels = sorted(set(pool.labels))
+    tr, sel, labels = _data()
     cfg = load_config(tree={"data": {"train": str(path), "max_length": 64}, "model": {"name": "minilm"},
                             "train": {"epochs": 2, "batch_size": 32, "precision": "auto", "seed": SEED},
                             "run": {"quiet": True}})

@@ -218,7 +218,8 @@ def main() -> None:
             "rounds": [{k: r[k] for k in ("round", "actions", "addressed", "selection", "promoted", "difference",
                                           "ci_low", "ci_high", "p_mcnemar", "examples_trained", "reason")}
                        | round_tests.get(r["round"], {}) for r in s["rounds"]],
-            "label_changes": fixes, "run_dir": str(result.run_dir), "seconds_total": round(time.time() - t0, 1)}
+            "label_changes": fixes, "run_dir": os.path.relpath(result.run_dir, work),  # under --workdir
+            "seconds_total": round(time.time() - t0, 1)}
 
     out = {"setup": {"train": len(rest), "flipped": len(flip), "noise": args.noise, "selection": len(selection),
                      "test": len(test), "grid": grid, "seed": args.seed, "quick": args.quick},
@@ -278,6 +279,10 @@ def merge(path: Path, seed: int | None, result: dict | None) -> dict:
     per_seed = data.get("per_seed", {})
     if result is not None:
         per_seed[str(seed)] = result
+    for run in per_seed.values():  # the run directory relative to --workdir (files made before recorded it whole)
+        rd = run.get("loop", {}).get("run_dir", "")
+        if os.path.isabs(rd) and "loop-workspace" in rd:
+            run["loop"]["run_dir"] = rd[rd.index("loop-workspace"):]
     per_seed = dict(sorted(per_seed.items(), key=lambda kv: int(kv[0])))
     rec = {k: v["recovery"] for k, v in per_seed.items() if v.get("recovery") is not None}
     arms = ("plain", "one_shot_clean", "loop", "reference")

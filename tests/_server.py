@@ -48,3 +48,37 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def kill_mid_feedback(proc: subprocess.Popen, url: str, ids: list[str], at_least: int = 40) -> list[int]:
+    """Stream corrections from 4 clients and SIGKILL the server once `at_least` are acknowledged,
+    with requests still in flight; returns the feedback ids the server acknowledged (201)."""
+    import threading
+
+    acked: list[int] = []
+    stop_flag = threading.Event()
+
+    def stream():
+        with httpx.Client(timeout=5) as c:
+            i = 0
+            while not stop_flag.is_set():
+                try:
+                    r = c.post(url + "/v1/feedback", json={"prediction_id": ids[i % len(ids)], "label": "pos"})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 201:
+                    acked.append(r.json()["feedback_id"])
+                i += 1
+
+    workers = [threading.Thread(target=stream) for _ in range(4)]
+    for w in workers:
+        w.start()
+    deadline = time.time() + 30
+    while len(acked) < at_least and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
+    proc.wait()
+    stop_flag.set()
+    for w in workers:
+        w.join(10)
+    return acked

@@ -3,8 +3,6 @@ Retry-After and recovers; a kill -9 during a stream of feedback loses no acknowl
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -14,7 +12,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from _server import start, stop  # noqa: E402
+from _server import kill_mid_feedback, start, stop  # noqa: E402
 
 
 def test_overload_is_answered_with_429_or_503_and_retry_after_then_recovers(tiny_cls_run, tmp_path):
@@ -58,31 +56,7 @@ def test_kill_9_during_feedback_loses_no_acknowledged_row(tiny_cls_run, tmp_path
     try:
         ids = [p["id"] for p in httpx.post(url + "/v1/predict", json={"texts": [f"good {i}" for i in range(60)]},
                                            timeout=30).json()["predictions"]]
-        stop_flag = threading.Event()
-
-        def stream():
-            with httpx.Client(timeout=5) as c:
-                i = 0
-                while not stop_flag.is_set():
-                    try:
-                        r = c.post(url + "/v1/feedback", json={"prediction_id": ids[i % len(ids)], "label": "pos"})
-                    except httpx.HTTPError:
-                        return  # the server is gone
-                    if 200 <= r.status_code < 300:
-                        acked.append(r.json()["feedback_id"])
-                    i += 1
-
-        workers = [threading.Thread(target=stream) for _ in range(4)]
-        for w in workers:
-            w.start()
-        deadline = time.time() + 30
-        while len(acked) < 40 and time.time() < deadline:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
-        proc.wait()
-        stop_flag.set()
-        for w in workers:
-            w.join(10)
+        acked = kill_mid_feedback(proc, url, ids)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -8,12 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -130,38 +127,14 @@ def test_two_processes_writing_at_once_lose_nothing(store_target):
 def test_kill_9_loses_no_acknowledged_feedback_on_postgresql(postgres_db, tiny_cls_run):
     import httpx
 
-    from _server import start, stop
+    from _server import kill_mid_feedback, start, stop
 
     proc, url = start(tiny_cls_run, postgres_db, "serve.auth=false")
     acked: list[int] = []
     try:
         ids = [p["id"] for p in httpx.post(url + "/v1/predict", json={"texts": [f"good {i}" for i in range(30)]},
                                            timeout=30).json()["predictions"]]
-        stop_flag = threading.Event()
-
-        def stream():
-            with httpx.Client(timeout=5) as c:
-                i = 0
-                while not stop_flag.is_set():
-                    try:
-                        r = c.post(url + "/v1/feedback", json={"prediction_id": ids[i % len(ids)], "label": "pos"})
-                    except httpx.HTTPError:
-                        return  # the server is gone
-                    if r.status_code == 201:
-                        acked.append(r.json()["feedback_id"])
-                    i += 1
-
-        workers = [threading.Thread(target=stream) for _ in range(4)]
-        for w in workers:
-            w.start()
-        deadline = time.time() + 30
-        while len(acked) < 40 and time.time() < deadline:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
-        proc.wait()
-        stop_flag.set()
-        for w in workers:
-            w.join(10)
+        acked = kill_mid_feedback(proc, url, ids)
     finally:
         stop(proc)
     assert len(acked) >= 40

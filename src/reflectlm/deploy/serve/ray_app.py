@@ -120,7 +120,7 @@ def serve_forever(served: str | Path, settings, host: str | None = None, port: i
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        pass
+        print("Ctrl-C: removing the deployment", flush=True)
     finally:
         serve.delete(settings.serve.ray.name)
         if started_here:
