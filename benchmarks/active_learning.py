@@ -1,8 +1,13 @@
 """Active learning in the loop against random sampling at the same label budget, on BANKING77.
 
-    python benchmarks/active_learning.py --threads 1            # 3 seeds x 5 rounds of 500 labels
-    python benchmarks/active_learning.py --quick                # 1 seed, 2 rounds of 200, small data
-    python benchmarks/active_learning.py --merge s0.json s1.json  # one result from seeds run apart
+    python benchmarks/active_learning.py --threads 2            # 3 seeds x 5 rounds of 500 labels
+    python benchmarks/active_learning.py --seeds 1 --threads 2  # one seed, merged into --out
+    python benchmarks/active_learning.py --quick --out -        # 1 seed, 2 rounds of 200, small data
+    python benchmarks/active_learning.py --merge s0.json s1.json  # add seeds printed by earlier runs
+
+Every finished seed is merged into --out (default benchmarks/results/active_learning.json): its
+entry under per_seed (keyed by seed) is replaced, the other seeds are kept, and the summary is
+recomputed - so seeds can run at different times, and one seed can be re-run to audit it.
 
 Per seed (seeded): 10% of train.csv is carved off, stratified, as the selection split (it decides
 promotions and the best epoch, for both arms). Of the rest, a stratified 10% starts labelled;
@@ -16,9 +21,10 @@ everything else is the pool, whose labels the training never reads: the oracle
   random  the same config trained on the starting labels plus a random sample of the pool of the
           same size (nested across budgets).
 
-test.csv is read only after the loop has finished. Prints one JSON object:
-{"budgets": [...], "loop": [...], "random": [...]} (mean test accuracy per budget over the seeds)
-plus the per-seed numbers.
+test.csv is read only after the loop has finished. Prints one JSON object, the merged file:
+{"budgets": [...], "loop": [...], "random": [...]} (mean test accuracy per budget over the seeds,
+as fractions), "mean_gain", whether the loop is above random at every budget (of the mean, and on
+every seed), and per_seed {seed: {"budgets", "loop", "random", "gain", ...}}.
 """
 
 from __future__ import annotations
@@ -141,46 +147,69 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--merge", nargs="+", metavar="JSON",
-                    help="combine the per-seed results of earlier runs of this script (same setup) into one")
+                    help="add the seeds of earlier runs' printed JSON (same setup) to --out")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "active_learning.json"),
+                    help="merged results file (each seed's entry replaced, the others kept); '-' to skip")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds, args.size = "0", 2, 200
+    setup = {"rounds": args.rounds, "size": args.size, "start": args.start, "epochs": args.epochs,
+             "quick": args.quick}
     if args.merge:
-        print(json.dumps(merge(args.merge), indent=2))
+        runs = [json.loads(Path(p).read_text()) for p in args.merge]
+        data = None
+        for r in runs:
+            data = merge(args.out, {k: v for k, v in r["setup"].items() if k != "seeds"}, _seeds_of(r))
+        print(json.dumps(data, indent=2))
         return
 
     from reflectlm.config import data_root
 
-    started = time.time()
-    per_seed = [one_seed(int(s), args, data_root() / "banking77") for s in args.seeds.split(",")]
-    out = summarize(per_seed)
-    out.update(setup={"seeds": args.seeds, "rounds": args.rounds, "size": args.size, "start": args.start,
-                      "epochs": args.epochs, "quick": args.quick}, seconds=round(time.time() - started, 1))
-    print(json.dumps(out, indent=2))
+    data = None
+    for s in args.seeds.split(","):
+        one = one_seed(int(s), args, data_root() / "banking77")
+        data = merge(args.out, setup, [one])  # after every seed: a stopped run keeps what it finished
+    print(json.dumps(data, indent=2))
 
 
-def merge(paths: list[str]) -> dict:
-    runs = [json.loads(Path(p).read_text()) for p in paths]
-    setups = [{k: v for k, v in r["setup"].items() if k != "seeds"} for r in runs]
-    if any(s != setups[0] for s in setups):
-        sys.exit(f"the runs were made with different setups: {setups}; merge only runs of the same setup")
-    per_seed = [p for r in runs for p in r["per_seed"]]
-    seeds = [p["seed"] for p in per_seed]
-    if len(set(seeds)) != len(seeds):
-        sys.exit(f"seeds {seeds} repeat: merge runs of different seeds")
-    out = summarize(per_seed)
-    out.update(setup={**setups[0], "seeds": ",".join(str(s) for s in seeds)}, merged_from=paths,
-               seconds=round(sum(r.get("seconds", 0.0) for r in runs), 1))
-    return out
+def _seeds_of(run: dict) -> list[dict]:
+    """The per-seed results of a printed or merged JSON (per_seed as a list in files made before the
+    results file was keyed by seed)."""
+    ps = run["per_seed"]
+    return list(ps.values()) if isinstance(ps, dict) else list(ps)
 
 
-def summarize(per_seed: list[dict]) -> dict:
-    n = min(len(p["budgets"]) for p in per_seed)
-    out = {"budgets": [int(np.mean([p["budgets"][i] for p in per_seed])) for i in range(n)],
-           "loop": [float(np.mean([p["loop"][i] for p in per_seed])) for i in range(n)],
-           "random": [float(np.mean([p["random"][i] for p in per_seed])) for i in range(n)]}
+def merge(out: str, setup: dict, seeds: list[dict]) -> dict:
+    """Put `seeds` under per_seed of the results file `out` (replacing those seeds) and recompute the
+    summary; '-' merges in memory only. Refuses seeds made with another setup."""
+    path = None if out == "-" else Path(out)
+    data = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    if data.get("setup") and data["setup"] != setup:
+        sys.exit(f"{out} holds seeds made with {data['setup']}, not {setup}: use another --out")
+    per_seed = {str(p["seed"]): p for p in _seeds_of(data)} if data else {}
+    for p in seeds:
+        per_seed[str(p["seed"])] = p
+    data = summarize(dict(sorted(per_seed.items(), key=lambda kv: int(kv[0]))))
+    data["setup"] = setup
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def summarize(per_seed: dict[str, dict]) -> dict:
+    runs = list(per_seed.values())
+    n = min(len(p["budgets"]) for p in runs)
+    for p in runs:
+        p["gain"] = [a - b for a, b in zip(p["loop"], p["random"])]
+    out = {"budgets": [int(np.mean([p["budgets"][i] for p in runs])) for i in range(n)],
+           "loop": [float(np.mean([p["loop"][i] for p in runs])) for i in range(n)],
+           "random": [float(np.mean([p["random"][i] for p in runs])) for i in range(n)]}
     out["mean_gain"] = float(np.mean(np.array(out["loop"]) - np.array(out["random"]))) if n else None
     out["loop_above_random_at_every_budget"] = bool(n) and all(a > b for a, b in zip(out["loop"], out["random"]))
+    out["above_random_at_every_budget_on_every_seed"] = all(all(g > 0 for g in p["gain"]) for p in runs)
+    out["seeds"] = [int(k) for k in per_seed]
+    out["target"] = "above random at every budget on every seed, and mean_gain >= 0.02"
     out["per_seed"] = per_seed
     return out
 

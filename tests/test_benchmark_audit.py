@@ -55,3 +55,25 @@ def test_seeds_merge_into_one_file_with_the_mean_recovery(tmp_path):
     assert out["loop_above_one_shot_clean"] == {"0": True, "1": False}
     again = merge(path, 1, _run([], loop=0.87))  # a seed re-run replaces its entry
     assert again["recovery"]["per_seed"]["1"] == pytest.approx(0.7) and len(again["per_seed"]) == 2
+
+
+def test_active_learning_seeds_merge_keyed_by_seed(tmp_path):
+    """Seeds run apart land under per_seed keyed by seed; a re-run seed replaces its entry; the summary
+    says whether the loop is above random at every budget on every seed; other setups are refused."""
+    from active_learning import merge
+
+    setup = {"rounds": 2, "size": 500, "start": 0.1, "epochs": 3, "quick": False}
+    out = str(tmp_path / "active_learning.json")
+    s0 = {"seed": 0, "budgets": [1400, 1900], "loop": [0.85, 0.89], "random": [0.83, 0.86]}
+    s1 = {"seed": 1, "budgets": [1400, 1900], "loop": [0.84, 0.86], "random": [0.83, 0.87]}
+    merge(out, setup, [s0])
+    data = merge(out, setup, [s1])
+    assert list(data["per_seed"]) == ["0", "1"] and data["seeds"] == [0, 1]
+    assert data["loop"] == pytest.approx([0.845, 0.875]) and data["random"] == pytest.approx([0.83, 0.865])
+    assert data["mean_gain"] == pytest.approx(0.0125)
+    assert data["loop_above_random_at_every_budget"] and not data["above_random_at_every_budget_on_every_seed"]
+    assert data["per_seed"]["1"]["gain"] == pytest.approx([0.01, -0.01])
+    again = merge(out, setup, [dict(s1, loop=[0.85, 0.88])])  # seed 1 re-run: replaced, seed 0 kept
+    assert again["above_random_at_every_budget_on_every_seed"] and json.loads(Path(out).read_text()) == again
+    with pytest.raises(SystemExit, match="not .*use another --out"):
+        merge(out, dict(setup, size=200), [s0])
