@@ -227,10 +227,28 @@ def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, 
 
 
 def test_reweight_classes_weights_the_worst_class_most(case):
+    """The per-class error comes from where the performance check read its classes (the training data's
+    out-of-fold predictions), not from the selection split the challenger is judged on."""
+    import dataclasses
+
     recipe, inputs, _, _ = case
-    out = get_action("reweight_classes").apply(recipe, inputs)
+    shaping = Finding("performance", "selection_performance", 0.0, "selection", {
+        "shaping": {"split": "train", "per_class_f1": {"neg": 0.9, "neu": 0.4, "pos": 0.8}}}, split="selection")
+    # on the selection split "pos" looks worst: that must not decide the weights
+    inputs = dataclasses.replace(inputs, findings=inputs.findings + [shaping],
+                                 selection_metrics={"per_class": {"neg": {"f1": 0.9}, "neu": {"f1": 0.9},
+                                                                  "pos": {"f1": 0.2}}})
+    action = ACTIONS["reweight_classes"].propose(inputs, recipe)
+    assert action.basis == "error"
+    out = action.apply(recipe, inputs)
     w = out.tree["train"]["class_weights"]
     assert w[LABELS.index("neu")] == max(w) and np.mean(w) == pytest.approx(1.0, abs=1e-3)
+    # 1 - F1 + 0.02, normalised to mean 1: 0.12 : 0.62 : 0.22
+    raw = np.array([0.12, 0.62, 0.22])
+    assert w == pytest.approx(list(raw / raw.mean()), abs=1e-3)
+    # no out-of-sample per-class error: class frequencies, never the selection split's F1
+    bare = dataclasses.replace(inputs, findings=[f for f in inputs.findings if f.kind != "selection_performance"])
+    assert ACTIONS["reweight_classes"].propose(bare, recipe).basis == "frequency"
 
 
 def test_reweight_classes_raises_minority_recall(tmp_path, tiny_config):

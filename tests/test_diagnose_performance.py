@@ -178,4 +178,36 @@ def test_misaligned_probabilities_say_how_to_fix():
     with pytest.raises(ValueError, match="same split, in the same order"):
         HeldOutPerformance().run(ctx)
     assert HeldOutPerformance().params() == {"alpha": 0.05, "correction": "holm", "min_pair_count": 2, "top_pairs": 5,
-                                             "examples": 3, "decode": "viterbi"}
+                                             "examples": 3, "decode": "viterbi", "shape_from": "train_oof"}
+    with pytest.raises(ValueError, match="shape_from must be 'train_oof' or 'selection'"):
+        HeldOutPerformance(shape_from="test").run(skewed())
+
+
+def test_the_classes_that_shape_a_challenger_are_read_out_of_fold():
+    """By default high_error_class and confused_pair come from the training data's out-of-fold
+    predictions, so the selection split that judges the challenger does not also shape it; the
+    selection summary stays, and carries the per-class F1 the findings were read from."""
+    ctx = skewed()  # on the selection split class "c" is the bad one
+    gold = ["a"] * 60 + ["b"] * 60 + ["c"] * 60
+    pred = ["b"] * 30 + ["a"] * 30 + ["b"] * 60 + ["c"] * 60  # out of fold, "a" is the bad one (30 -> b)
+    oof = cls_context(gold, pred)
+    ctx.train, ctx.oof_probs = oof.selection, oof.selection_probs
+    findings = HeldOutPerformance().run(ctx)
+    summary = by_kind(findings, "selection_performance")[0]
+    assert summary.split == "selection" and summary.evidence["value"] == pytest.approx(
+        HeldOutPerformance(shape_from="selection").run(ctx)[0].evidence["value"])
+    high = by_kind(findings, "high_error_class")
+    assert [f.evidence["class"] for f in high] == ["a"] and high[0].split == "train"
+    assert high[0].evidence["read_from"] == "train" and "training examples (out of fold)" in high[0].summary
+    assert high[0].evidence["error_rate"] == pytest.approx(0.5) and high[0].evidence["n"] == 60
+    pair = by_kind(findings, "confused_pair")[0]
+    assert {pair.evidence["a"], pair.evidence["b"]} == {"a", "b"} and pair.evidence["count"] == 30
+    shaping = summary.evidence["shaping"]
+    assert shaping["split"] == "train" and shaping["per_class_f1"]["c"] == pytest.approx(1.0)
+    assert shaping["per_class_f1"]["a"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # precision 1, recall 0.5
+    # asked for, the selection split (the behaviour before); without out-of-fold predictions, the same, said so
+    old = HeldOutPerformance(shape_from="selection").run(ctx)
+    assert [f.evidence["class"] for f in by_kind(old, "high_error_class")] == ["c"]
+    bare = HeldOutPerformance().run(skewed())
+    assert [f.evidence["class"] for f in by_kind(bare, "high_error_class")] == ["c"]
+    assert "no out-of-fold predictions" in by_kind(bare, "selection_performance")[0].evidence["shaping"]["source"]

@@ -1,5 +1,10 @@
 """reweight_classes: weight the loss per class, from the champion's per-class error or from the
-class frequencies, so that the classes where the metric is lost count for more."""
+class frequencies, so that the classes where the metric is lost count for more.
+
+The per-class error is read from the data the performance check shaped its findings on (its
+evidence["shaping"]: by default the training data's out-of-fold predictions), never from the
+selection split the challenger is then judged on: weights fitted to which classes were unlucky on
+those few examples would win there by regression to the mean, not on new data."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ class ReweightClasses:
     mode = SUPERIORITY
     retrains = True
 
-    basis: str = "error"  # "error": 1 - per-class F1 on selection; "frequency": inverse class frequency
+    basis: str = "error"  # "error": 1 - per-class F1 where the findings were read; "frequency": inverse frequency
     power: float = 1.0  # 0: no change ... 1: proportional
     max_weight: float = 4.0  # clip, so one tiny class cannot dominate the loss
 
@@ -32,17 +37,22 @@ class ReweightClasses:
             return cls(basis="frequency", power=0.5)
         if inputs.finding(K.CLASS_IMBALANCE) is not None and inputs.finding(K.HIGH_ERROR_CLASS) is None:
             return cls(basis="frequency", power=0.5)
-        per_class = (inputs.selection_metrics or {}).get("per_class")
-        return cls(basis="error", power=1.0) if per_class else cls(basis="frequency", power=0.5)
+        return cls(basis="error", power=1.0) if cls.per_class_f1(inputs) else cls(basis="frequency", power=0.5)
+
+    @staticmethod
+    def per_class_f1(inputs) -> dict | None:
+        """Per-class F1 of the data the performance check shaped its findings on (module docstring)."""
+        f = inputs.finding(K.SELECTION_PERFORMANCE)
+        return ((f.evidence.get("shaping") or {}).get("per_class_f1") or None) if f is not None else None
 
     def apply(self, recipe, inputs):
         labels = list(inputs.labels)
         C = len(labels)
         if C < 2 or len(recipe.train) == 0:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "fewer than two classes"}])
-        if self.basis == "error" and inputs.task == "classification" and (inputs.selection_metrics or {}).get("per_class"):
-            pc = inputs.selection_metrics["per_class"]
-            raw = np.array([1.0 - pc.get(c, {}).get("f1", 0.0) for c in labels], dtype=np.float64)
+        pc = self.per_class_f1(inputs) if inputs.task == "classification" else None
+        if self.basis == "error" and pc:
+            raw = np.array([1.0 - pc.get(c, 0.0) for c in labels], dtype=np.float64)
             raw = raw + 0.02  # a perfect class keeps a small weight instead of none
         else:
             tags = [t for s in recipe.train.labels for t in s] if inputs.task == "ner" else list(recipe.train.labels)

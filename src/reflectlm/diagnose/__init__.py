@@ -40,7 +40,7 @@ DIAGNOSTICS = {
 }
 
 __all__ = ["DIAGNOSTICS", "Context", "Diagnosis", "Finding", "Skip", "build_context", "context_from_run", "diagnose",
-           "get_check", "run_diagnosis"]
+           "get_check", "run_diagnosis", "wanted"]
 
 
 @dataclass
@@ -64,14 +64,15 @@ def get_check(name: str, **params):
 
 def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path | None = None, needs: set[str],
                   cv: str = "fast", selection_out=None, predict=None, embed=None, train_config: dict | None = None,
-                  quiet: bool = True) -> Context:
+                  quiet: bool = True, wants: set[str] = frozenset()) -> Context:
     """The one Context builder (a run directory here, a loop round in loop/round.py).
 
     cfg: the run's Config (task, seed; the model and training settings cross-validation uses);
     artifacts: the directory holding the model's metrics.json, dynamics.npz and gradients.npz;
     selection_out: evaluate.Outputs on the selection split; predict / embed: texts -> probabilities
     / unit vectors; train_config: the [train] section the model was trained with (default cfg's).
-    Cross-validation (expensive) runs only when a check needs it."""
+    Cross-validation (expensive) runs only when a check needs it, or wants it (`wants`: inputs a
+    check uses when it can; if they cannot be built here the check runs without them)."""
     import numpy as np
 
     ctx = Context(task=cfg.data.task, labels=labels, train=train, selection=selection, seed=cfg.train.seed,
@@ -86,16 +87,28 @@ def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path |
             if (artifacts / name).is_file():
                 with np.load(artifacts / name) as z:
                     setattr(ctx, attr, {k: z[k] for k in z.files})
-    if needs & {"oof_probs", "cv"}:
+    if (needs | set(wants)) & {"oof_probs", "cv"}:
         from .crossval import out_of_fold
 
         model = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
-        ctx.oof_probs, ctx.cv = out_of_fold(train, labels, cfg.data.task, mode=cv, folds=5, seed=cfg.train.seed,
-                                            model=model, train_cfg=cfg.train, model_cfg=cfg.model, quiet=quiet)
+        try:
+            ctx.oof_probs, ctx.cv = out_of_fold(train, labels, cfg.data.task, mode=cv, folds=5, seed=cfg.train.seed,
+                                                model=model, train_cfg=cfg.train, model_cfg=cfg.model, quiet=quiet)
+        except (Skip, ValueError):
+            if needs & {"oof_probs", "cv"}:
+                raise
+            # only wanted: the checks that want it read the selection split instead, and say so
     return ctx
 
 
-def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", quiet: bool = True) -> Context:
+def wanted(checks) -> tuple[set[str], set[str]]:
+    """(needs, wants) of check instances: what each must have, and what each uses when it can."""
+    return ({n for c in checks for n in c.needs},
+            {n for c in checks for n in getattr(c, "wants", ())})
+
+
+def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", quiet: bool = True,
+                     wants: set[str] = frozenset()) -> Context:
     """Load what the checks need from a run directory; expensive inputs only when needed."""
     from .. import data as data_mod
     from ..config import load_config
@@ -119,7 +132,7 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
         encoder = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
         embed = lambda texts: embed_texts(list(texts), model=encoder, quiet=quiet)  # noqa: E731
     return build_context(cfg, splits.train, splits.selection, bundle.labels, artifacts=run_dir, needs=needs, cv=cv,
-                         selection_out=out, embed=embed, quiet=quiet,
+                         selection_out=out, embed=embed, quiet=quiet, wants=wants,
                          predict=lambda texts: bundle_probs(bundle, list(texts), batch_size=batch, precision=precision))
 
 
@@ -136,11 +149,11 @@ def run_diagnosis(run_dir: str | Path | None, checks: list[str] | None = None, *
         raise ValueError(f"cv must be 'fast' or 'full', not {cv!r}")
     names = list(checks) if checks else list(DIAGNOSTICS)
     instances = {name: get_check(name) for name in names}
-    needs = {n for c in instances.values() for n in c.needs}
+    needs, wants = wanted(instances.values())
     if any(isinstance(c, BalanceAndData) for c in instances.values()):
         needs.add("embed_texts")
     if ctx is None:
-        ctx = context_from_run(run_dir, needs, cv=cv, quiet=quiet)
+        ctx = context_from_run(run_dir, needs, cv=cv, quiet=quiet, wants=wants)
     findings: list[Finding] = []
     skipped, failed, timings = [], [], {}
     for name, check in instances.items():

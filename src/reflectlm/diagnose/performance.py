@@ -12,6 +12,19 @@ added only when something is found):
 - ner_error_kinds   NER only: boundary / type / boundary-and-type / missed / spurious entity
                     counts and rates, overall and per type.
 
+Which data the classification kinds are read from (`shape_from`): these findings shape the next
+challenger (reweight_classes weights the classes they name; the planner picks remedies for them),
+and the challenger is then judged on the selection split. Read there too, a class that was unlucky
+on those few examples gets the weight, the challenger "fixes" it by regression to the mean, and
+the gate counts that as a gain, round after round (the reuse of a holdout, Dwork et al. 2015). So
+by default ("train_oof") high_error_class and confused_pair are tested on the training data's
+out-of-fold probabilities (the run's cross-validation, which the label checks already need); the
+summary finding still reports the selection split, and carries the per-class F1 of the shaping
+data under evidence["shaping"]. "selection" reads them from the selection split (the behaviour
+before; then the gate judges on what shaped the challenger). Without out-of-fold probabilities
+the classification kinds fall back to the selection split and say so. NER reads the selection
+split (its out-of-fold decoding is not built).
+
 References: Holm 1979, "A simple sequentially rejective multiple test procedure"; Benjamini &
 Hochberg 1995; error kinds after the MUC scoring categories (Chinchor & Sundheim 1993, "MUC-5
 evaluation metrics": incorrect, partial, missing, spurious).
@@ -33,15 +46,17 @@ ERROR_KINDS = ("boundary", "type", "boundary_and_type", "missed", "spurious")
 class HeldOutPerformance:
     name = "performance"
     needs = ("selection", "selection_probs")
+    wants = ("oof_probs",)  # built when available (shape_from = "train_oof"); missing is not a skip
 
     def __init__(self, alpha: float = 0.05, correction: str = "holm", min_pair_count: int = 2, top_pairs: int = 5,
-                 examples: int = 3, decode: str = "viterbi"):
+                 examples: int = 3, decode: str = "viterbi", shape_from: str = "train_oof"):
         self.alpha = alpha  # family-wise (holm) or false-discovery (bh) level for flagging a class
         self.correction = correction  # "holm" | "bh"
         self.min_pair_count = min_pair_count  # a pair confused fewer times than this is noise, not a pattern
         self.top_pairs = top_pairs
         self.examples = examples  # example ids / texts shown per finding
         self.decode = decode  # NER: "viterbi" (as the metrics) or "argmax"
+        self.shape_from = shape_from  # "train_oof" | "selection": where the classes and pairs are read
 
     def params(self) -> dict:
         return stored_params(self)
@@ -49,6 +64,8 @@ class HeldOutPerformance:
     def run(self, ctx) -> list[Finding]:
         if self.correction not in ("holm", "bh"):
             raise ValueError(f"correction must be 'holm' or 'bh', not {self.correction!r}")
+        if self.shape_from not in ("train_oof", "selection"):
+            raise ValueError(f"shape_from must be 'train_oof' or 'selection', not {self.shape_from!r}")
         ctx.need(*self.needs)
         require_labels(ctx)
         ds, probs = ctx.selection, ctx.selection_probs
@@ -69,13 +86,14 @@ class HeldOutPerformance:
         with warnings.catch_warnings():  # sklearn warns when only one class occurs; the numbers are still right
             warnings.simplefilter("ignore", UserWarning)
             m = metrics(ds, probs, labels)
-        y = np.array([labels.index(v) for v in ds.labels])
-        pred = probs.argmax(1)
-        wrong = pred != y
-        gold_prob = probs[np.arange(len(y)), y]
-        conf = np.asarray(m["confusion"])  # (C, C), rows gold, columns predicted
-        per_class = {c: (int(conf[i].sum() - conf[i, i]), int(conf[i].sum())) for i, c in enumerate(labels)}
-        overall = float(wrong.mean())
+        def tallies(ds, probs, m):
+            y = np.array([labels.index(v) for v in ds.labels])
+            pred = probs.argmax(1)
+            conf = np.asarray(m["confusion"])  # (C, C), rows gold, columns predicted
+            per_class = {c: (int(conf[i].sum() - conf[i, i]), int(conf[i].sum())) for i, c in enumerate(labels)}
+            return y, pred, probs[np.arange(len(y)), y], conf, per_class, float((pred != y).mean())
+
+        y, pred, gold_prob, conf, per_class, overall = tallies(ds, probs, m)
         summary = Finding(
             check=self.name, kind=SELECTION_PERFORMANCE, severity=0.0,
             summary=(f"Selection split: macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} "
@@ -84,6 +102,23 @@ class HeldOutPerformance:
                       "per_class": _rates(per_class)},
             scores={i: 1.0 - p for i, p in zip(ds.ids, gold_prob)}, split="selection")
         out = [summary]
+
+        # What shapes the next challenger is read from data the gate does not judge on (module docstring).
+        split, where = "selection", "selection examples"
+        train, oof = ctx.train, ctx.oof_probs
+        if self.shape_from == "train_oof" and oof is not None and train is not None and len(train) == len(oof) > 0:
+            split, where, ds, probs = "train", "training examples (out of fold)", train, np.asarray(oof, np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                m = metrics(ds, probs, labels)
+            y, pred, gold_prob, conf, per_class, overall = tallies(ds, probs, m)
+        wrong = pred != y
+        why = {"train": "the training data's out-of-fold predictions: the selection split only judges",
+               "selection": ("the selection split, which also judges the challenger (no out-of-fold predictions "
+                             "in this run)" if self.shape_from == "train_oof" else
+                             "the selection split, which also judges the challenger (shape_from = 'selection')")}[split]
+        summary.evidence["shaping"] = {"split": split, "source": why, "overall_error_rate": overall,
+                                       "per_class_f1": {c: float(v["f1"]) for c, v in m["per_class"].items()}}
 
         def confusions(i: int) -> list[dict]:
             row = [(int(conf[i, j]), labels[j]) for j in range(len(labels)) if j != i and conf[i, j] > 0]
@@ -100,11 +135,11 @@ class HeldOutPerformance:
             members = y == i
             out.append(Finding(
                 check=self.name, kind=HIGH_ERROR_CLASS, severity=row.pop("severity"),
-                summary=(f"Class {c!r} is wrong on {row['error_rate']:.0%} of its {row['n']} selection examples, "
+                summary=(f"Class {c!r} is wrong on {row['error_rate']:.0%} of its {row['n']} {where}, "
                          f"against {overall:.0%} overall (adjusted p = {row['p_adjusted']:.2g})."),
                 evidence={**row, "class": c, "top_confusions": confusions(i),
-                          "examples": error_examples(members & wrong)},
-                scores={ds.ids[k]: 1.0 - gold_prob[k] for k in np.flatnonzero(members)}, split="selection"))
+                          "examples": error_examples(members & wrong), "read_from": split},
+                scores={ds.ids[k]: 1.0 - gold_prob[k] for k in np.flatnonzero(members)}, split=split))
 
         pairs = Counter()
         for i in range(len(labels)):
@@ -118,11 +153,11 @@ class HeldOutPerformance:
                 check=self.name, kind=CONFUSED_PAIR, severity=count / max(n_ab, 1),
                 summary=(f"{a!r} and {b!r} are predicted as each other {count} times "
                          f"({int(conf[i, j])} {a}->{b}, {int(conf[j, i])} {b}->{a}) "
-                         f"out of {n_ab} examples of the two."),
+                         f"out of {n_ab} {where} of the two."),
                 evidence={"a": a, "b": b, "count": count, "a_to_b": int(conf[i, j]), "b_to_a": int(conf[j, i]),
-                          "n": n_ab, "rate": count / max(n_ab, 1),
+                          "n": n_ab, "rate": count / max(n_ab, 1), "read_from": split,
                           "examples": error_examples((y == i) & (pred == j)) + error_examples((y == j) & (pred == i))},
-                split="selection"))
+                split=split))
         return out
 
     # ------------------------------------------------------------------ NER

@@ -453,12 +453,11 @@ def action_inputs(rnd: Round) -> ActionInputs:
 
 def context(rnd: Round):
     """The diagnosis inputs for the base round's model (diagnose.build_context, as `reflectlm diagnose`)."""
-    from ..diagnose import DIAGNOSTICS, build_context
+    from ..diagnose import DIAGNOSTICS, build_context, wanted
 
-    checks = rnd.cfg.loop.checks or list(DIAGNOSTICS)
-    needs = {n for c in checks for n in DIAGNOSTICS[c]().needs}
+    needs, wants = wanted(DIAGNOSTICS[c]() for c in (rnd.cfg.loop.checks or list(DIAGNOSTICS)))
     return build_context(rnd.cfg, rnd.state.recipe.train, rnd.splits.selection, rnd.splits.labels,
-                         artifacts=rnd.base_dir, needs=needs, cv=rnd.cfg.loop.cv, selection_out=rnd.base_out,
+                         artifacts=rnd.base_dir, needs=needs, wants=wants, cv=rnd.cfg.loop.cv, selection_out=rnd.base_out,
                          predict=rnd.predict, embed=rnd.embed, train_config=rnd.state.recipe.config.train.model_dump(),
                          quiet=rnd.quiet)
 
