@@ -24,6 +24,19 @@ Prints one JSON object and writes it to --out (default benchmarks/results/gate.j
 {"aa": {"pairs", "false_promotions"}, "candidates": {name: {"false_promotions", ...}}, ...}.
 
     python benchmarks/gate.py --rounds      # part (ii): precision and misses, no training
+    python benchmarks/gate.py --shaped 10 --workdir WORKDIR   # challengers shaped by a diagnosis
+
+--shaped P: challengers shaped the way the loop shapes them, judged by the loop's gate (macro_f1)
+against the A/A champions (even seeds 0 .. 2P-2). Each challenger is `reweight_classes` (the real
+action) trained with the champion's seed + 1, its class weights read from
+  selection   the champion's per-class F1 on the selection split - what shaped it before, and the
+              split it is then judged on;
+  train_oof   the per-class F1 of out-of-fold predictions on the training data (cross-validation,
+              fast mode) - what the performance check reads now; the gate never saw it.
+Reweighting may really help or hurt, so a promotion is not false by construction here: a false
+promotion is one whose challenger is not better than its champion on test. The reuse shows as the
+selection gain exceeding the test gain: `reuse_bias` = mean over pairs of (selection - test)
+accuracy difference; the A/A pairs' value (same config, only the seed) is the no-reuse baseline.
 
 Part (ii) reads the loop benchmark's merged results (benchmarks/results/loop_vs_baselines.json, where
 every round's challenger was scored on test after the run beside the champion it was judged
@@ -65,7 +78,33 @@ def _splits():
     return train, selection, test, sorted(set(pool.labels))
 
 
-def train_one(seed: int, out: Path, quiet: bool = True) -> None:
+def shaped_weights(source: str, champion: Path, workdir: Path) -> list[float]:
+    """reweight_classes' class weights, from per-class F1 on `source` (see --shaped)."""
+    from reflectlm.actions import get_action
+    from reflectlm.actions.base import ActionInputs, Recipe
+    from reflectlm.findings import Finding
+    from reflectlm.tasks.classification import metrics
+
+    train, selection, _, labels = _splits()
+    if source == "selection":
+        f1 = metrics(selection, np.load(champion)["selection"].astype(np.float64), labels)["per_class"]
+    else:
+        cache = workdir / "train_oof.npy"
+        if not cache.is_file():
+            from reflectlm.diagnose.crossval import out_of_fold
+
+            oof, _ = out_of_fold(train, labels, "classification", mode="fast", folds=5, seed=DATA_SEED)
+            np.save(cache, oof)
+        f1 = metrics(train, np.load(cache).astype(np.float64), labels)["per_class"]
+    summary = Finding("performance", "selection_performance", 0.0, "shaping",
+                      {"shaping": {"split": source, "per_class_f1": {c: v["f1"] for c, v in f1.items()}}})
+    inputs = ActionInputs(task="classification", labels=labels, findings=[summary])
+    recipe = Recipe({"data": {"task": "classification", "train": "x.csv"}}, train=train)
+    action = get_action("reweight_classes", basis="error", power=1.0)
+    return list(action.apply(recipe, inputs).tree["train"]["class_weights"])
+
+
+def train_one(seed: int, out: Path, quiet: bool = True, class_weights: list[float] | None = None) -> None:
     """Train the config with this seed; save selection / test probabilities to `out` (atomic)."""
     import torch
 
@@ -80,7 +119,7 @@ def train_one(seed: int, out: Path, quiet: bool = True) -> None:
     task = get_task("classification")
     torch.manual_seed(seed)  # the head's initialisation
     bundle = build(ModelConfig(), "classification", labels, train, MAX_LENGTH)
-    tc = TrainConfig(seed=seed, **{k: v for k, v in TRAIN.items() if k != "metric"})
+    tc = TrainConfig(seed=seed, class_weights=class_weights or [], **{k: v for k, v in TRAIN.items() if k != "metric"})
     feats, sel = (task.encode(bundle.tokenizer, d, l2i, MAX_LENGTH) for d in (train, selection))
     t0 = time.perf_counter()
     result = fit(bundle.model, feats, (selection, sel), tc, task="classification", labels=labels,
@@ -134,6 +173,30 @@ def summarise(pairs: list[dict]) -> dict:
             "candidates": cand, "pairs": pairs}
 
 
+def summarise_shaped(pairs: list[dict], aa_pairs: list[dict]) -> dict:
+    """Per shaping source: promotions, false ones (not better on test), and the reuse bias."""
+    def bias(rows, sel, tst):
+        return float(np.mean([sel(r) - tst(r) for r in rows])) if rows else None
+
+    out = {}
+    for source in sorted({p["source"] for p in pairs}):
+        rows = [p for p in pairs if p["source"] == source]
+        promoted = [p for p in rows if p["promote"]]
+        out[source] = {
+            "pairs": len(rows), "promotions": len(promoted),
+            "false_promotions": sum(1 for p in promoted if p["test_difference"] <= 0),
+            "mean_selection_difference": float(np.mean([p["selection_difference"] for p in rows])),
+            "mean_test_difference": float(np.mean([p["test_difference"] for p in rows])),
+            "reuse_bias": bias(rows, lambda p: p["selection_difference"], lambda p: p["test_difference"])}
+    aa = [p for p in aa_pairs if "accuracy" in p.get("verdicts", {}) and len(p.get("test_accuracy", [])) == 2]
+    out["aa_baseline"] = {"pairs": len(aa), "reuse_bias": bias(
+        aa, lambda p: p["verdicts"]["accuracy"]["difference"], lambda p: p["test_accuracy"][1] - p["test_accuracy"][0])}
+    out["definition"] = ("reuse_bias: mean over pairs of (selection - test) accuracy difference, challenger - "
+                         "champion; a false promotion: promoted by the macro_f1 gate, not better on test")
+    out["pairs_detail"] = pairs
+    return out
+
+
 def audit_rounds(files: list[Path], miss_points: float = 1.0) -> dict:
     """Gate precision and misses over every judged round of the loop benchmarks' runs, on test."""
     rows = []
@@ -167,6 +230,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate.json")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--weights-from", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--shaped", type=int, default=None, metavar="P",
+                    help="challengers shaped by reweight_classes against the first P A/A champions (see above)")
     ap.add_argument("--rounds", nargs="*", type=Path, default=None,
                     help="part (ii) only: the loop benchmarks' results files (default: "
                          "benchmarks/results/loop_vs_baselines.json)")
@@ -185,7 +251,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.child is not None:
-        train_one(args.child, args.workdir / f"seed_{args.child}.npz")
+        if args.weights_from:
+            weights = shaped_weights(args.weights_from, args.workdir / f"seed_{args.child - 1}.npz", args.workdir)
+            train_one(args.child, args.workdir / f"shaped_{args.weights_from}_{args.child}.npz",
+                      class_weights=weights)
+        else:
+            train_one(args.child, args.workdir / f"seed_{args.child}.npz")
         return
     import subprocess
 
@@ -193,16 +264,49 @@ def main() -> None:
 
     lc = LoopConfig()
     alpha = args.alpha if args.alpha is not None else lc.alpha
-    for s in range(2 * args.pairs):  # each training in its own process: memory and threads its own
-        path = args.workdir / f"seed_{s}.npz"
+
+    def run_child(s: int, path: Path, weights_from: str | None = None) -> None:
         if path.is_file():
-            continue
+            return  # made by an earlier, interrupted invocation
         cmd = [sys.executable, __file__, "--child", str(s), "--workdir", str(args.workdir)]
         cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += ["--weights-from", weights_from] if weights_from else []
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            sys.exit(f"training seed {s} failed:\n{done.stderr[-3000:]}")
-        print(f"seed {s} trained ({float(np.load(path)['seconds']):.0f} s)", file=sys.stderr, flush=True)
+            sys.exit(f"training {path.name} failed:\n{done.stderr[-3000:]}")
+        print(f"{path.name} trained ({float(np.load(path)['seconds']):.0f} s)", file=sys.stderr, flush=True)
+
+    if args.shaped is not None:
+        _, selection, test, labels = _splits()
+        l2i = {n: i for i, n in enumerate(labels)}
+        y, y_test = (np.array([l2i[v] for v in d.labels]) for d in (selection, test))
+        pairs = []
+        for k in range(args.shaped):
+            run_child(2 * k, args.workdir / f"seed_{2 * k}.npz")
+            champ = np.load(args.workdir / f"seed_{2 * k}.npz")
+            for source in ("selection", "train_oof"):
+                path = args.workdir / f"shaped_{source}_{2 * k + 1}.npz"
+                run_child(2 * k + 1, path, source)
+                chall = np.load(path)
+                v = judge(y, champ["selection"], chall["selection"], labels, alpha, lc.n_bootstrap, seed=k)
+                acc = [[float((z[split].argmax(1) == t).mean()) for z in (champ, chall)]
+                       for split, t in (("selection", y), ("test", y_test))]
+                pairs.append({"champion_seed": 2 * k, "challenger_seed": 2 * k + 1, "source": source,
+                              "promote": v["macro_f1"]["promote"], "macro_f1_difference": v["macro_f1"]["difference"],
+                              "selection_difference": acc[0][1] - acc[0][0], "test_difference": acc[1][1] - acc[1][0],
+                              "test_accuracy": acc[1]})
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result["shaped"] = summarise_shaped(pairs, result.get("pairs", []))
+        from reflectlm import runtime
+
+        result["shaped"]["cpu"] = runtime.cpu_info()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({k: v for k, v in result["shaped"].items() if k != "pairs_detail"}, indent=2))
+        return
+
+    for s in range(2 * args.pairs):  # each training in its own process: memory and threads its own
+        run_child(s, args.workdir / f"seed_{s}.npz")
     _, selection, test, labels = _splits()
     l2i = {n: i for i, n in enumerate(labels)}
     y = np.array([l2i[v] for v in selection.labels])
@@ -214,7 +318,10 @@ def main() -> None:
         test_acc = [float((z["test"].argmax(1) == y_test).mean()) for z in (a, b)]
         pairs.append({"champion_seed": 2 * k, "challenger_seed": 2 * k + 1, "verdicts": v,
                       "test_accuracy": test_acc})
-    result = summarise(pairs)
+    kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result = {k: v for k, v in kept.items() if k in ("precision", "misses", "rounds_audited", "miss_definition",
+                                                      "shaped")}  # the other parts of the file stay
+    result.update(summarise(pairs))
     result["setting"] = {"train_examples": N_TRAIN, "selection_examples": N_SELECTION, "alpha": alpha,
                          "n_bootstrap": lc.n_bootstrap, "train": TRAIN, "max_length": MAX_LENGTH}
     from reflectlm import runtime

@@ -77,3 +77,25 @@ def test_active_learning_seeds_merge_keyed_by_seed(tmp_path):
     assert again["above_random_at_every_budget_on_every_seed"] and json.loads(Path(out).read_text()) == again
     with pytest.raises(SystemExit, match="not .*use another --out"):
         merge(out, dict(setup, size=200), [s0])
+
+
+def test_shaped_challengers_count_false_promotions_and_the_reuse_bias():
+    """--shaped: a promotion is false when the challenger is not better on test; the reuse bias is the
+    mean (selection - test) difference, with the A/A pairs' value beside it as the no-reuse baseline."""
+    from gate import summarise_shaped
+
+    def pair(source, promote, sel, test):
+        return {"source": source, "promote": promote, "selection_difference": sel, "test_difference": test}
+
+    pairs = [pair("selection", True, 0.030, -0.004), pair("selection", True, 0.020, 0.010),
+             pair("selection", False, 0.010, 0.000), pair("train_oof", False, 0.004, 0.006),
+             pair("train_oof", True, 0.020, 0.012)]
+    aa = [{"verdicts": {"accuracy": {"difference": 0.01}}, "test_accuracy": [0.80, 0.805]},
+          {"verdicts": {"accuracy": {"difference": -0.01}}, "test_accuracy": [0.80, 0.800]}]
+    out = summarise_shaped(pairs, aa)
+    sel, oof = out["selection"], out["train_oof"]
+    assert (sel["pairs"], sel["promotions"], sel["false_promotions"]) == (3, 2, 1)
+    assert sel["reuse_bias"] == pytest.approx((0.034 + 0.010 + 0.010) / 3)
+    assert (oof["promotions"], oof["false_promotions"]) == (1, 0)
+    assert oof["reuse_bias"] == pytest.approx((-0.002 + 0.008) / 2)
+    assert out["aa_baseline"]["pairs"] == 2 and out["aa_baseline"]["reuse_bias"] == pytest.approx((0.005 - 0.01) / 2)
