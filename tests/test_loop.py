@@ -473,6 +473,10 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     ({"patience": 2}, [(True, 0.5, 100), (False, 0.5, 100), (False, 0.5, 100)], "no promotion in the last 2 rounds"),
     ({"time_budget_s": 10.0}, [(True, 0.5, 100)], "time budget spent"),
     ({"examples_budget": 250}, [(True, 0.5, 100), (True, 0.6, 100)], "compute budget spent (200 of 250"),
+    # a champion that trained longer than round 0 (here 160 against 100): 90 left is too little even
+    # for round 0's cost, 110 left leaves room for a plan that trains less than the champion did
+    ({"examples_budget": 350}, [(True, 0.5, 100), (True, 0.6, 160)], "a round needs about 100"),
+    ({"examples_budget": 370}, [(True, 0.5, 100), (True, 0.6, 160)], None),
     ({"label_budget": 50, "oracle": "column"}, [(True, 0.5, 100)], "label budget spent (60 of 50)"),
     ({}, [(True, 0.5, 100)], None),
 ])

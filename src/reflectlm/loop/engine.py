@@ -124,8 +124,12 @@ def should_stop(state: State, cfg: Config) -> str | None:
     if lc.time_budget_s is not None and spent >= lc.time_budget_s:
         return f"time budget spent ({spent:.0f} s of {lc.time_budget_s:.0f} s)"
     if lc.examples_budget is not None:
-        # A round costs about what the champion's training cost; do not start one that cannot finish.
-        next_cost = champ["examples_trained"] or state.decisions[0]["examples_trained"]
+        # Do not start a round that cannot finish. It costs at least about the cheaper of round 0's and
+        # the champion's training: a champion that trains longer (correct_noise sets its own epochs)
+        # still leaves room for plans that train less (early_stop, drop_suspects, post-only ones), and
+        # the planner then takes only a plan that fits the examples left.
+        costs = [c for c in (champ["examples_trained"], state.decisions[0]["examples_trained"]) if c]
+        next_cost = min(costs) if costs else 0
         if state.examples_trained + next_cost > lc.examples_budget:
             return (f"compute budget spent ({state.examples_trained} of {lc.examples_budget} training examples; "
                     f"a round needs about {next_cost})")
