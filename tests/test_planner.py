@@ -127,3 +127,26 @@ def test_k_plans_are_led_by_different_actions_and_the_first_is_choose_plans_plan
     plans, ranking = choose_plans(targets, inputs, recipe, cfg, tmp_path, set(), 1, k=3, examples_left=cost)
     assert [[a.name for a in p] for p, _ in plans] == [["more_epochs", "halve_batch"]]
     assert "loop.examples_budget" in next(r for r in ranking if r["action"] == "tune_lr")["skipped"]
+
+
+def test_a_round_built_on_a_rejected_challenger_only_tries_what_can_prove_a_gain(tmp_path):
+    """Built on a promising rejected challenger, a round carries its unproven change: a calibration
+    (non-inferiority) on top would be judged not-worse and let the change through, so the planner
+    skips it and the next superiority action leads."""
+    from reflectlm.loop.planner import choose_plans
+    from reflectlm.reflect import reflect
+
+    findings = [Finding("calibration", K.MISCALIBRATION, 0.9, "over-confident"),
+                Finding("fit", K.UNDERFITTING, 0.3, "still improving")]
+    targets = reflect(findings, 0.5)
+    ds = Dataset(task="classification", ids=["a", "b"], labels=["x", "y"], texts=["a a", "b b"], tokens=None)
+    cfg = load_config(tree={"data": {"train": "x.csv"},
+                            "loop": {"exploration": "greedy", "actions": ["calibrate", "more_epochs"]}})
+    recipe = Recipe({"data": {"train": "x.csv"}}, ds)
+    inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
+    plans, _ = choose_plans(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    assert [a.name for a in plans[0][0]] == ["calibrate"]  # on the champion, calibration leads
+    plans, ranking = choose_plans(targets, inputs, recipe, cfg, tmp_path, set(), 1, chained=True)
+    assert [a.name for a in plans[0][0]] == ["more_epochs"]
+    row = next(r for r in ranking if r["action"] == "calibrate")
+    assert "must prove a gain" in row["skipped"] and not row.get("chosen")

@@ -95,3 +95,24 @@ def test_a_round_that_only_adds_verified_labels_is_judged_by_non_inferiority(tmp
     rnd2.champ_out = rnd2.base_out = rnd2.chall_out = out
     judge(rnd2)
     assert not rnd2.promoted and json.loads((rnd2.dir / "compare.json").read_text())["mode"] == "superiority"
+
+
+def test_a_round_built_on_a_rejected_challenger_is_judged_for_superiority(tmp_path):
+    """Its base carries an unproven change: a non-inferiority plan on top (here a calibration whose
+    predictions equal the champion's) must still prove a gain over the champion, and says why."""
+    labels = ["a", "b"]
+    y = ["a", "b"] * 40
+    ds = Dataset(task="classification", ids=[str(i) for i in range(80)], labels=y, texts=["t"] * 80, tokens=None)
+    same = np.eye(2)[[labels.index(v) for v in y]]
+    rnd = _round(tmp_path, "classification", ds, labels, [get_action("calibrate")])
+    rnd.state.decisions.append({"round": 1, "promoted": False, "selection": 0.55, "champion_round": 0,
+                                "examples_trained": 1, "seconds": 1.0})
+    rnd.state.base, rnd.r = 1, 2  # built on round 1, rejected but promising; the champion is round 0
+    rnd.dir.mkdir(parents=True, exist_ok=True)
+    rnd.champ_out = SimpleNamespace(probs=same, metrics={"macro_f1": 1.0})
+    rnd.base_out = rnd.chall_out = SimpleNamespace(probs=same, metrics={"macro_f1": 1.0})
+    rnd.metrics = {"post": {"calibrate": {"temperature": 1.3}}}
+    judge(rnd)
+    saved = json.loads((rnd.dir / "compare.json").read_text())
+    assert saved["mode"] == "superiority" and not rnd.promoted
+    assert "judged for superiority, not non-inferiority: it builds on round 1" in saved["reason"]

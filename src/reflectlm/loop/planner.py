@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from ..actions import ACTIONS, ActionInputs, Recipe, apply_order, conflict, get_action, unavailable
+from ..actions import ACTIONS, SUPERIORITY, ActionInputs, Recipe, apply_order, conflict, get_action, unavailable
 from ..config import Config, ConfigError
 from .rundir import State, read_json, round_dir
 
@@ -92,14 +92,16 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
 
 
 def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
-                 rejected: set[str], r: int, k: int = 1, examples_left: int | None = None,
-                 seconds_left: float | None = None, seconds_per_example: float | None = None
-                 ) -> tuple[list[tuple[list, list[str]]], list[dict]]:
+                  rejected: set[str], r: int, k: int = 1, examples_left: int | None = None,
+                 seconds_left: float | None = None, seconds_per_example: float | None = None,
+                 chained: bool = False) -> tuple[list[tuple[list, list[str]]], list[dict]]:
     """The k best plans for round r (loop.parallel challengers), best first: plan j is led by the
     best-ranked applicable action that no earlier plan uses, and joined as choose_plan joins. The
     plans together must fit what is left of loop.examples_budget (each must fit loop.time_budget_s:
     challengers run side by side). Returns ([(actions in the order they apply, the finding kinds
-    they address)], the ranking); with k = 1 it is choose_plan's plan and ranking exactly."""
+    they address)], the ranking); with k = 1 it is choose_plan's plan and ranking exactly.
+    chained: the round builds on a promising rejected challenger, so it is judged for superiority
+    (loop.round.ab_test) and only actions that can prove a gain are tried."""
     lc = cfg.loop
     validate_actions(cfg)
     prior, kinds = _candidates(targets, inputs, cfg)
@@ -122,6 +124,10 @@ def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Confi
             continue
         if lc.action_params.get(action.name):
             action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
+        if chained and action.mode != SUPERIORITY:
+            row["skipped"] = ("this round builds on a rejected challenger and must prove a gain over the champion; "
+                              f"a {action.mode.replace('_', '-')} action cannot")
+            continue
         fresh = getattr(action, "queries_oracle", False) and inputs.oracle is not None  # new examples each time
         if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
             row["skipped"] = "the same plan was already tried on this base since the champion last changed"

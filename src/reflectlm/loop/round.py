@@ -176,7 +176,8 @@ def plan(rnd: Round) -> None:
         rate = sum(d["seconds"] for d in state.decisions) / max(1, state.examples_trained)
     rnd.plans, rnd.ranking = choose_plans(
         rnd.targets, rnd.inputs, rnd.start, cfg, rnd.run_dir, rejected_on_base(rnd.run_dir, state), rnd.r,
-        lc.parallel, examples_left=left, seconds_left=seconds_left, seconds_per_example=rate)
+        lc.parallel, examples_left=left, seconds_left=seconds_left, seconds_per_example=rate,
+        chained=state.base != state.champion)
     if rnd.plans:
         rnd.plan, rnd.addressed = rnd.plans[0]
         for k, (p, addressed) in enumerate(rnd.plans):
@@ -298,10 +299,19 @@ def ab_test(rnd: Round, c: Challenger, alpha: float):
     from ..tasks import get_task
 
     lc, cfg = rnd.cfg.loop, rnd.cfg
+    # A round built on a promising rejected challenger carries that challenger's unproven change:
+    # whatever its own actions are, it must prove a gain over the champion. Non-inferiority (a
+    # calibration, verified labels) on top would let the rejected change through untested.
+    chained = rnd.state.base != rnd.state.champion
+    mode = SUPERIORITY if chained else c.plan[0].mode
     result = get_task(cfg.data.task).ab_test(
         rnd.champ_out.probs, c.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
-        mode=c.plan[0].mode, alpha=alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
+        mode=mode, alpha=alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
         seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
+    if chained and c.plan[0].mode != SUPERIORITY:
+        result = dataclasses.replace(result, reason=result.reason + (
+            f" (judged for superiority, not {c.plan[0].mode.replace('_', '-')}: it builds on round "
+            f"{rnd.state.base}, whose change was not proven)"))
     # A post step fitted on the selection split (calibrate) judges itself out of sample too; its
     # refusal overrides a test that its own fitting data passed.
     refused = [(name, info["refused"]) for name, info in ((c.metrics or {}).get("post") or {}).items()
