@@ -10,7 +10,7 @@ kept - nothing is dropped or relabelled on a guess. Classification only.
 It trains the base's epochs. Training longer (epochs / the matrix's mean margin T[i, i] -
 max_j T[i, j], the share of the signal noisy labels carry; about 5 instead of 3 at 20 % flips) was
 measured over three seeds and not adopted (docs/benchmarks.md): the same selection accuracy on
-average (0.903 against 0.901) for 67 % more compute, which under the loop's compute budget left no
+average (0.903 against 0.902) for 67 % more compute, which under the loop's compute budget left no
 room for the round that builds on it. `epochs_factor` sets it by hand."""
 
 from __future__ import annotations
