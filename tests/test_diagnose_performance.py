@@ -198,10 +198,11 @@ def test_the_classes_that_shape_a_challenger_are_read_out_of_fold():
         HeldOutPerformance(shape_from="selection").run(ctx)[0].evidence["value"])
     high = by_kind(findings, "high_error_class")
     assert [f.evidence["class"] for f in high] == ["a"] and high[0].split == "train"
-    assert high[0].evidence["read_from"] == "train" and "training examples (out of fold)" in high[0].summary
+    assert "training examples (out of fold)" in high[0].summary
+    assert HeldOutPerformance().wants == ("oof_probs",) and HeldOutPerformance(shape_from="selection").wants == ()
     assert high[0].evidence["error_rate"] == pytest.approx(0.5) and high[0].evidence["n"] == 60
     pair = by_kind(findings, "confused_pair")[0]
-    assert {pair.evidence["a"], pair.evidence["b"]} == {"a", "b"} and pair.evidence["count"] == 30
+    assert {pair.evidence["a"], pair.evidence["b"]} == {"a", "b"} and pair.evidence["count"] == 30 and pair.split == "train"
     shaping = summary.evidence["shaping"]
     assert shaping["split"] == "train" and shaping["per_class_f1"]["c"] == pytest.approx(1.0)
     assert shaping["per_class_f1"]["a"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # precision 1, recall 0.5

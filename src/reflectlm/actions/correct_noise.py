@@ -11,11 +11,11 @@ It trains the base's epochs. Training longer (epochs / the matrix's mean margin 
 max_j T[i, j], the share of the signal noisy labels carry; about 5 instead of 3 at 20 % flips) was
 measured over three seeds and not adopted (docs/benchmarks.md): the same selection accuracy on
 average (0.903 against 0.902) for 67 % more compute, which under the loop's compute budget left no
-room for the round that builds on it. `epochs_factor` sets it by hand."""
+room for the round that builds on it. A plan that wants longer training pairs it with more_epochs;
+each correction records the margin."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .. import findings as K
@@ -37,8 +37,6 @@ class CorrectNoise:
     conflicts = ("fix_labels", "drop_suspects")
 
     strength: float = 1.0  # 0: no correction ... 1: the estimated noise rates as they are
-    epochs_factor: float = 1.0  # train.epochs *= this, rounded (1: the base's epochs)
-    max_epochs = 30
 
     def params(self) -> dict:
         return params_of(self)
@@ -58,19 +56,13 @@ class CorrectNoise:
     def margin(T) -> float:
         """The mean over classes of T[i, i] - max_{j != i} T[i, j]: how far the noisy labels still
         separate a class from its closest confusion (1 for clean labels; 1 - 2 eta for pair flips at
-        rate eta). Recorded with each correction; 1 / margin is the epochs_factor that was measured."""
+        rate eta). Recorded with each correction; epochs / margin is the training length that was measured."""
         import numpy as np
 
         T = np.asarray(T, dtype=np.float64)
         if T.ndim != 2 or T.shape[0] < 2:
             return 1.0
         return float(np.mean(np.diag(T) - (T - np.diag(np.diag(T))).max(axis=1)))
-
-    def _epochs(self, epochs: int) -> int:
-        return int(min(max(epochs, self.max_epochs), max(epochs, math.floor(epochs * self.epochs_factor + 0.5))))
-
-    def estimate(self, n: int, epochs: int, extra: int) -> tuple[int, int, int]:
-        return n, self._epochs(epochs), extra
 
     def apply(self, recipe, inputs):
         from ..diagnose.label_issues import transition_from
@@ -81,13 +73,9 @@ class CorrectNoise:
                                                             "skipped": "no estimated noise rates to correct for"}])
         rates = [dict(r, rate=r["rate"] * self.strength) for r in f.evidence["noise_rates"]]
         T = transition_from(rates, list(inputs.labels))
-        epochs = int(recipe.get("train.epochs"))
-        new = self._epochs(epochs)
         out = recipe.set("train.noise_transition", [[round(float(x), 5) for x in row] for row in T])
-        if new != epochs:
-            out = out.set("train.epochs", new)
         noise = 1.0 - float(T.diagonal().mean())
         out.changes.append({"action": self.name, "mean_noise_rate": round(noise, 4),
-                            "largest": rates[:10], "strength": self.strength, "epochs": [epochs, new],
+                            "largest": rates[:10], "strength": self.strength,
                             "margin": round(self.margin(T), 4)})
         return out

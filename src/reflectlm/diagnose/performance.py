@@ -46,7 +46,6 @@ ERROR_KINDS = ("boundary", "type", "boundary_and_type", "missed", "spurious")
 class HeldOutPerformance:
     name = "performance"
     needs = ("selection", "selection_probs")
-    wants = ("oof_probs",)  # built when available (shape_from = "train_oof"); missing is not a skip
 
     def __init__(self, alpha: float = 0.05, correction: str = "holm", min_pair_count: int = 2, top_pairs: int = 5,
                  examples: int = 3, decode: str = "viterbi", shape_from: str = "train_oof"):
@@ -57,6 +56,11 @@ class HeldOutPerformance:
         self.examples = examples  # example ids / texts shown per finding
         self.decode = decode  # NER: "viterbi" (as the metrics) or "argmax"
         self.shape_from = shape_from  # "train_oof" | "selection": where the classes and pairs are read
+
+    @property
+    def wants(self) -> tuple[str, ...]:
+        # built when the run can (cross-validation); missing is not a skip: the classes fall back
+        return ("oof_probs",) if self.shape_from == "train_oof" else ()
 
     def params(self) -> dict:
         return stored_params(self)
@@ -113,10 +117,12 @@ class HeldOutPerformance:
                 m = metrics(ds, probs, labels)
             y, pred, gold_prob, conf, per_class, overall = tallies(ds, probs, m)
         wrong = pred != y
-        why = {"train": "the training data's out-of-fold predictions: the selection split only judges",
-               "selection": ("the selection split, which also judges the challenger (no out-of-fold predictions "
-                             "in this run)" if self.shape_from == "train_oof" else
-                             "the selection split, which also judges the challenger (shape_from = 'selection')")}[split]
+        if split == "train":
+            why = "the training data's out-of-fold predictions: the selection split only judges"
+        else:
+            why = "the selection split, which also judges the challenger " + (
+                "(no out-of-fold predictions in this run)" if self.shape_from == "train_oof"
+                else "(shape_from = 'selection')")
         summary.evidence["shaping"] = {"split": split, "source": why, "overall_error_rate": overall,
                                        "per_class_f1": {c: float(v["f1"]) for c, v in m["per_class"].items()}}
 
@@ -138,7 +144,7 @@ class HeldOutPerformance:
                 summary=(f"Class {c!r} is wrong on {row['error_rate']:.0%} of its {row['n']} {where}, "
                          f"against {overall:.0%} overall (adjusted p = {row['p_adjusted']:.2g})."),
                 evidence={**row, "class": c, "top_confusions": confusions(i),
-                          "examples": error_examples(members & wrong), "read_from": split},
+                          "examples": error_examples(members & wrong)},
                 scores={ds.ids[k]: 1.0 - gold_prob[k] for k in np.flatnonzero(members)}, split=split))
 
         pairs = Counter()
@@ -155,7 +161,7 @@ class HeldOutPerformance:
                          f"({int(conf[i, j])} {a}->{b}, {int(conf[j, i])} {b}->{a}) "
                          f"out of {n_ab} {where} of the two."),
                 evidence={"a": a, "b": b, "count": count, "a_to_b": int(conf[i, j]), "b_to_a": int(conf[j, i]),
-                          "n": n_ab, "rate": count / max(n_ab, 1), "read_from": split,
+                          "n": n_ab, "rate": count / max(n_ab, 1),
                           "examples": error_examples((y == i) & (pred == j)) + error_examples((y == j) & (pred == i))},
                 split=split))
         return out

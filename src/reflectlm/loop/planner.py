@@ -92,7 +92,7 @@ def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config
 
 
 def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
-                  rejected: set[str], r: int, k: int = 1, examples_left: int | None = None,
+                 rejected: set[str], r: int, k: int = 1, examples_left: int | None = None,
                  seconds_left: float | None = None, seconds_per_example: float | None = None,
                  chained: bool = False) -> tuple[list[tuple[list, list[str]]], list[dict]]:
     """The k best plans for round r (loop.parallel challengers), best first: plan j is led by the
