@@ -168,7 +168,7 @@ def test_remedies_follow_the_declared_ranks():
     from reflectlm.actions import remedies
 
     found = remedies()
-    assert found["label_issues"] == ["correct_noise", "fix_labels", "drop_suspects"]
+    assert found["label_issues"] == ["correct_noise", "fix_labels", "drop_suspects", "early_learning"]
     for kind, names in found.items():
         ranks = [ACTIONS[n].addresses[kind] for n in names]
         assert ranks == sorted(ranks) and None not in ranks, kind
@@ -597,3 +597,26 @@ def test_a_bad_noise_transition_is_refused_with_how_to_fix_it(tiny_bert_dir):
     tc = load_config(tree={"data": {"train": "x.csv"}, "train": {"noise_transition": [[0.5, 0.2], [0.0, 1.0]]}}).train
     with pytest.raises(ConfigError, match="every row summing to 1"):
         _transition(tc, "classification", ["a", "b"], "cpu")
+
+
+def test_early_learning_sets_the_regulariser_keeps_every_example_and_is_not_proposed_twice():
+    """early_learning (ELR) answers label noise in the loss: it sets train.early_learning and its beta,
+    keeps every example, combines with cleaning but not with forward correction, and is for
+    classification only."""
+    from reflectlm.actions import conflict
+
+    train = cls_dataset(30)
+    f = Finding("label_issues", "label_issues", 0.5, "x", {"flagged": [train.ids[0]]}, split="train")
+    inputs = ActionInputs(task="classification", labels=LABELS, findings=[f])
+    recipe = Recipe({"data": {"train": "x.csv"}}, train)
+    action = ACTIONS["early_learning"].propose(inputs, recipe)
+    out = action.apply(recipe, inputs)
+    assert out.config.train.early_learning == 3.0 and out.config.train.early_learning_beta == 0.7
+    assert out.train.ids == train.ids and out.train.labels == train.labels
+    assert out.changes[-1] == {"action": "early_learning", "strength": 3.0, "beta": 0.7}
+    assert conflict(action, get_action("correct_noise"))
+    assert not conflict(action, get_action("fix_labels")) and not conflict(action, get_action("drop_suspects"))
+    assert ACTIONS["early_learning"].propose(inputs, out) is None  # already regularised
+    assert ACTIONS["early_learning"].propose(ActionInputs(task="ner", labels=LABELS, findings=[f]), recipe) is None
+    assert ACTIONS["early_learning"].propose(ActionInputs(task="classification", labels=LABELS, findings=[]),
+                                             recipe) is None

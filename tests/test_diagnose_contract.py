@@ -75,7 +75,7 @@ def test_targets_are_ranked_and_kinds_without_a_rule_yield_none():
     assert [t.finding_kind for t in targets] == ["divergence", "label_issues", "miscalibration"]
     assert targets[0].priority == pytest.approx(0.9 * RULES["divergence"].weight)
     assert targets[0].expected_gain == pytest.approx(0.9 * RULES["divergence"].weight * 0.2, abs=1e-4)
-    assert targets[1].actions == ["correct_noise", "fix_labels", "drop_suspects"]
+    assert targets[1].actions == ["correct_noise", "fix_labels", "drop_suspects", "early_learning"]
 
 
 def test_a_misspelt_finding_kind_is_an_error_not_a_silent_non_target():

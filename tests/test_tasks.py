@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reflectlm.tasks import classification as cls
 from reflectlm.tasks import collate, get_task
@@ -417,3 +418,25 @@ def test_classification_forward_corrected_loss_matches_hand_computation():
     assert torch.allclose(eye, cls.per_example(logits, labels)[0], atol=1e-6)
     w = cls.per_example(logits, labels, class_weight=torch.tensor([1.0, 3.0, 1.0]), transition=T)[0]
     assert torch.allclose(w, 3.0 * loss, atol=1e-6)
+
+
+def test_early_learning_term_matches_hand_computation_and_resists_a_wrong_label():
+    """ELR (Liu et al. 2020): log(1 - <p, t>) with p clipped to [1e-4, 1 - 1e-4]; its gradient cancels
+    part of the cross-entropy's pull towards a given label that the early target disagrees with."""
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    t = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.6, 0.2]])
+    term = cls.early_learning_term(logits, t)
+    for i in range(2):
+        z = [math.exp(v) for v in logits[i].tolist()]
+        p = [min(max(v / sum(z), 1e-4), 1 - 1e-4) for v in z]
+        assert term[i].item() == pytest.approx(math.log(1 - sum(a * b for a, b in zip(p, t[i].tolist()))), abs=1e-6)
+    q = cls.early_learning_targets(torch.tensor([[30.0, 0.0, 0.0]]), 0.7)  # clipped, renormalised, no gradient
+    assert q.sum().item() == pytest.approx(1.0) and q.min().item() > 0 and not q.requires_grad
+    # The early target says class 0; the given label is 2. Cross-entropy alone raises logit 2; with
+    # the term added the net push on it is smaller and class 0 is pushed up rather than down.
+    z = torch.tensor([[1.0, 0.0, 0.0]], requires_grad=True)
+    F.cross_entropy(z, torch.tensor([2])).backward()
+    ce = z.grad.clone()
+    z.grad = None
+    (F.cross_entropy(z, torch.tensor([2])) + 3.0 * cls.early_learning_term(z, torch.tensor([[0.9, 0.05, 0.05]]))).backward()
+    assert ce[0, 2] < z.grad[0, 2] < 0 and z.grad[0, 0] < ce[0, 0]

@@ -224,3 +224,32 @@ def test_refuses_to_overwrite_a_run(tiny_config, cls_csv, tmp_path):
     (tmp_path / "run" / "something").write_text("x")
     with pytest.raises(RunError, match="already exists"):
         train(tiny_config(cls_csv), tmp_path / "run")
+
+
+def test_early_learning_regularisation_trains_keeps_plain_losses_and_shares_targets(tiny_config, cls_csv, tmp_path):
+    """train.early_learning adds lambda * log(1 - <p, t>) to what is minimised; the dynamics still
+    record the plain cross-entropy (the label checks read them), and NER is refused with the fix."""
+    from types import SimpleNamespace
+
+    from reflectlm.config import ConfigError
+    from reflectlm.train import _early_learning_step, _early_learning_targets
+
+    plain = train(tiny_config(cls_csv, epochs=2, seed=3), tmp_path / "plain")
+    elr = train(tiny_config(cls_csv, epochs=2, seed=3, early_learning=3.0), tmp_path / "elr")
+    d, dp = np.load(elr.run_dir / "dynamics.npz"), np.load(plain.run_dir / "dynamics.npz")
+    assert (d["loss"] >= 0).all() and np.isfinite(d["loss"]).all()
+    assert not np.array_equal(d["loss"][1], dp["loss"][1])  # the first epoch's targets changed the second's updates
+    assert elr.metrics["history"][-1]["train_loss"] < elr.metrics["history"][0]["train_loss"]
+    # Targets: zero until seen, then beta t + (1 - beta) q per visit.
+    tc = tiny_config(cls_csv, early_learning=3.0, early_learning_beta=0.5).train
+    T = _early_learning_targets(tc, "classification", 4, 3, "cpu")
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    one = SimpleNamespace(num_processes=1)
+    _early_learning_step(T, logits, np.array([1, 3]), 0.5, one)
+    q = logits.softmax(-1)
+    assert torch.allclose(T[[1, 3]], 0.5 * q, atol=1e-4) and T[[0, 2]].abs().sum() == 0
+    _early_learning_step(T, logits, np.array([1, 3]), 0.5, one)
+    assert torch.allclose(T[[1, 3]], 0.75 * q, atol=1e-4)
+    assert _early_learning_targets(tiny_config(cls_csv).train, "classification", 4, 3, "cpu") is None
+    with pytest.raises(ConfigError, match="classification only; set it to 0 for NER"):
+        _early_learning_targets(tc, "ner", 4, 3, "cpu")

@@ -147,6 +147,13 @@ class TrainConfig(_Section):
     # learns the clean posterior. The correct_noise action sets it from confident learning's noise
     # matrix; empty: plain cross-entropy.
     noise_transition: list[list[float]] = Field(default_factory=list)
+    # Early-learning regularisation against label noise (Liu et al. 2020; classification only): each
+    # example keeps a target t, a moving average of the model's own (detached) predictions on it,
+    # t <- beta t + (1 - beta) p, and the loss adds early_learning * log(1 - <p, t>). What the model
+    # predicted before it began to memorise wrong labels holds it back from memorising them. The
+    # early_learning action sets it; 0: off. Its defaults are the paper's (CIFAR-10: lambda 3, beta 0.7).
+    early_learning: float = Field(0.0, ge=0.0)
+    early_learning_beta: float = Field(0.7, ge=0.0, lt=1.0)
 
     @field_validator("max_grad_norm")
     @classmethod

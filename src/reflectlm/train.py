@@ -351,6 +351,35 @@ def _transition(tc: TrainConfig, task: str, labels: list[str], device) -> torch.
     return torch.tensor(T / T.sum(1, keepdims=True), dtype=torch.float32, device=device)
 
 
+def _early_learning_targets(tc: TrainConfig, task: str, n: int, n_labels: int, device) -> torch.Tensor | None:
+    """train.early_learning's per-example targets (N, C), zero until an example is first seen, or None."""
+    if not tc.early_learning:
+        return None
+    if task != "classification":
+        raise ConfigError("train.early_learning (early-learning regularisation) is for classification only; "
+                          "set it to 0 for NER")
+    return torch.zeros((n, n_labels), dtype=torch.float32, device=device)
+
+
+def _early_learning_step(targets: torch.Tensor, logits: torch.Tensor, idx: np.ndarray, beta: float,
+                         accelerator) -> torch.Tensor:
+    """Move the batch's targets towards its predictions, then return log(1 - <p, t>) per example.
+    Under N processes an example's batch may run on another process next epoch, so every process
+    applies every process's update and all keep the same targets."""
+    from .tasks.classification import early_learning_targets, early_learning_term
+
+    index = torch.as_tensor(idx, dtype=torch.long, device=targets.device).reshape(-1)
+    q = early_learning_targets(logits, beta).to(targets.device)
+    all_index, all_q = index, q
+    if accelerator.num_processes > 1:
+        all_index = accelerator.gather(accelerator.pad_across_processes(index, pad_index=-1))
+        all_q = accelerator.gather(accelerator.pad_across_processes(q, pad_index=0))
+        keep = all_index >= 0
+        all_index, all_q = all_index[keep], all_q[keep]
+    targets[all_index] = beta * targets[all_index] + (1.0 - beta) * all_q
+    return early_learning_term(logits, targets[index].to(logits.device))
+
+
 def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
         labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
         class_weights: np.ndarray | None = None, quiet: bool = False,
@@ -396,6 +425,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     transition_t = _transition(tc, task, labels, accelerator.device)
     extra = {} if transition_t is None else {"transition": transition_t}
     fgm = FGM(accelerator.unwrap_model(model), tc.adversarial_epsilon) if tc.adversarial_epsilon > 0 else None
+    elr = _early_learning_targets(tc, task, n, len(labels), accelerator.device)
 
     E = tc.epochs
     rows = E if tc.record_dynamics else 0  # off: the arrays keep their names, with no rows
@@ -428,7 +458,11 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                     loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t,
                                                                       **extra)
                     w = count if weights_t is None else count * weights_t[torch.from_numpy(idx)].to(count.device)
-                    loss = (loss_vec * w).sum() / w.sum().clamp(min=1e-8)
+                    objective = loss_vec  # what is minimised; the records keep the plain loss
+                    if elr is not None:
+                        objective = loss_vec + tc.early_learning * _early_learning_step(
+                            elr, logits, idx, tc.early_learning_beta, accelerator)
+                    loss = (objective * w).sum() / w.sum().clamp(min=1e-8)
                     accelerator.backward(loss)
                     if fgm is not None:
                         # Second pass on the perturbed embeddings; its gradient adds to the clean one.

@@ -19,6 +19,7 @@ from .calibrate import Calibrate
 from .correct_noise import CorrectNoise
 from .domain_pretraining import DomainPretraining
 from .drop_suspects import DropSuspects
+from .early_learning import EarlyLearning
 from .early_stop import EarlyStop
 from .fix_labels import FixLabels
 from .layerwise_lr import LayerwiseLR
@@ -40,6 +41,7 @@ ACTIONS = {
     "fix_labels": FixLabels,
     "drop_suspects": DropSuspects,
     "correct_noise": CorrectNoise,
+    "early_learning": EarlyLearning,
     "active_learning": ActiveLearning,
     "self_training": SelfTraining,
     "augment_noise": AugmentNoise,

@@ -41,6 +41,23 @@ def per_example(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: flo
     return loss, gold, correct, torch.ones_like(loss)
 
 
+def early_learning_targets(logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """The (B, C) predictions an early-learning target moves towards: softmax(logits) clipped to
+    [1e-4, 1 - 1e-4] and renormalised, detached (Liu et al. 2020)."""
+    with torch.no_grad():
+        q = logits.detach().softmax(-1).clamp(1e-4, 1.0 - 1e-4)
+        return q / q.sum(1, keepdim=True)
+
+
+def early_learning_term(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log(1 - <p, t>) per example (B,), p = softmax(logits) clipped as the targets are, t (B, C) the
+    examples' moving-average targets. Minimising it pulls p towards t: while the model still fits
+    the clean majority, t carries the true class, and the term's gradient cancels much of the
+    cross-entropy's pull towards a wrong given label (Liu et al. 2020, ELR)."""
+    p = logits.softmax(-1).clamp(1e-4, 1.0 - 1e-4)
+    return (1.0 - (target * p).sum(1)).clamp(min=1e-6).log()
+
+
 def probs_from_logits(features: list[dict], logits: list[np.ndarray]) -> np.ndarray:
     """Per-example logits (C,) in dataset order -> (N, C) probabilities."""
     if not logits:
