@@ -14,6 +14,10 @@ Every candidate gate is applied to the same pairs, so their false-promotion coun
   macro_f1    the loop's gate today: compare.compare(metric="macro_f1"), superiority at the
               loop's alpha (two-sided CI, so one-sided alpha / 2), with the per-class guardrail;
   accuracy    the same with metric="accuracy" (the bootstrap CI and McNemar must agree);
+  accuracy_midp  options measured for the owner, not the loop's rule: the accuracy gate with the
+              mid-p McNemar test (Fagerland et al. 2013: the exact conditional test is conservative,
+              mid-p keeps close to the nominal level) in place of the exact one;
+  accuracy_ci the accuracy gate on the bootstrap CI alone (as macro_f1 is judged);
   log_prob    a proper score of every example: the paired bootstrap CI of the mean difference in
               the gold label's log-probability (challenger - champion) above 0 at the same level;
   brier       the same on the multi-class Brier score (lower is better, so champion - challenger).
@@ -145,6 +149,18 @@ def _proper(score: str, y: np.ndarray, P: np.ndarray) -> np.ndarray:
     return -((P - onehot) ** 2).sum(1)
 
 
+def mcnemar_mid_p(b: int, c: int) -> float:
+    """Two-sided mid-p McNemar (Fagerland et al. 2013): the exact two-sided p-value minus the
+    probability of the observed count, P(X = min(b, c)) with X ~ Binomial(b + c, 1/2)."""
+    from scipy.stats import binom, binomtest
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    exact = float(binomtest(c, n, 0.5, alternative="two-sided").pvalue)
+    return float(min(1.0, exact - (binom.pmf(min(b, c), n, 0.5) if b != c else 0.5 * binom.pmf(b, n, 0.5))))
+
+
 def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str], alpha: float, n_bootstrap: int,
           seed: int) -> dict:
     """Every candidate gate's verdict on one pair: {name: {"promote", "difference", "ci_low"}}."""
@@ -155,6 +171,14 @@ def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str]
         c = compare(y, champ.argmax(1), chall.argmax(1), labels=labels, metric=metric, alpha=alpha,
                     n_bootstrap=n_bootstrap, seed=seed)
         out[metric] = {"promote": bool(c.promote), "difference": c.difference, "ci_low": c.ci_low}
+        if metric == "accuracy":
+            ci_ok = (c.difference > 0 and c.ci_low > 0
+                     and (not c.guardrail.get("worse_classes") or c.guardrail.get("allowed")))
+            mc = c.mcnemar
+            p_mid = mcnemar_mid_p(mc["b"], mc["c"])
+            out["accuracy_midp"] = {"promote": bool(ci_ok and mc["c"] > mc["b"] and p_mid < alpha),
+                                    "difference": c.difference, "ci_low": c.ci_low, "p_mid": p_mid}
+            out["accuracy_ci"] = {"promote": bool(ci_ok), "difference": c.difference, "ci_low": c.ci_low}
     for score in ("log_prob", "brier"):
         a, b = _proper(score, y, champ), _proper(score, y, chall)
         # The bootstrap of a mean difference: `accuracy` over per-example values is their mean.

@@ -617,6 +617,14 @@ def test_early_learning_sets_the_regulariser_keeps_every_example_and_is_not_prop
     assert conflict(action, get_action("correct_noise"))
     assert not conflict(action, get_action("fix_labels")) and not conflict(action, get_action("drop_suspects"))
     assert ACTIONS["early_learning"].propose(inputs, out) is None  # already regularised
+    # Never with forward correction, either way round (measured: the model ran away).
+    corrected = recipe.set("train.noise_transition", [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert ACTIONS["early_learning"].propose(inputs, corrected) is None
+    noisy = Finding("label_issues", "label_issues", 0.5, "x",
+                    {"flagged": [], "noise_rates": [{"true": "neg", "given": "neu", "rate": 0.2}]}, split="train")
+    with_rates = ActionInputs(task="classification", labels=LABELS, findings=[noisy])
+    assert ACTIONS["correct_noise"].propose(with_rates, recipe) is not None
+    assert ACTIONS["correct_noise"].propose(with_rates, out) is None
     assert ACTIONS["early_learning"].propose(ActionInputs(task="ner", labels=LABELS, findings=[f]), recipe) is None
     assert ACTIONS["early_learning"].propose(ActionInputs(task="classification", labels=LABELS, findings=[]),
                                              recipe) is None

@@ -99,3 +99,18 @@ def test_shaped_challengers_count_false_promotions_and_the_reuse_bias():
     assert (oof["promotions"], oof["false_promotions"]) == (1, 0)
     assert oof["reuse_bias"] == pytest.approx((-0.002 + 0.008) / 2)
     assert out["aa_baseline"]["pairs"] == 2 and out["aa_baseline"]["reuse_bias"] == pytest.approx((0.005 - 0.01) / 2)
+
+
+def test_mid_p_mcnemar_matches_hand_computation():
+    """The mid-p McNemar option gate.py measures: the exact two-sided p minus P(X = min(b, c))."""
+    from math import comb
+
+    from gate import mcnemar_mid_p
+
+    assert mcnemar_mid_p(0, 6) == pytest.approx(2 / 64 - 1 / 64)
+    b, c, n = 14, 27, 41
+    exact = 2 * sum(comb(n, k) for k in range(b + 1)) / 2**n
+    assert mcnemar_mid_p(b, c) == pytest.approx(exact - comb(n, b) / 2**n)
+    assert mcnemar_mid_p(b, c) < 0.05 < exact  # the case that made it worth measuring
+    assert mcnemar_mid_p(5, 5) == pytest.approx(1 - 0.5 * comb(10, 5) / 2**10)
+    assert mcnemar_mid_p(0, 0) == 1.0

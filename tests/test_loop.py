@@ -511,6 +511,7 @@ def test_patience_waits_for_the_round_that_builds_on_a_promising_challenger():
            "champion_round": 0, "built_on": 1, "next_base": 2}]
     chained = _State(ds, 0, Recipe(cfg, None), 300, 0, {}, base=2)
     assert _should_stop(chained, cfg) is None  # round 3 builds on round 2
+    assert chained.chained and not _State(ds, 0, Recipe(cfg, None), 300, 0, {}).chained
     ended = _State(ds[:2] + [{**ds[2], "next_base": 0}], 0, Recipe(cfg, None), 300, 0, {}, base=0)
     assert "no promotion in the last 2 rounds" in _should_stop(ended, cfg)
 

@@ -50,6 +50,8 @@ class CorrectNoise:
             return None
         if recipe.get("train.noise_transition"):
             return None  # already corrected for: the same out-of-fold view would give the same matrix
+        if float(recipe.get("train.early_learning")) > 0:
+            return None  # with early-learning regularisation the model ran away (actions/early_learning.py)
         return cls()
 
     @staticmethod

@@ -177,7 +177,7 @@ def plan(rnd: Round) -> None:
     rnd.plans, rnd.ranking = choose_plans(
         rnd.targets, rnd.inputs, rnd.start, cfg, rnd.run_dir, rejected_on_base(rnd.run_dir, state), rnd.r,
         lc.parallel, examples_left=left, seconds_left=seconds_left, seconds_per_example=rate,
-        chained=state.base != state.champion)
+        chained=state.chained)
     if rnd.plans:
         rnd.plan, rnd.addressed = rnd.plans[0]
         for k, (p, addressed) in enumerate(rnd.plans):
@@ -302,7 +302,7 @@ def ab_test(rnd: Round, c: Challenger, alpha: float):
     # A round built on a promising rejected challenger carries that challenger's unproven change:
     # whatever its own actions are, it must prove a gain over the champion. Non-inferiority (a
     # calibration, verified labels) on top would let the rejected change through untested.
-    chained = rnd.state.base != rnd.state.champion
+    chained = rnd.state.chained
     mode = SUPERIORITY if chained else c.plan[0].mode
     result = get_task(cfg.data.task).ab_test(
         rnd.champ_out.probs, c.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,

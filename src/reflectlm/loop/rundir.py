@@ -61,6 +61,12 @@ class State:
         if self.base < 0:
             self.base = self.champion
 
+    @property
+    def chained(self) -> bool:
+        """The next challenger builds on a rejected one, so whatever its plan it must prove a gain
+        over the champion: it carries that round's unproven change."""
+        return self.base != self.champion
+
 
 def round_dir(run_dir: Path, r: int) -> Path:
     return run_dir / "rounds" / f"{r:02d}"
