@@ -46,7 +46,9 @@ Part (ii) reads the loop benchmark's merged results (benchmarks/results/loop_vs_
 every round's challenger was scored on test after the run beside the champion it was judged
 against) and adds to --out, keeping the A/A part: precision = the share of promotions whose
 challenger beats, on test, the champion it replaced; a miss = a rejected challenger that beats its
-champion on test by at least 1 point (listed with its size).
+champion on test by at least 1 point (listed with its size). Where every round carries its paired
+counts (`gate`: b, c, CI, alpha; loop_vs_baselines.py records them from compare.json), the same is
+scored for the mid-p accuracy gate under `options` - an option for the owner, not the loop's rule.
 """
 
 from __future__ import annotations
@@ -230,19 +232,42 @@ def audit_rounds(files: list[Path], miss_points: float = 1.0) -> dict:
             for r in run["loop"]["rounds"]:
                 if r["round"] == 0 or r.get("test_accuracy") is None or r.get("champion_test_accuracy") is None:
                     continue
-                rows.append({"file": Path(f).name, "seed": int(seed), "round": r["round"], "actions": r["actions"],
-                             "promoted": bool(r["promoted"]), "selection_difference": r.get("difference"),
-                             "judged_against": r["judged_against"],
-                             "test_difference": r["test_accuracy"] - r["champion_test_accuracy"]})
-    promoted = [r for r in rows if r["promoted"]]
-    right = [r for r in promoted if r["test_difference"] > 0]
-    misses = [{k: r[k] for k in ("file", "seed", "round", "actions", "selection_difference", "test_difference")}
-              for r in rows if not r["promoted"] and r["test_difference"] >= miss_points / 100]
-    return {"precision": {"value": len(right) / len(promoted) if promoted else None, "promotions": len(promoted),
-                          "beat_their_champion_on_test": len(right),
-                          "definition": "share of promotions whose challenger beats the replaced champion on test"},
-            "misses": misses, "rounds_audited": rows,
-            "miss_definition": f"a rejected challenger that beats its champion on test by >= {miss_points:g} point"}
+                row = {"file": Path(f).name, "seed": int(seed), "round": r["round"], "actions": r["actions"],
+                       "promoted": bool(r["promoted"]), "selection_difference": r.get("difference"),
+                       "judged_against": r["judged_against"],
+                       "test_difference": r["test_accuracy"] - r["champion_test_accuracy"]}
+                if r.get("gate"):
+                    row["promoted_midp"] = row["promoted"] or midp_would_promote(r["gate"], r.get("difference"))
+                rows.append(row)
+
+    def score(key: str) -> tuple[dict, list]:
+        promoted = [r for r in rows if r[key]]
+        right = [r for r in promoted if r["test_difference"] > 0]
+        misses = [{k: r[k] for k in ("file", "seed", "round", "actions", "selection_difference", "test_difference")}
+                  for r in rows if not r[key] and r["test_difference"] >= miss_points / 100]
+        return {"value": len(right) / len(promoted) if promoted else None, "promotions": len(promoted),
+                "beat_their_champion_on_test": len(right)}, misses
+
+    precision, misses = score("promoted")
+    out = {"precision": {**precision,
+                         "definition": "share of promotions whose challenger beats the replaced champion on test"},
+           "misses": misses, "rounds_audited": rows,
+           "miss_definition": f"a rejected challenger that beats its champion on test by >= {miss_points:g} point"}
+    if rows and all("promoted_midp" in r for r in rows):
+        # An option for the owner, not the loop's rule; each round as it was judged (had one more been
+        # promoted, the later rounds would have had another champion).
+        p_mid, m_mid = score("promoted_midp")
+        out["options"] = {"accuracy_midp": {"precision": p_mid, "misses": m_mid}}
+    return out
+
+
+def midp_would_promote(gate: dict, difference: float | None) -> bool:
+    """Whether a superiority round on accuracy passes the mid-p variant of the accuracy gate (the
+    bootstrap CI above 0 and the mid-p McNemar test), the per-class guardrail as it decided."""
+    if gate.get("mode") != "superiority" or gate.get("metric") != "accuracy" or gate.get("guardrail_blocked"):
+        return False
+    return bool((difference or 0) > 0 and gate["ci_low"] > 0 and gate["c"] > gate["b"]
+                and mcnemar_mid_p(gate["b"], gate["c"]) < gate["alpha"])
 
 
 def main() -> None:

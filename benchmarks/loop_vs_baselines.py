@@ -20,8 +20,8 @@ The effectiveness target is the share of the noise gap the loop wins back on tes
 R = (loop - plain) / (reference - plain), where the reference is the same training on the true labels.
 
 Every loop round keeps its model (loop.keep_models), and after the run each round's challenger is
-scored on test beside the champion it was judged against, so the gate's precision and misses can be
-counted (benchmarks/gate.py --rounds).
+scored on test beside the champion it was judged against, with the paired counts of its A/B test
+(`gate`), so the gate's precision and misses can be counted (benchmarks/gate.py --rounds).
 
 Seeds run apart and merge: each invocation prints its seed's JSON object ({"plain": {"test_accuracy",
 ...}, "one_shot_clean": {...}, "loop": {"test_accuracy", "rounds": [...]}, "reference": {...},
@@ -268,6 +268,13 @@ def score_rounds(run_dir: Path, work: Path, rounds: list[dict], tree: dict) -> d
             continue
         out[r["round"]] = {"test_accuracy": acc[r["round"]], "judged_against": champion,
                            "champion_test_accuracy": acc.get(champion)}
+        cmp = run_dir / "rounds" / f"{r['round']:02d}" / "compare.json"
+        if cmp.is_file():  # the paired counts, so the audit can judge the round by other gates too
+            c = json.loads(cmp.read_text())
+            out[r["round"]]["gate"] = {"b": c["mcnemar"]["b"], "c": c["mcnemar"]["c"], "ci_low": c["ci_low"],
+                                       "alpha": c["alpha"], "mode": c["mode"], "metric": c["metric"],
+                                       "guardrail_blocked": bool(c["guardrail"].get("worse_classes"))
+                                       and not c["guardrail"].get("allowed")}
         if r["promoted"]:
             champion = r["round"]
     return out

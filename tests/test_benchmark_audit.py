@@ -114,3 +114,31 @@ def test_mid_p_mcnemar_matches_hand_computation():
     assert mcnemar_mid_p(b, c) < 0.05 < exact  # the case that made it worth measuring
     assert mcnemar_mid_p(5, 5) == pytest.approx(1 - 0.5 * comb(10, 5) / 2**10)
     assert mcnemar_mid_p(0, 0) == 1.0
+
+
+def test_the_mid_p_option_is_audited_on_the_recorded_paired_counts(tmp_path):
+    """Where every round carries its paired counts, the audit also scores the mid-p accuracy gate (an
+    option for the owner): a rejected round with CI above 0 and mid-p < alpha counts as its promotion;
+    a guardrail veto, a CI through 0 or a non-inferiority round do not."""
+    from gate import audit_rounds
+
+    def gate(b, c, ci_low, **kw):
+        return {"b": b, "c": c, "ci_low": ci_low, "alpha": 0.05, "mode": "superiority", "metric": "accuracy",
+                "guardrail_blocked": False, **kw}
+
+    rounds = [{"round": 0, "promoted": True, "actions": []},
+              dict(_round(1, True, 0.85, 0.80), gate=gate(9, 39, 0.016)),
+              dict(_round(2, False, 0.87, 0.85, 1), gate=gate(14, 27, 0.001)),  # exact p 0.060, mid-p 0.044
+              dict(_round(3, False, 0.84, 0.85, 1), gate=gate(14, 27, 0.001, guardrail_blocked=True)),
+              dict(_round(4, False, 0.86, 0.85, 1), gate=gate(16, 22, -0.007)),
+              dict(_round(5, False, 0.86, 0.85, 1), gate=gate(14, 27, 0.001, mode="non_inferiority"))]
+    path = tmp_path / "loop_vs_baselines.json"
+    path.write_text(json.dumps({"per_seed": {"0": _run(rounds)}}))
+    out = audit_rounds([path])
+    assert out["precision"]["promotions"] == 1
+    mid = out["options"]["accuracy_midp"]
+    assert mid["precision"]["promotions"] == 2 and mid["precision"]["beat_their_champion_on_test"] == 2
+    assert [m["round"] for m in mid["misses"]] == [4, 5]
+    assert [m["round"] for m in out["misses"]] == [2, 4, 5]
+    path.write_text(json.dumps({"per_seed": {"0": _run(rounds[:2] + [_round(2, False, 0.87, 0.85, 1)])}}))
+    assert "options" not in audit_rounds([path])  # counts missing for a round: no option scored
