@@ -2,8 +2,9 @@
 
     python benchmarks/loop_vs_baselines.py --seed 0 --workdir W --baselines-only   # carves W
     python benchmarks/noise_remedies.py --workdir W --seed 0 --remedy early_learning
+    python benchmarks/noise_remedies.py --workdir W --seed 0 --remedy co_teaching --arms noisy
 
-Each remedy trains once on the noisy labels and once on the one-shot-cleaned labels (what
+Each remedy trains once on the noisy labels and (--arms) once on the one-shot-cleaned labels (what
 loop_vs_baselines' arm (b) trained on), with (a)'s epochs, and is reported beside the arm it
 modifies - selection accuracy (what the loop's gate would see) and test accuracy, with the share
 of the noise gap each wins back on test. It measures a candidate action's data-side effect without
@@ -25,8 +26,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# remedy -> the train settings it sets (the action's own parameters, not tuned here)
-REMEDIES = {"early_learning": {"early_learning": 3.0, "early_learning_beta": 0.7}}
+# remedy -> the train settings it sets (the action's own parameters, not tuned here). Co-teaching's
+# forget rate is the noise rate (Han et al. 2018), here the share of the noisy training set that arm
+# (b)'s confident learning flagged - an estimate from the training data, never the true flips - and
+# it ramps up over the first epoch of three (the paper: 10 of 200).
+REMEDIES = {"early_learning": {"early_learning": 3.0, "early_learning_beta": 0.7},
+            "co_teaching": {"co_teaching": "flagged", "co_teaching_ramp": 1.0}}
+
+
+def _rows(path: Path) -> int:
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
 
 
 def _run(work: Path, train_csv: Path, name: str, epochs: int, threads, dropout, overrides: dict) -> dict:
@@ -58,6 +70,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--remedy", choices=sorted(REMEDIES), default="early_learning")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--arms", default="noisy,clean", help="noisy: on (a)'s labels; clean: on (b)'s cleaned labels")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dropout", default="pretrained")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "noise_remedies.json")
@@ -73,10 +86,13 @@ def main() -> None:
                           ("reference", "train_true.csv")):
         stem = {"reference": "clean_reference"}.get(arm, arm)
         base[arm] = _run(w, w / csv_name, f"{stem}-e{e}", e, args.threads, args.dropout, {})
-    over = REMEDIES[args.remedy]
-    arms = {"noisy": _run(w, w / "train_noisy.csv", f"{args.remedy}-noisy-e{e}", e, args.threads, args.dropout, over),
-            "one_shot_clean": _run(w, w / "train_clean.csv", f"{args.remedy}-clean-e{e}", e, args.threads, args.dropout,
-                                   over)}
+    over = dict(REMEDIES[args.remedy])
+    if over.get("co_teaching") == "flagged":
+        over["co_teaching"] = round(1.0 - _rows(w / "train_clean.csv") / _rows(w / "train_noisy.csv"), 4)
+    arms = {"noisy": _run(w, w / "train_noisy.csv", f"{args.remedy}-noisy-e{e}", e, args.threads, args.dropout, over)}
+    if "clean" in args.arms:
+        arms["one_shot_clean"] = _run(w, w / "train_clean.csv", f"{args.remedy}-clean-e{e}", e, args.threads,
+                                      args.dropout, over)
     a, ref = base["plain"]["test_accuracy"], base["reference"]["test_accuracy"]
     gap = ref - a
 
@@ -86,11 +102,12 @@ def main() -> None:
     result = {"seed": args.seed, "remedy": args.remedy, "train": over, "epochs": e, "baselines": base,
               "with_remedy": arms,
               "recovery": {"plain": 0.0, "one_shot_clean": rec(base["one_shot_clean"]["test_accuracy"]),
-                           "remedy_on_noisy": rec(arms["noisy"]["test_accuracy"]),
-                           "remedy_on_one_shot_clean": rec(arms["one_shot_clean"]["test_accuracy"])},
-              "selection_gain": {"on_noisy": arms["noisy"]["selection_accuracy"] - base["plain"]["selection_accuracy"],
-                                 "on_one_shot_clean": arms["one_shot_clean"]["selection_accuracy"]
-                                 - base["one_shot_clean"]["selection_accuracy"]}}
+                           "remedy_on_noisy": rec(arms["noisy"]["test_accuracy"])},
+              "selection_gain": {"on_noisy": arms["noisy"]["selection_accuracy"] - base["plain"]["selection_accuracy"]}}
+    if "one_shot_clean" in arms:
+        result["recovery"]["remedy_on_one_shot_clean"] = rec(arms["one_shot_clean"]["test_accuracy"])
+        result["selection_gain"]["on_one_shot_clean"] = (arms["one_shot_clean"]["selection_accuracy"]
+                                                         - base["one_shot_clean"]["selection_accuracy"])
     print(json.dumps(result, indent=1))
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
     old.setdefault("per_seed", {}).setdefault(str(args.seed), {})[args.remedy] = result
