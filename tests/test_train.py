@@ -253,27 +253,3 @@ def test_early_learning_regularisation_trains_keeps_plain_losses_and_shares_targ
     assert _early_learning_targets(tiny_config(cls_csv).train, "classification", 4, 3, "cpu") is None
     with pytest.raises(ConfigError, match="classification only; set it to 0 for NER"):
         _early_learning_targets(tc, "ner", 4, 3, "cpu")
-
-
-def test_co_teaching_trains_a_peer_and_keeps_the_small_loss_examples(tiny_config, cls_csv, tmp_path):
-    """train.co_teaching: each network learns from the examples the other finds small-loss; the run
-    keeps the first model and records its plain losses; combinations it does not support are refused."""
-    from reflectlm.config import ConfigError
-    from reflectlm.train import _small_loss
-
-    m = _small_loss(torch.tensor([0.5, 3.0, 0.1, 2.0]), 0.5)
-    assert m.tolist() == [1.0, 0.0, 1.0, 0.0]
-    assert _small_loss(torch.tensor([0.5, 3.0]), 0.0).tolist() == [1.0, 1.0]
-    assert _small_loss(torch.tensor([0.5, 3.0]), 0.99).tolist() == [1.0, 0.0]  # never an empty batch
-    # The rate ramps up over the first 2 of 4 epochs: a network that has learnt nothing yet has no
-    # small-loss examples worth trusting (measured here: ramped over half an epoch, the tiny model
-    # stayed at chance).
-    plain = train(tiny_config(cls_csv, epochs=4, seed=3), tmp_path / "plain")
-    co = train(tiny_config(cls_csv, epochs=4, seed=3, co_teaching=0.3, co_teaching_ramp=2.0), tmp_path / "co")
-    d, dp = np.load(co.run_dir / "dynamics.npz"), np.load(plain.run_dir / "dynamics.npz")
-    assert (d["loss"] >= 0).all() and d["loss"].shape == dp["loss"].shape
-    assert not np.array_equal(d["loss"][1], dp["loss"][1])  # it learnt from fewer examples
-    assert co.metrics["history"][-1]["train_loss"] < co.metrics["history"][0]["train_loss"]
-    assert co.metrics["selection"]["accuracy"] >= 0.9
-    with pytest.raises(ConfigError, match="does not combine"):
-        train(tiny_config(cls_csv, co_teaching=0.3, adversarial_epsilon=0.1), tmp_path / "bad")

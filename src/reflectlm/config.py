@@ -154,13 +154,6 @@ class TrainConfig(_Section):
     # early_learning action sets it; 0: off. Its defaults are the paper's (CIFAR-10: lambda 3, beta 0.7).
     early_learning: float = Field(0.0, ge=0.0)
     early_learning_beta: float = Field(0.7, ge=0.0, lt=1.0)
-    # Co-teaching (Han et al. 2018; classification only): a peer copy of the model, its head initialised
-    # apart, trains beside it on the same batches; each network learns only from the examples the
-    # other finds small-loss, dropping the largest-loss share co_teaching of every batch (ramped up
-    # linearly over the first co_teaching_ramp epochs). Networks memorise wrong labels late and
-    # differently, so each filters the other's. The model kept is the first one; twice the compute. 0: off.
-    co_teaching: float = Field(0.0, ge=0.0, lt=1.0)
-    co_teaching_ramp: float = Field(1.0, gt=0.0)
 
     @field_validator("max_grad_norm")
     @classmethod

@@ -380,34 +380,6 @@ def _early_learning_step(targets: torch.Tensor, logits: torch.Tensor, idx: np.nd
     return early_learning_term(logits, targets[index].to(logits.device))
 
 
-def _co_teaching_peer(model: torch.nn.Module, tc: TrainConfig, task: str):
-    """train.co_teaching's peer: a copy of the model, its head initialised from another seed (the two
-    must disagree to filter each other), and its own optimizer over the same parameter groups."""
-    import copy
-
-    if task != "classification":
-        raise ConfigError("train.co_teaching is for classification only; set it to 0 for NER")
-    if tc.adversarial_epsilon or tc.early_learning:
-        raise ConfigError("train.co_teaching does not combine with train.adversarial_epsilon or "
-                          "train.early_learning; set the others to 0")
-    peer = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(tc.seed + 1)
-    with torch.no_grad():
-        for name, params in layer_groups(peer):
-            if name == "head":
-                for _, p in params:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.02 if p.ndim >= 2 else torch.zeros(p.shape))
-    return peer, make_optimizer(param_groups(peer, tc), tc)
-
-
-def _small_loss(loss_vec: torch.Tensor, rate: float) -> torch.Tensor:
-    """(B,) 1.0 for the examples a co-teaching network keeps (its 1 - rate smallest losses), else 0."""
-    keep = max(1, int(round((1.0 - rate) * loss_vec.numel())))
-    mask = torch.zeros_like(loss_vec)
-    mask[torch.argsort(loss_vec.detach())[:keep]] = 1.0
-    return mask
-
-
 def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
         labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
         class_weights: np.ndarray | None = None, quiet: bool = False,
@@ -438,11 +410,6 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
     loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id))
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     schedule = make_schedule(optimizer, tc, steps_per_epoch * tc.epochs)
-    peer = peer_optimizer = peer_schedule = None
-    if tc.co_teaching:
-        peer, peer_optimizer = _co_teaching_peer(model, tc, task)
-        peer_schedule = make_schedule(peer_optimizer, tc, steps_per_epoch * tc.epochs)
-        peer, peer_optimizer = accelerator.prepare(peer, peer_optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)  # DDP when launched with N processes
     # The batches are already this process's shard: accelerate only places them on the device and
     # marks the epoch's end for gradient accumulation (num_processes=1: no second sharding).
@@ -485,7 +452,7 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
         with progress(n, f"epoch {epoch + 1}/{E}", quiet or not main) as bar:
             for j, batch in enumerate(loader):
                 idx = batch["index"].cpu().numpy()  # (B,); a numpy index, also for a one-example batch
-                with accelerator.accumulate(*([model] if peer is None else [model, peer])):
+                with accelerator.accumulate(model):
                     with runtime.attention_context(attention):
                         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
                     loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t,
@@ -495,19 +462,8 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                     if elr is not None:
                         objective = loss_vec + tc.early_learning * _early_learning_step(
                             elr, logits, idx, tc.early_learning_beta, accelerator)
-                    if peer is None:
-                        loss = (objective * w).sum() / w.sum().clamp(min=1e-8)
-                        accelerator.backward(loss)
-                    else:
-                        with runtime.attention_context(attention):
-                            peer_logits = peer(input_ids=batch["input_ids"],
-                                               attention_mask=batch["attention_mask"]).logits.float()
-                        peer_vec = tmod.per_example(peer_logits, batch["labels"], tc.label_smoothing, class_t)[0]
-                        rate = tc.co_teaching * min(1.0, (epoch + j / max(len(loader), 1)) / tc.co_teaching_ramp)
-                        by_peer, by_model = _small_loss(peer_vec, rate), _small_loss(loss_vec, rate)
-                        loss = (objective * w * by_peer).sum() / (w * by_peer).sum().clamp(min=1e-8)
-                        peer_loss = (peer_vec * w * by_model).sum() / (w * by_model).sum().clamp(min=1e-8)
-                        accelerator.backward(loss + peer_loss)  # disjoint parameters: one backward serves both
+                    loss = (objective * w).sum() / w.sum().clamp(min=1e-8)
+                    accelerator.backward(loss)
                     if fgm is not None:
                         # Second pass on the perturbed embeddings; its gradient adds to the clean one.
                         with fgm.perturbed(), runtime.attention_context(attention):
@@ -521,19 +477,11 @@ def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc
                             telemetry.before_step(step, schedule.get_last_lr()[0], float(loss.detach()), scale)
                         if tc.max_grad_norm:
                             accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                            if peer is not None:
-                                accelerator.clip_grad_norm_(peer.parameters(), tc.max_grad_norm)
                     optimizer.step()
-                    if peer is not None:
-                        peer_optimizer.step()
                     if accelerator.sync_gradients:
                         schedule.step()
-                        if peer is not None:
-                            peer_schedule.step()
                         telemetry.after_step()
                     optimizer.zero_grad(set_to_none=True)
-                    if peer is not None:
-                        peer_optimizer.zero_grad(set_to_none=True)
                 t_dyn = time.perf_counter()
                 if not sampler.is_padding(j):  # a repeat that evens out the processes' steps is not recorded
                     for k, v in zip(records, (idx, loss_vec, gold, correct, w)):
