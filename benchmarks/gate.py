@@ -174,12 +174,10 @@ def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str]
                     n_bootstrap=n_bootstrap, seed=seed)
         out[metric] = {"promote": bool(c.promote), "difference": c.difference, "ci_low": c.ci_low}
         if metric == "accuracy":
-            ci_ok = (c.difference > 0 and c.ci_low > 0
-                     and (not c.guardrail.get("worse_classes") or c.guardrail.get("allowed")))
-            mc = c.mcnemar
-            p_mid = mcnemar_mid_p(mc["b"], mc["c"])
-            out["accuracy_midp"] = {"promote": bool(ci_ok and mc["c"] > mc["b"] and p_mid < alpha),
-                                    "difference": c.difference, "ci_low": c.ci_low, "p_mid": p_mid}
+            g = gate_record(c.to_json())
+            ci_ok = c.difference > 0 and c.ci_low > 0 and not g["guardrail_blocked"]
+            out["accuracy_midp"] = {"promote": midp_would_promote(g, c.difference), "difference": c.difference,
+                                    "ci_low": c.ci_low, "p_mid": mcnemar_mid_p(g["b"], g["c"])}
             out["accuracy_ci"] = {"promote": bool(ci_ok), "difference": c.difference, "ci_low": c.ci_low}
     for score in ("log_prob", "brier"):
         a, b = _proper(score, y, champ), _proper(score, y, chall)
@@ -259,6 +257,16 @@ def audit_rounds(files: list[Path], miss_points: float = 1.0) -> dict:
         p_mid, m_mid = score("promoted_midp")
         out["options"] = {"accuracy_midp": {"precision": p_mid, "misses": m_mid}}
     return out
+
+
+def gate_record(comparison: dict) -> dict:
+    """What the audit needs of a comparison (compare.Comparison.to_json(), a round's compare.json)
+    to judge it by another gate: the paired counts, the CI's lower end, alpha, mode, metric, and
+    whether the per-class guardrail vetoed it."""
+    guard = comparison["guardrail"]
+    return {"b": comparison["mcnemar"]["b"], "c": comparison["mcnemar"]["c"], "ci_low": comparison["ci_low"],
+            "alpha": comparison["alpha"], "mode": comparison["mode"], "metric": comparison["metric"],
+            "guardrail_blocked": bool(guard.get("worse_classes")) and not guard.get("allowed")}
 
 
 def midp_would_promote(gate: dict, difference: float | None) -> bool:

@@ -270,11 +270,9 @@ def score_rounds(run_dir: Path, work: Path, rounds: list[dict], tree: dict) -> d
                            "champion_test_accuracy": acc.get(champion)}
         cmp = run_dir / "rounds" / f"{r['round']:02d}" / "compare.json"
         if cmp.is_file():  # the paired counts, so the audit can judge the round by other gates too
-            c = json.loads(cmp.read_text())
-            out[r["round"]]["gate"] = {"b": c["mcnemar"]["b"], "c": c["mcnemar"]["c"], "ci_low": c["ci_low"],
-                                       "alpha": c["alpha"], "mode": c["mode"], "metric": c["metric"],
-                                       "guardrail_blocked": bool(c["guardrail"].get("worse_classes"))
-                                       and not c["guardrail"].get("allowed")}
+            from gate import gate_record
+
+            out[r["round"]]["gate"] = gate_record(json.loads(cmp.read_text()))
         if r["promoted"]:
             champion = r["round"]
     return out

@@ -142,3 +142,23 @@ def test_the_mid_p_option_is_audited_on_the_recorded_paired_counts(tmp_path):
     assert [m["round"] for m in out["misses"]] == [2, 4, 5]
     path.write_text(json.dumps({"per_seed": {"0": _run(rounds[:2] + [_round(2, False, 0.87, 0.85, 1)])}}))
     assert "options" not in audit_rounds([path])  # counts missing for a round: no option scored
+
+
+def test_a_comparison_becomes_the_record_the_audit_judges():
+    """gate_record reads what another gate needs from a real comparison (as compare.json holds it),
+    and midp_would_promote agrees with the mid-p test on it."""
+    import numpy as np
+
+    from gate import gate_record, mcnemar_mid_p, midp_would_promote
+
+    from reflectlm.compare import compare
+
+    y = np.zeros(400, dtype=int)
+    champ, chall = y.copy(), y.copy()
+    champ[:27], chall[27:41] = 1, 1  # champion wrong on 27 (c), challenger wrong on 14 others (b)
+    c = compare(y, champ, chall, labels=["a", "b"], metric="accuracy", alpha=0.05, n_bootstrap=2000, seed=0)
+    g = gate_record(c.to_json())
+    assert (g["b"], g["c"], g["mode"], g["metric"], g["guardrail_blocked"]) == (14, 27, "superiority", "accuracy", False)
+    assert g["ci_low"] == c.ci_low and g["alpha"] == 0.05
+    assert midp_would_promote(g, c.difference) == (c.ci_low > 0 and mcnemar_mid_p(14, 27) < 0.05)
+    assert not midp_would_promote(dict(g, guardrail_blocked=True), c.difference)

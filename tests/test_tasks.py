@@ -430,7 +430,7 @@ def test_early_learning_term_matches_hand_computation_and_resists_a_wrong_label(
         z = [math.exp(v) for v in logits[i].tolist()]
         p = [min(max(v / sum(z), 1e-4), 1 - 1e-4) for v in z]
         assert term[i].item() == pytest.approx(math.log(1 - sum(a * b for a, b in zip(p, t[i].tolist()))), abs=1e-6)
-    q = cls.early_learning_targets(torch.tensor([[30.0, 0.0, 0.0]]), 0.7)  # clipped, renormalised, no gradient
+    q = cls.early_learning_targets(torch.tensor([[30.0, 0.0, 0.0]]))  # clipped, renormalised, no gradient
     assert q.sum().item() == pytest.approx(1.0) and q.min().item() > 0 and not q.requires_grad
     # The early target says class 0; the given label is 2. Cross-entropy alone raises logit 2; with
     # the term added the net push on it is smaller and class 0 is pushed up rather than down.

@@ -369,7 +369,7 @@ def _early_learning_step(targets: torch.Tensor, logits: torch.Tensor, idx: np.nd
     from .tasks.classification import early_learning_targets, early_learning_term
 
     index = torch.as_tensor(idx, dtype=torch.long, device=targets.device).reshape(-1)
-    q = early_learning_targets(logits, beta).to(targets.device)
+    q = early_learning_targets(logits).to(targets.device)
     all_index, all_q = index, q
     if accelerator.num_processes > 1:
         all_index = accelerator.gather(accelerator.pad_across_processes(index, pad_index=-1))

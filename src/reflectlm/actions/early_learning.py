@@ -52,8 +52,8 @@ class EarlyLearning:
 
     def apply(self, recipe, inputs):
         if inputs.task != "classification":
-            return recipe.evolve(changes=recipe.changes + [{"action": self.name,
-                                                            "skipped": "early-learning regularisation is for classification"}])
+            why = "early-learning regularisation is for classification"
+            return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": why}])
         out = recipe.set("train.early_learning", self.strength).set("train.early_learning_beta", self.beta)
         out.changes.append({"action": self.name, **self.params()})
         return out

@@ -468,8 +468,8 @@ def context(rnd: Round):
     needs, wants = wanted(DIAGNOSTICS[c]() for c in (rnd.cfg.loop.checks or list(DIAGNOSTICS)))
     return build_context(rnd.cfg, rnd.state.recipe.train, rnd.splits.selection, rnd.splits.labels,
                          artifacts=rnd.base_dir, needs=needs, wants=wants, cv=rnd.cfg.loop.cv,
-                         selection_out=rnd.base_out, predict=rnd.predict, embed=rnd.embed, train_config=rnd.state.recipe.config.train.model_dump(),
-                         quiet=rnd.quiet)
+                         selection_out=rnd.base_out, predict=rnd.predict, embed=rnd.embed,
+                         train_config=rnd.state.recipe.config.train.model_dump(), quiet=rnd.quiet)
 
 
 def unchanged(a: Recipe, b: Recipe) -> bool:

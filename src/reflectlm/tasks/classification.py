@@ -41,7 +41,7 @@ def per_example(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: flo
     return loss, gold, correct, torch.ones_like(loss)
 
 
-def early_learning_targets(logits: torch.Tensor, beta: float) -> torch.Tensor:
+def early_learning_targets(logits: torch.Tensor) -> torch.Tensor:
     """The (B, C) predictions an early-learning target moves towards: softmax(logits) clipped to
     [1e-4, 1 - 1e-4] and renormalised, detached (Liu et al. 2020)."""
     with torch.no_grad():
