@@ -281,3 +281,13 @@ def postgres_db(postgres_url):
                          autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def first_plan(targets, inputs, recipe, cfg, run_dir, rejected, r, **budgets):
+    """The planner's best plan for one challenger: (actions in the order they apply, the ranking,
+    the finding kinds they address)."""
+    from reflectlm.loop.planner import choose_plans
+
+    plans, ranking = choose_plans(targets, inputs, recipe, cfg, run_dir, rejected, r, 1, **budgets)
+    plan, addressed = plans[0] if plans else ([], [])
+    return plan, ranking, addressed

@@ -10,6 +10,7 @@ import pytest
 from conftest import WORDS, make_cls_rows
 from reflectlm.actions import ACTIONS, NON_INFERIORITY, SUPERIORITY, ActionInputs, Recipe, from_plan, get_action
 from reflectlm.actions.oracle import ColumnOracle
+from reflectlm.tasks import applies, get_task
 from reflectlm.data import Dataset
 from reflectlm.diagnose.base import Finding
 
@@ -206,7 +207,7 @@ def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, 
     fix_labels after it had nothing left to relabel. A plan applies in the ACTIONS table's order."""
     from reflectlm.actions import apply_order
     from reflectlm.config import load_config
-    from reflectlm.loop import choose_plan
+    from conftest import first_plan
     from reflectlm.reflect import Target
 
     recipe, inputs, flipped, _ = case
@@ -214,7 +215,7 @@ def test_a_plan_fixes_labels_before_it_drops_suspects_whatever_their_rank(case, 
                Target("label_issues", "label_issues", ["fix_labels", "drop_suspects"], 0.4, 0.04, "", "")]
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 2,
                                                                  "actions": ["fix_labels", "drop_suspects"]}})
-    plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    plan, ranking, _ = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
     assert [r["action"] for r in ranking[:2]] == ["drop_suspects", "fix_labels"]  # ranked: drop first
     assert [a.name for a in plan] == ["fix_labels", "drop_suspects"]  # applied: fix first
     out = recipe
@@ -295,7 +296,7 @@ def test_active_learning_asks_for_the_least_certain_and_adds_true_labels(case):
 
 
 def test_active_learning_strategies_and_diversity():
-    from reflectlm.actions.active_learning import uncertainty
+    from reflectlm.tasks.base import row_uncertainty as uncertainty
 
     p = np.array([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.4, 0.3, 0.3]])
     assert np.argmax(uncertainty(p, "margin")) == 0
@@ -390,11 +391,12 @@ def test_adversarial_training_trains_and_restores_the_embeddings(tmp_path, tiny_
     import torch
 
     from reflectlm.modeling import build
-    from reflectlm.train import FGM
+    from reflectlm.remedies import Adversarial, Setting
+    from reflectlm.tasks import get_task
 
-    cfg = tiny_config(cls_csv)
+    cfg = tiny_config(cls_csv, adversarial_epsilon=1.0)
     bundle = build(cfg.model, "classification", LABELS)
-    fgm = FGM(bundle.model, 1.0)
+    fgm = Adversarial.open(cfg.train, Setting(get_task("classification"), LABELS, 10, "cpu", None, bundle.model))
     w0 = fgm.weight.detach().clone()
     fgm.weight.grad = torch.randn_like(fgm.weight)
     with fgm.perturbed():
@@ -413,7 +415,7 @@ def test_calibrate_lowers_ece_and_keeps_predictions(tiny_config, cls_csv, tmp_pa
 
     from reflectlm.actions.calibrate import reliability
     from reflectlm.data import load_splits
-    from reflectlm.loop.round import PostInputs as _PostInputs
+    from reflectlm.loop.challenger import PostInputs as _PostInputs
     from reflectlm.train import train
 
     cfg = tiny_config(cls_csv, epochs=4, lr=3e-2)  # a high rate: over-confident
@@ -451,7 +453,7 @@ def test_prune_zeroes_the_asked_share_and_keeps_predictions_close(tiny_config, c
     import torch
 
     from reflectlm.data import load_splits
-    from reflectlm.loop.round import PostInputs as _PostInputs
+    from reflectlm.loop.challenger import PostInputs as _PostInputs
     from reflectlm.train import train
 
     cfg = tiny_config(cls_csv, epochs=3)
@@ -576,7 +578,7 @@ def test_correct_noise_trains_through_the_estimated_noise():
     hand = np.array([[0.6, 0.4, 0.0], [0.0, 1.0, 0.0], [0.0, 0.2, 0.8]])  # margins 0.2, 1.0, 0.6: mean 0.6
     assert ACTIONS["correct_noise"].margin(hand) == pytest.approx(0.6) and ACTIONS["correct_noise"].margin(np.eye(3)) == 1
     assert out.changes[-1]["margin"] == pytest.approx(ACTIONS["correct_noise"].margin(M), abs=1e-3)
-    assert ACTIONS["correct_noise"].propose(ActionInputs(task="ner", labels=LABELS, findings=[f]), recipe) is None
+    assert not applies(get_task("ner"), ACTIONS["correct_noise"])  # the planner never offers it for NER
     assert ACTIONS["correct_noise"].propose(inputs, out) is None  # already corrected: the same matrix again
     # a later relabelling changes the labels the matrix described: it is cleared
     flagged = Finding("label_issues", "label_issues", 0.5, "x",
@@ -589,14 +591,20 @@ def test_correct_noise_trains_through_the_estimated_noise():
 
 def test_a_bad_noise_transition_is_refused_with_how_to_fix_it(tiny_bert_dir):
     from reflectlm.config import ConfigError, load_config
-    from reflectlm.train import _transition
+    from reflectlm.remedies import ForwardCorrection, Setting
+    from reflectlm.tasks import get_task
+
+    def setting(labels, task="classification"):
+        return Setting(get_task(task), labels, 4, "cpu", None, None)
 
     tc = load_config(tree={"data": {"train": "x.csv"}, "train": {"noise_transition": [[0.5, 0.5], [0.0, 1.0]]}}).train
     with pytest.raises(ConfigError, match="2 x 2 but there are 3 labels; give a 3 x 3 matrix"):
-        _transition(tc, "classification", LABELS, "cpu")
+        ForwardCorrection.open(tc, setting(LABELS))
+    with pytest.raises(ConfigError, match="leave train.noise_transition at its default"):
+        ForwardCorrection.open(tc, setting(["a", "b"], "ner"))
     tc = load_config(tree={"data": {"train": "x.csv"}, "train": {"noise_transition": [[0.5, 0.2], [0.0, 1.0]]}}).train
     with pytest.raises(ConfigError, match="every row summing to 1"):
-        _transition(tc, "classification", ["a", "b"], "cpu")
+        ForwardCorrection.open(tc, setting(["a", "b"]))
 
 
 def test_early_learning_sets_the_regulariser_keeps_every_example_and_is_not_proposed_twice():
@@ -625,6 +633,6 @@ def test_early_learning_sets_the_regulariser_keeps_every_example_and_is_not_prop
     with_rates = ActionInputs(task="classification", labels=LABELS, findings=[noisy])
     assert ACTIONS["correct_noise"].propose(with_rates, recipe) is not None
     assert ACTIONS["correct_noise"].propose(with_rates, out) is None
-    assert ACTIONS["early_learning"].propose(ActionInputs(task="ner", labels=LABELS, findings=[f]), recipe) is None
+    assert not applies(get_task("ner"), ACTIONS["early_learning"])  # the planner never offers it for NER
     assert ACTIONS["early_learning"].propose(ActionInputs(task="classification", labels=LABELS, findings=[]),
                                              recipe) is None

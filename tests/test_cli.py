@@ -102,8 +102,9 @@ def test_train_evaluate_predict_classification(tmp_path, cls_csv, tiny_bert_dir)
     result = invoke("predict", run, "--file", texts, "--json")
     assert result.exit_code == 0, result.output
     rows = [json.loads(ln) for ln in result.stdout.strip().splitlines()]
-    assert [r["text"] for r in rows] == ["so happy", "the chair"]  # blank lines skipped
-    assert all(r["label"] in {"neg", "neu", "pos"} and 0 < r["score"] <= 1 for r in rows)
+    assert [r["input"] for r in rows] == ["so happy", "the chair"]  # blank lines skipped
+    assert all(r["label"] in {"neg", "neu", "pos"} and 0 < r["confidence"] <= 1 for r in rows)
+    assert all(r["confidence"] == pytest.approx(max(r["probabilities"].values())) for r in rows)
 
     # The same run directory again: refused, nothing overwritten.
     result = invoke("train", config, "--output-dir", run, "--quiet")
@@ -123,16 +124,17 @@ def test_train_and_predict_ner(tmp_path, ner_conll, tiny_bert_dir):
     sentence = "the so it John Smith was and"  # shaped like the training sentences
     result = invoke("predict", run, sentence)
     assert result.exit_code == 0, result.output
-    ents, echoed = result.stdout.strip().split("\t")
-    assert echoed == sentence
-    assert ents.startswith("John Smith [person ")
+    ents, confidence, echoed = result.stdout.strip().split("\t")
+    assert echoed == sentence and 0 < float(confidence) <= 1
+    assert ents == "person: John Smith"
 
     result = invoke("predict", run, sentence, "the and", "--json")
     assert result.exit_code == 0, result.output
     first, second = (json.loads(ln) for ln in result.stdout.strip().splitlines())
     assert first["tags"] == ["O", "O", "O", "B-person", "I-person", "O", "O"]
     (ent,) = first["entities"]
-    assert (ent["type"], ent["start"], ent["end"], ent["text"]) == ("person", 3, 5, "John Smith")
+    # Character offsets into the text, as the API gives them.
+    assert (ent["type"], ent["text"]) == ("person", "John Smith") and sentence[ent["start"]:ent["end"]] == "John Smith"
     assert 0 < ent["score"] <= 1
     assert len(second["tags"]) == 2
 

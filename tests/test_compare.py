@@ -12,8 +12,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from reflectlm import compare as cmp
-from reflectlm.compare import (compare, compare_ner, detectable_effect, mcnemar_exact, paired_bootstrap,
-                               paired_se_accuracy)
+from reflectlm.compare import (compare, compare_ner, detectable_effect, mcnemar_exact, paired_bootstrap)
 
 
 def _pairs(b: int, c: int, both_right: int = 5, both_wrong: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +169,12 @@ def test_tiny_noisy_gain_rejected():
     assert r.mcnemar["p_value"] == pytest.approx(2 * _tail(0, 4, 10), abs=1e-12)
     assert r.ci_low <= 0 < r.ci_high
     assert not r.promote and "not significant; rejected" in r.reason
+
+
+def paired_se_accuracy(b: int, c: int, n: int) -> float:
+    """The closed-form standard error of an accuracy difference from the McNemar counts: the
+    per-example difference is +1 (c of them), -1 (b) or 0, so var = ((b + c) / n - ((c - b) / n)^2) / n."""
+    return math.sqrt(max((b + c) / n - ((c - b) / n) ** 2, 0.0) / n)
 
 
 def test_detectable_effect_against_the_closed_form():

@@ -251,7 +251,8 @@ def test_invalid_toml_names_the_file(tmp_path):
 
 def test_entity_f1_needs_ner():
     msg = error_of(tree=base_tree("classification"), overrides=["train.metric=entity_f1"])
-    assert "train.metric = 'entity_f1' needs data.task = 'ner'" in msg
+    assert "train.metric = 'entity_f1' is not computed for data.task = 'classification'" in msg
+    assert "'macro_f1'" in msg
     assert "/abs/train.csv" not in msg  # the message, not a dump of the whole tree
 
 

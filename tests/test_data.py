@@ -16,6 +16,7 @@ import pytest
 
 from reflectlm import data
 from reflectlm.config import DataConfig
+from reflectlm.tasks import get_task
 from reflectlm.data import DataError, load, load_splits, stratified_sample, stratified_split
 
 
@@ -56,7 +57,7 @@ def test_csv_loads_with_lines_and_labels(tmp_path):
     assert ds.labels == ["greet", "other", "greet"]
     assert ds.lines == [2, 3, 5]  # the quoted record spans lines 3-4
     assert ds.tokens is None and ds.weights is None and ds.confidence is None
-    assert ds.label_names == ["greet", "other"] and len(ds) == 3 and ds.source == str(p)
+    assert get_task(ds.task).label_names(ds) == ["greet", "other"] and len(ds) == 3 and ds.source == str(p)
 
 
 def test_tsv_loads(tmp_path):
@@ -90,7 +91,7 @@ def test_conll_loads(tmp_path):
     assert ds.labels == [["B-org", "O", "B-misc", "O"], ["B-person", "I-person"]]
     assert ds.texts == ["EU rejects German call", "Peter Blackburn"]
     assert ds.lines == [3, 8]
-    assert ds.label_names == ["misc", "org", "person"]
+    assert get_task(ds.task).label_names(ds) == ["misc", "org", "person"]
 
 
 def test_conll_accepts_space_separator(tmp_path):
@@ -428,7 +429,7 @@ def test_ner_label_list(tmp_path):
 def test_builtin_tweets():
     ds = load("builtin:tweets", "classification")
     assert ds.source == "builtin:tweets" and len(ds) > 30_000
-    assert ds.label_names == ["negative", "neutral", "positive"]
+    assert get_task(ds.task).label_names(ds) == ["negative", "neutral", "positive"]
     assert ds.confidence is not None and 0.0 <= ds.confidence.min() and ds.confidence.max() <= 1.0
     assert len(set(ds.ids)) == len(ds)
 
@@ -439,7 +440,7 @@ def test_shared_banking77():
     if not path.is_file():
         pytest.skip(f"{path} not found; set REFLECTLM_DATA")
     ds = load(path, "classification")
-    assert len(ds) == 10_003 and len(ds.label_names) == 77
+    assert len(ds) == 10_003 and len(get_task(ds.task).label_names(ds)) == 77
 
 
 def test_held_out_files_need_no_weight_or_confidence_column(tmp_path):

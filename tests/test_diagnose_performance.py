@@ -12,7 +12,8 @@ from scipy.stats import binomtest
 
 from reflectlm.data import Dataset
 from reflectlm.diagnose.base import Context, Finding
-from reflectlm.diagnose.performance import HeldOutPerformance, entity_errors, holm
+from reflectlm.diagnose.performance import HeldOutPerformance, holm
+from reflectlm.tasks.ner import entity_errors
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -114,7 +115,7 @@ def test_ner_error_kinds_one_of_each():
     findings = HeldOutPerformance().run(ctx)
     summary = findings[0]
     assert summary.evidence["metrics"]["entity_f1"] == pytest.approx(0.4)
-    kinds = by_kind(findings, "ner_error_kinds")[0]
+    kinds = by_kind(findings, "error_kinds")[0]
     ev = kinds.evidence
     assert ev["counts"] == {"boundary": 1, "type": 1, "boundary_and_type": 0, "missed": 1, "spurious": 1}
     assert (ev["n_gold"], ev["n_predicted"]) == (5, 5)

@@ -100,7 +100,7 @@ def test_ner_span_corrections_become_tagged_training_sentences(tiny_ner_run, tmp
     assert r.exit_code == 0, r.output
     rows = [json.loads(ln) for ln in (out / "rounds" / "00" / "train.jsonl").read_text().splitlines()]
     mine = [row for row in rows if row["text"] == text]
-    assert len(mine) == 1 and mine[0]["label"] == ["O", "O", "B-location", "O", "B-person", "I-person", "O"]
+    assert len(mine) == 1 and mine[0]["tags"] == ["O", "O", "B-location", "O", "B-person", "I-person", "O"]
     assert json.loads((out / "run.json").read_text())["feedback"]["added"] == 1
     assert (out / "feedback" / "pool.txt").read_text().splitlines() == ["the a it"]
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import make_cls_rows
+from reflectlm.tasks import get_task
 
 CHECKS = ["performance", "label_issues", "dynamics", "fit", "descent", "gradients", "calibration"]
 
@@ -146,7 +147,7 @@ def test_learned_values_from_earlier_runs_rank_the_next_plan(tmp_path):
     from reflectlm.actions import ActionInputs, Recipe
     from reflectlm.config import load_config
     from reflectlm.data import Dataset
-    from reflectlm.loop import choose_plan
+    from conftest import first_plan
     from reflectlm.reflect import Target
 
     targets = [Target("high_error_class", "performance", ["reweight_classes", "active_learning", "fix_labels"], 0.5,
@@ -160,7 +161,7 @@ def test_learned_values_from_earlier_runs_rank_the_next_plan(tmp_path):
     ws = tmp_path / "ws"
     fresh = ws / "run-b"
     fresh.mkdir(parents=True)
-    plan, ranking, _ = choose_plan(targets, inputs, Recipe(tree, ds), cfg, fresh, set(), 1)
+    plan, ranking, _ = first_plan(targets, inputs, Recipe(tree, ds), cfg, fresh, set(), 1)
     assert plan[0].name == "reweight_classes"  # the rules' prior alone
 
     old = ws / "run-a"
@@ -170,7 +171,7 @@ def test_learned_values_from_earlier_runs_rank_the_next_plan(tmp_path):
                            [{"action": "regularize", "params": {}}], ["overfitting"], "classification")
         store.record_round(old, {"round": r + 3, "promoted": False, "selection": 0.8}, {"difference": -0.02},
                            [{"action": "reweight_classes", "params": {}}], ["high_error_class"], "classification")
-    plan, ranking, _ = choose_plan(targets, inputs, Recipe(tree, ds), cfg, fresh, set(), 1)
+    plan, ranking, _ = first_plan(targets, inputs, Recipe(tree, ds), cfg, fresh, set(), 1)
     assert plan[0].name == "regularize"
     row = next(x for x in ranking if x["action"] == "regularize")
     assert row["observed"] == 3 and row["observed_mean"] == pytest.approx(0.06)
@@ -184,7 +185,8 @@ def test_a_plan_that_would_overrun_the_compute_budget_is_left_out(tmp_path):
     from reflectlm.actions import ActionInputs, Recipe, get_action
     from reflectlm.config import load_config
     from reflectlm.data import Dataset
-    from reflectlm.loop import choose_plan, plan_cost
+    from reflectlm.loop import plan_cost
+    from conftest import first_plan
     from reflectlm.reflect import Target
 
     ds = Dataset(task="classification", ids=[str(i) for i in range(100)], labels=["x", "y"] * 50,
@@ -200,16 +202,16 @@ def test_a_plan_that_would_overrun_the_compute_budget_is_left_out(tmp_path):
                           history=[{"epoch": 3, "selection_macro_f1": 0.5}], work_dir=tmp_path)
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"exploration": "greedy", "max_actions": 1,
                                                                   "action_params": {"domain_pretraining": {"steps": 100}}}})
-    plan, _, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    plan, _, _ = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
     assert plan[0].name == "domain_pretraining"  # the rules rank it first
-    plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=1000)
+    plan, ranking, _ = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=1000)
     assert [a.name for a in plan] == ["more_epochs"]
     row = next(x for x in ranking if x["action"] == "domain_pretraining")
     assert "3500 training examples" in row["skipped"] and "1000 are left" in row["skipped"]
-    plan, _, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=400)
+    plan, _, _ = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, examples_left=400)
     assert plan == []  # nothing fits: the loop stops, saying the budget is spent
     # The same with time: 10 ms per example, 20 s left -> 3,500 examples (35 s) do not fit, 500 (5 s) do.
-    plan, ranking, _ = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, seconds_left=20.0,
+    plan, ranking, _ = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1, seconds_left=20.0,
                                    seconds_per_example=0.01)
     assert [a.name for a in plan] == ["more_epochs"]
     row = next(x for x in ranking if x["action"] == "domain_pretraining")
@@ -374,7 +376,7 @@ def test_queue_oracle_and_label_import(tmp_path, tiny_bert_dir):
 def test_a_round_replays_exactly_from_its_plan(finished_run):
     """plan.json + findings.json + the champion's recipe give back exactly what the round trained on."""
     from reflectlm.loop import replay
-    from reflectlm.loop.rundir import load_train as _load_train
+    from reflectlm.rundir import load_train as _load_train
 
     run = finished_run.run_dir
     replayed = 0
@@ -383,7 +385,7 @@ def test_a_round_replays_exactly_from_its_plan(finished_run):
         if not (rd / "train.jsonl").exists():
             continue  # a no-op round trained nothing
         recipe = replay(run, r)
-        trained = _load_train(rd / "train.jsonl", "classification", "")
+        trained = _load_train(rd / "train.jsonl", get_task("classification"), "")
         assert recipe.train.ids == trained.ids and recipe.train.labels == trained.labels
         plan = json.loads((rd / "plan.json").read_text())
         assert json.loads(json.dumps(recipe.changes)) == plan["changes"]
@@ -400,7 +402,7 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     from reflectlm import compare as compare_mod
     from reflectlm.config import load_config
     from reflectlm.loop import improve, replay
-    from reflectlm.loop.rundir import load_train as _load_train
+    from reflectlm.rundir import load_train as _load_train
 
     real = compare_mod.compare
     forced = {1: +0.02, 2: -0.01}
@@ -429,8 +431,8 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     # round 2 was judged against the champion (round 0), not against round 1
     np.testing.assert_array_equal(seen_champion[2], seen_champion[1])
     # round 2 started from round 1's training data
-    t1 = _load_train(run / "rounds" / "01" / "train.jsonl", "classification", "")
-    t2 = _load_train(run / "rounds" / "02" / "train.jsonl", "classification", "")
+    t1 = _load_train(run / "rounds" / "01" / "train.jsonl", get_task("classification"), "")
+    t2 = _load_train(run / "rounds" / "02" / "train.jsonl", get_task("classification"), "")
     r2 = replay(run, 2)
     assert r2.train.ids == t2.ids and r2.train.labels == t2.labels
     plan2 = json.loads((run / "rounds" / "02" / "plan.json").read_text())
@@ -445,7 +447,7 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     tree0 = json.loads((run / "rounds" / "00" / "recipe.json").read_text())["tree"]["train"]
     tree1 = json.loads((run / "rounds" / "01" / "recipe.json").read_text())["tree"]["train"]
     changed = {k for k in tree1 if tree1[k] != tree0.get(k)}
-    base0 = _load_train(run / "rounds" / "00" / "train.jsonl", "classification", "")
+    base0 = _load_train(run / "rounds" / "00" / "train.jsonl", get_task("classification"), "")
     assert changed or (t1.ids, t1.labels) != (base0.ids, base0.labels)  # round 1 changed something
     trained2 = load_config(run / "rounds" / "02" / "config.toml").model_dump()["train"]
     assert all(trained2[k] == tree1[k] for k in changed), changed
@@ -453,9 +455,9 @@ def test_a_promising_rejected_challenger_is_built_on_and_the_chain_is_tested_aga
     assert dec[2]["next_base"] == 0 and not (run / "rounds" / "02" / "model").exists()
     if 3 in dec:
         assert dec[3]["built_on"] == 0
-        t0 = _load_train(run / "rounds" / "00" / "train.jsonl", "classification", "")
+        t0 = _load_train(run / "rounds" / "00" / "train.jsonl", get_task("classification"), "")
         r3 = replay(run, 3)
-        t3 = _load_train(run / "rounds" / "03" / "train.jsonl", "classification", "")
+        t3 = _load_train(run / "rounds" / "03" / "train.jsonl", get_task("classification"), "")
         assert r3.train.ids == t3.ids and set(t3.ids) <= set(t0.ids)
         p1 = json.loads((run / "rounds" / "01" / "plan.json").read_text())["actions"]
         p3 = json.loads((run / "rounds" / "03" / "plan.json").read_text())["actions"]
@@ -484,7 +486,7 @@ def test_stop_rules(loop, decisions, expect):
     from reflectlm.actions import Recipe
     from reflectlm.config import load_config
     from reflectlm.loop.engine import should_stop as _should_stop
-    from reflectlm.loop.rundir import State as _State
+    from reflectlm.loop.state import State as _State
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"rounds": 5, "patience": 3, **loop}})
     ds = [{"round": k, "promoted": p, "selection": v, "examples_trained": n, "seconds": 20.0,
@@ -500,7 +502,7 @@ def test_patience_waits_for_the_round_that_builds_on_a_promising_challenger():
     from reflectlm.actions import Recipe
     from reflectlm.config import load_config
     from reflectlm.loop.engine import should_stop as _should_stop
-    from reflectlm.loop.rundir import State as _State
+    from reflectlm.loop.state import State as _State
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"rounds": 9, "patience": 2}})
     ds = [{"round": 0, "promoted": True, "selection": 0.5, "examples_trained": 100, "seconds": 1.0,

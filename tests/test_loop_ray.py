@@ -162,7 +162,7 @@ def _round(tmp_path, outs: list, champ):
     from reflectlm.config import load_config
     from reflectlm.data import Dataset, Splits
     from reflectlm.loop.round import Challenger, Round
-    from reflectlm.loop.rundir import State
+    from reflectlm.loop.state import State
 
     labels = ["a", "b"]
     n = 200

@@ -22,7 +22,7 @@ from reflectlm.modeling import (
     resolve,
     save_bundle,
 )
-from reflectlm.tasks import collate, get_task
+from reflectlm.tasks import get_task
 
 CLS_LABELS = ["neg", "neu", "pos"]
 NER_LABELS = ["O", "B-loc", "I-loc", "B-per", "I-per"]
@@ -47,7 +47,7 @@ def batch_logits(bundle, ds, task: str) -> torch.Tensor:
     tmod = get_task(task)
     feats = tmod.encode(bundle.tokenizer, ds, None, bundle.meta["max_length"])
     pad = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
-    b = collate(feats, pad)
+    b = tmod.collate(feats, pad)
     bundle.model.eval()
     with torch.no_grad():
         return bundle.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
@@ -131,11 +131,12 @@ def test_word_tokenizer_save_load(tmp_path):
 @pytest.mark.parametrize("task", ["classification", "ner"])
 def test_lstm_shapes_and_padding_invariance(task):
     torch.manual_seed(0)
-    model = LSTMModel(vocab_size=20, num_labels=4, task=task, embedding_dim=8, hidden_size=5, num_layers=2,
-                      bidirectional=True, dropout=0.5).eval()
+    model = LSTMModel(vocab_size=20, num_labels=4, head=get_task(task).head, embedding_dim=8, hidden_size=5,
+                      num_layers=2, bidirectional=True, dropout=0.5).eval()
     seqs = [[3, 4, 5], [6, 7, 8, 9, 10, 11], [12]]
-    b = collate([{"input_ids": s, "labels": 0, "index": i} for i, s in enumerate(seqs)], pad_id=0)
-    out = model(**b).logits
+    b = get_task(task).collate([{"input_ids": s, "labels": 0 if task == "classification" else [0] * len(s), "index": i}
+                                for i, s in enumerate(seqs)], pad_id=0)
+    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
     assert out.shape == ((3, 4) if task == "classification" else (3, 6, 4))
     for i, s in enumerate(seqs):
         alone = model(input_ids=torch.tensor([s]), attention_mask=torch.ones(1, len(s), dtype=torch.long)).logits
@@ -172,7 +173,7 @@ def test_build_transformer(tiny_bert_dir, task, labels):
     assert cfg.hidden_dropout_prob == 0.25 and cfg.attention_probs_dropout_prob == 0.25
     drops = [m for m in bundle.model.modules() if isinstance(m, torch.nn.Dropout)]
     assert drops and all(m.p == 0.25 for m in drops)  # hidden, attention (sdpa reads .p) and classifier
-    assert bundle.meta == {"format_version": 1, "task": task, "labels": labels, "max_length": 64,
+    assert bundle.meta == {"format_version": 1, "task": task, "labels": labels, "max_length": 64, "options": {},
                            "kind": "transformer", "base_model": str(tiny_bert_dir)}
     assert bundle.labels == labels and bundle.task == task
     ds = cls_ds() if task == "classification" else ner_ds()

@@ -41,7 +41,7 @@ class HalveBatch:
 
 
 def test_a_registered_toy_action_is_proposed_and_applied_with_no_other_edit(monkeypatch, tmp_path):
-    from reflectlm.loop import choose_plan
+    from conftest import first_plan
     from reflectlm.reflect import reflect
 
     monkeypatch.setitem(ACTIONS, "halve_batch", HalveBatch)  # the one table entry
@@ -54,7 +54,7 @@ def test_a_registered_toy_action_is_proposed_and_applied_with_no_other_edit(monk
                             "loop": {"exploration": "greedy", "max_actions": 2, "actions": allowed}})
     recipe = Recipe({"data": {"train": "x.csv"}}, ds)
     inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
-    plan, ranking, addressed = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    plan, ranking, addressed = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
     assert ranking[0]["action"] == "halve_batch" and ranking[0]["chosen"]  # ranked first, it leads the plan
     assert [a.name for a in plan] == ["more_epochs", "halve_batch"]  # tune_lr is its conflict; table order applies
     assert addressed == [K.PLATEAU]
@@ -67,11 +67,11 @@ def test_a_registered_toy_action_is_proposed_and_applied_with_no_other_edit(monk
 
 def test_an_unknown_action_in_the_config_is_refused_with_the_valid_names(tmp_path):
     from reflectlm.config import ConfigError
-    from reflectlm.loop import choose_plan
+    from conftest import first_plan
 
     cfg = load_config(tree={"data": {"train": "x.csv"}, "loop": {"actions": ["halve_batch"]}})
     with pytest.raises(ConfigError, match="unknown actions \\['halve_batch'\\]; valid: fix_labels"):
-        choose_plan([], ActionInputs(task="classification", labels=[]), Recipe(cfg, None), cfg, tmp_path, set(), 1)
+        first_plan([], ActionInputs(task="classification", labels=[]), Recipe(cfg, None), cfg, tmp_path, set(), 1)
 
 
 @pytest.mark.parametrize("budget_left, level", [(500, True), (None, True), (0, False)])
@@ -98,7 +98,7 @@ def test_asking_the_oracle_ranks_level_with_the_best_remedy_while_budget_is_left
 
 
 def test_k_plans_are_led_by_different_actions_and_the_first_is_choose_plans_plan(monkeypatch, tmp_path):
-    from reflectlm.loop import choose_plan
+    from conftest import first_plan
     from reflectlm.loop.planner import choose_plans
     from reflectlm.reflect import reflect
 
@@ -111,7 +111,7 @@ def test_k_plans_are_led_by_different_actions_and_the_first_is_choose_plans_plan
                                      "actions": ["halve_batch", "tune_lr", "more_epochs"]}})
     recipe = Recipe({"data": {"train": "x.csv"}}, ds)
     inputs = ActionInputs(task="classification", labels=["x", "y"], findings=findings)
-    one, ranking1, addressed1 = choose_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
+    one, ranking1, addressed1 = first_plan(targets, inputs, recipe, cfg, tmp_path, set(), 1)
     plans, ranking = choose_plans(targets, inputs, recipe, cfg, tmp_path, set(), 1, k=3)
     assert [a.name for a in plans[0][0]] == [a.name for a in one] and plans[0][1] == addressed1
     # The second plan: the best action the first does not use (tune_lr, halve_batch's conflict).

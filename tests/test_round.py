@@ -13,7 +13,7 @@ from reflectlm.actions import Recipe, get_action
 from reflectlm.config import load_config
 from reflectlm.data import Dataset, Splits
 from reflectlm.loop.round import Round, judge
-from reflectlm.loop.rundir import State
+from reflectlm.loop.state import State
 
 
 def _round(tmp_path, task: str, selection: Dataset, labels: list[str], plan: list) -> Round:

@@ -100,7 +100,7 @@ def test_malformed_json_and_a_huge_body(client):
     ({"prediction_id": "p-nope", "label": "pos"}, 404, "unknown_prediction"),
     ({"prediction_id": "PID", "label": "nonsense"}, 422, "unknown_label"),
     ({"prediction_id": "PID"}, 422, "invalid_feedback"),
-    ({"prediction_id": "PID", "entities": []}, 422, "invalid_feedback"),
+    ({"prediction_id": "PID", "entities": []}, 422, "invalid_request"),  # not a field of a classifier's correction
     ({"label": "pos"}, 422, "invalid_request"),
 ])
 def test_bad_feedback_gets_clear_4xx(client, body, status, code):

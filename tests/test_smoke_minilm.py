@@ -34,7 +34,7 @@ def test_minilm_fine_tunes_on_a_banking77_sample(tmp_path):
     meta = json.loads((result.run_dir / "model" / "reflectlm.json").read_text())
     assert meta["base_model"].startswith("all-MiniLM-L6-v2") and len(meta["labels"]) == 77
     preds = predict(result.run_dir, ["I still have not received my new card", "How do I top up by bank transfer?"])
-    assert all(p["label"] in meta["labels"] and 0 < p["score"] <= 1 for p in preds)
+    assert all(p["label"] in meta["labels"] and 0 < p["confidence"] <= 1 for p in preds)
 
 
 @pytest.mark.slow

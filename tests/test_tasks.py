@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from reflectlm.tasks import classification as cls
-from reflectlm.tasks import collate, get_task
+from reflectlm.tasks import TASKS, get_task
 from reflectlm.tasks import ner
 
 NER_LABELS = ["O", "B-loc", "I-loc", "B-org", "I-org", "B-per", "I-per"]
@@ -31,20 +31,21 @@ def onehot_probs(tags: list[str], labels: list[str] = NER_LABELS, p: float = 0.9
 
 
 def test_get_task_unknown_lists_valid():
-    assert get_task("ner") is ner
+    assert get_task("ner") is TASKS["ner"] and get_task(TASKS["ner"]) is TASKS["ner"]
     with pytest.raises(ValueError, match=r"unknown task 'pos'; valid tasks: classification, ner"):
         get_task("pos")
 
 
 def test_collate_pads_to_longest_in_batch():
     feats = [{"input_ids": [5, 6, 7], "labels": [1, -100, 2], "index": 3},
-             {"input_ids": [8], "labels": [0], "index": 0}]
-    b = collate(feats, pad_id=9)
+             {"input_ids": [8], "labels": [0], "index": 0, "record": False}]
+    b = get_task("ner").collate(feats, pad_id=9)
     assert b["input_ids"].tolist() == [[5, 6, 7], [8, 9, 9]]
     assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert b["labels"].tolist() == [[1, -100, 2], [0, -100, -100]]
-    assert b["index"].tolist() == [3, 0]
-    b = collate([{"input_ids": [1, 2], "labels": 4, "index": 0}, {"input_ids": [3], "labels": 1, "index": 1}], 0)
+    assert b["index"].tolist() == [3, 0] and b["record"].tolist() == [True, False]
+    b = get_task("classification").collate([{"input_ids": [1, 2], "labels": 4, "index": 0},
+                                            {"input_ids": [3], "labels": 1, "index": 1}], 0)
     assert b["labels"].tolist() == [4, 1]
 
 

@@ -232,7 +232,8 @@ def test_early_learning_regularisation_trains_keeps_plain_losses_and_shares_targ
     from types import SimpleNamespace
 
     from reflectlm.config import ConfigError
-    from reflectlm.train import _early_learning_step, _early_learning_targets
+    from reflectlm.remedies import EarlyLearning, Setting
+    from reflectlm.tasks import get_task
 
     plain = train(tiny_config(cls_csv, epochs=2, seed=3), tmp_path / "plain")
     elr = train(tiny_config(cls_csv, epochs=2, seed=3, early_learning=3.0), tmp_path / "elr")
@@ -242,14 +243,18 @@ def test_early_learning_regularisation_trains_keeps_plain_losses_and_shares_targ
     assert elr.metrics["history"][-1]["train_loss"] < elr.metrics["history"][0]["train_loss"]
     # Targets: zero until seen, then beta t + (1 - beta) q per visit.
     tc = tiny_config(cls_csv, early_learning=3.0, early_learning_beta=0.5).train
-    T = _early_learning_targets(tc, "classification", 4, 3, "cpu")
-    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
     one = SimpleNamespace(num_processes=1)
-    _early_learning_step(T, logits, np.array([1, 3]), 0.5, one)
+
+    def setting(task):
+        return Setting(get_task(task), ["a", "b", "c"], 4, "cpu", one, None)
+
+    r = EarlyLearning.open(tc, setting("classification"))
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    r.step(logits, np.array([1, 3]), one)
     q = logits.softmax(-1)
-    assert torch.allclose(T[[1, 3]], 0.5 * q, atol=1e-4) and T[[0, 2]].abs().sum() == 0
-    _early_learning_step(T, logits, np.array([1, 3]), 0.5, one)
-    assert torch.allclose(T[[1, 3]], 0.75 * q, atol=1e-4)
-    assert _early_learning_targets(tiny_config(cls_csv).train, "classification", 4, 3, "cpu") is None
-    with pytest.raises(ConfigError, match="classification only; set it to 0 for NER"):
-        _early_learning_targets(tc, "ner", 4, 3, "cpu")
+    assert torch.allclose(r.targets[[1, 3]], 0.5 * q, atol=1e-4) and r.targets[[0, 2]].abs().sum() == 0
+    r.step(logits, np.array([1, 3]), one)
+    assert torch.allclose(r.targets[[1, 3]], 0.75 * q, atol=1e-4)
+    assert EarlyLearning.open(tiny_config(cls_csv).train, setting("classification")) is None
+    with pytest.raises(ConfigError, match="leave train.early_learning at its default"):
+        EarlyLearning.open(tc, setting("ner"))

@@ -34,7 +34,7 @@ def _inputs(splits, tmp_path, seed=0):
 
 
 def test_tune_hparams_finds_a_better_learning_rate_than_a_bad_one(ray_local, tiny_config, cls_csv, splits, tmp_path):
-    from reflectlm.data import _norm
+    from reflectlm.dataset import _norm
 
     cfg = tiny_config(cls_csv, lr=1e-7, epochs=3, telemetry_every=0, record_dynamics=False)
     recipe = Recipe(cfg, train=splits.train)

@@ -11,9 +11,9 @@
 Imports are lazy so `import reflectlm` stays fast; the heavy stack loads on first use.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
-__all__ = ["diagnose", "evaluate", "load_config", "loop", "predict", "train"]
+__all__ = ["__version__", "diagnose", "evaluate", "load_config", "loop", "predict", "train"]
 
 
 def __getattr__(name):
@@ -26,17 +26,3 @@ def __getattr__(name):
     if name == "load_config":
         return importlib.import_module(".config", __name__).load_config
     raise AttributeError(f"module 'reflectlm' has no attribute {name!r}")
-
-
-def callable_module(module_name: str, fn) -> None:
-    """Make the module `module_name` callable as `fn`. `reflectlm.train` is both a module and the
-    public function: Python's import system binds a submodule over any package attribute of the
-    same name, so the module itself forwards calls, and `reflectlm.train(cfg)` works whatever was
-    imported first (likewise evaluate, diagnose, loop)."""
-    import sys
-
-    class _CallableModule(type(sys)):
-        def __call__(self, *args, **kwargs):
-            return fn(*args, **kwargs)
-
-    sys.modules[module_name].__class__ = _CallableModule

@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from . import rundir
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ReflectLM: fine-tune, diagnose and improve language models.")
 
 BAD_INPUT = 2
@@ -42,7 +44,7 @@ def _guard(fn):
             from .config import ConfigError
             from .data import DataError
             from .modeling import ModelError
-            from .train import RunError
+            from .rundir import RunError
 
             if isinstance(e, (ConfigError, DataError, ModelError, RunError, FileNotFoundError)):
                 _fail(e, BAD_INPUT)
@@ -69,10 +71,12 @@ def _print_metrics(metrics: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .tasks import TASKS
+
     table = Table(title=title)
     table.add_column("split")
-    keys = [k for k in ("accuracy", "macro_f1", "weighted_f1", "entity_precision", "entity_recall", "entity_f1", "loss")
-            if any(k in (m or {}) for m in metrics.values())]
+    known = dict.fromkeys(k for t in TASKS.values() for k in (*t.report_metrics, *t.metric_names))
+    keys = [k for k in known if any(isinstance((m or {}).get(k), (int, float)) for m in metrics.values())]
     for k in keys:
         table.add_column(k, justify="right")
     for split, m in metrics.items():
@@ -125,26 +129,46 @@ def evaluate_cmd(
 def predict_cmd(
     run: Path = typer.Argument(..., help="run directory or model bundle"),
     texts: list[str] = typer.Argument(None, help="texts to label"),
-    file: Optional[Path] = typer.Option(None, "--file", help="one text per line"),
+    file: Optional[Path] = typer.Option(None, "--file", help="one input per line: a text, or a JSON object of the "
+                                                            "task's input fields (QA: question and context)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Predict labels (or entities) for texts."""
+    """Predict for texts (labels, entities) or for JSON inputs (answers to questions about a context)."""
     from .evaluate import predict
+    from .modeling import load_bundle
+    from .tasks import get_task
 
     items = list(texts or [])
     if file is not None:
-        items += [ln for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        items += [_input_line(ln, file, no) for no, ln in enumerate(file.read_text(encoding="utf-8").splitlines(), 1)
+                  if ln.strip()]
     if not items:
         raise typer.BadParameter("give texts as arguments or --file FILE")
+    task = get_task(load_bundle(run).task)
     preds = predict(run, items)
-    for text, p in zip(items, preds):
+    for item, p in zip(items, preds):
+        shown = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
         if as_json:
-            print(json.dumps({"text": text, **p}))
-        elif "entities" in p:
-            ents = ", ".join(f"{e['text']} [{e['type']} {e['score']:.2f}]" for e in p["entities"]) or "(no entities)"
-            print(f"{ents}\t{text}")
+            print(json.dumps({"input": item, **p}, ensure_ascii=False))
         else:
-            print(f"{p['label']}\t{p['score']:.3f}\t{text}")
+            print(f"{task.prediction_text(p)}\t{p['confidence']:.3f}\t{shown}")
+
+
+def _input_line(line: str, file: Path, no: int):
+    """A text, or (a line that opens an object) the JSON object of one input's fields."""
+    from .data import DataError
+
+    if not line.lstrip().startswith("{"):
+        return line
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{file}:{no}: not valid JSON ({e.msg} at column {e.colno}). Fix: write one input per line, "
+                        'e.g. {"question": "...", "context": "..."}') from None
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise DataError(f"{file}:{no}: an input is an object of strings, e.g. {{\"question\": \"...\", "
+                        "\"context\": \"...\"}}")
+    return obj
 
 
 @_guard
@@ -193,7 +217,7 @@ def _print_loop(result) -> None:
                     else "no round was promoted")
             print(f"what changed: test {metric} {before:.4f} -> {after:.4f} ({after - before:+.4f}); {what}")
     print(f"stopped: {s['stop_reason']}")
-    print(f"run directory: {result.run_dir}  (champion: {result.run_dir / 'champion'})")
+    print(f"run directory: {result.run_dir}  (champion: {result.run_dir / rundir.CHAMPION})")
 
 
 @_guard
@@ -235,7 +259,7 @@ def run_cmd(
     if not is_main_process():  # under accelerate launch the others trained alongside; one report
         return
     _print_loop(result)
-    info = json.loads((result.run_dir / "run.json").read_text()).get("feedback") if feedback is not None else None
+    info = rundir.read_json(result.run_dir / rundir.RUN).get("feedback") if feedback is not None else None
     if info:
         print(f"production feedback: {info['used']} corrections used ({info['added']} new texts, {info['relabelled']} "
               f"relabelled, {info['corrected_model_errors']} where the served model was wrong), "
@@ -252,17 +276,15 @@ def label_import_cmd(
     file: Path = typer.Argument(..., help="the filled-in copy of label_queue.csv (id,text,label)"),
 ) -> None:
     """Read a person's labels for the queued examples; the next round (or --resume) uses them."""
-    import json as _json
-
     from .actions.oracle import import_labels
 
-    info = _json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    info = rundir.read_json(run / rundir.RUN, {})
     labels = info.get("labels")
     if not labels:
         from .config import load_config
         from .data import load_splits
 
-        cfg = load_config(run / "config.toml")
+        cfg = load_config(run / rundir.CONFIG)
         labels = load_splits(cfg.data, cfg.train.seed).labels
     out = import_labels(run, file, labels)
     print(f"imported {out['imported']} new labels ({out['total']} of {out['queued']} queued examples answered); "
@@ -306,7 +328,7 @@ def diagnose_cmd(
         console.print(f"[yellow]skipped[/] {s['check']}: {s['reason']}")
     for s in d.failed:
         console.print(f"[red]failed[/] {s['check']}: {s['error']}")
-    print(f"wrote {run / 'findings.json'} and {run / 'targets.json'}")
+    print(f"wrote {run / rundir.FINDINGS} and {run / rundir.TARGETS}")
 
 
 # --------------------------------------------------------------------------- reports (reflectlm.report)
@@ -325,7 +347,7 @@ def report_cmd(
     path = write_report(run)
     print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
     if tensorboard:
-        print(f"tensorboard: {write_tensorboard(run)}  (view: tensorboard --logdir {run / 'tb'})")
+        print(f"tensorboard: {write_tensorboard(run)}  (view: tensorboard --logdir {run / rundir.TENSORBOARD})")
     if mlflow:
         print(f"mlflow run: {log_mlflow(run, tracking_uri)}")
 
@@ -353,14 +375,13 @@ def info_cmd(
 ) -> None:
     """This machine as ReflectLM sees it: CPU, threads, versions, and what precision = "auto" chose and why."""
     from . import runtime
-    from .train import _versions
 
     if remeasure:
         runtime.forget_precision()
     import torch
 
     out = {"cpu": runtime.cpu_info(), "device": str(runtime.device()), "torch_threads": torch.get_num_threads(),
-           "versions": _versions(), "precision": runtime.precision_report("auto"),
+           "versions": runtime.versions(), "precision": runtime.precision_report("auto"),
            "precision_cache": str(runtime.precision_cache_path())}
     if as_json:
         print(json.dumps(out, indent=2))
@@ -438,7 +459,7 @@ def serve_cmd(
     settings = load_deploy_config(config, list(set_) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
     from .deploy.store import ProductionStore
 
-    ProductionStore(settings.serve.store or path / "serving.sqlite")  # a malformed URL fails now, with the fix
+    ProductionStore(settings.serve.store or path / rundir.SERVING_STORE)  # a malformed URL fails now, with the fix
     if settings.serve.backend == "ray":
         if workers is not None:
             raise ConfigError("--workers is for the uvicorn backend; with --backend ray set --min-replicas / "

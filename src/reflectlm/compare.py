@@ -6,16 +6,18 @@ set of resampled indices drives both models, so example difficulty cancels out).
 
 Decision rule:
 1. superiority (the challenger must be better): promote iff the difference is > 0 and the
-   (1 - alpha) percentile CI of the difference lies above 0. For accuracy, the quantity McNemar
-   tests, McNemar must agree (two-sided p < alpha with c > b; two-sided like the CI, so both are
-   one-sided alpha/2 tests). For macro-F1 and entity F1 the bootstrap decides and McNemar is
-   reported as supporting evidence: those metrics can rise while accuracy stands still.
+   (1 - alpha) percentile CI of the difference lies above 0. For accuracy and exact match, the
+   quantity McNemar tests, McNemar must agree (two-sided p < alpha with c > b; two-sided like the
+   CI, so both are one-sided alpha/2 tests). For macro-F1, entity F1 and a mean token F1 (QA) the
+   bootstrap decides and McNemar is reported as supporting evidence: those metrics can rise while
+   exact correctness stands still.
    non_inferiority (for actions that buy size, speed or calibration, and for rounds that only add
    verified labels - active learning with a real oracle, label import, production corrections -
    which add information and change nothing else; the owner's decision in issue 16): promote iff
    the CI's lower end lies above -margin. Which mode a round gets is what its actions declare.
-2. per-class guardrail (classification): each class with >= MIN_CLASS_SUPPORT selection examples
-   gets an exact McNemar test on its own examples (i.e. on its recall); a class where the
+2. per-class guardrail (classification; for QA per question type, on exact answers): each class
+   with >= MIN_CLASS_SUPPORT selection examples gets an exact McNemar test on its own examples
+   (i.e. on its recall); a class where the
    challenger is worse (b > c) with p < guardrail_alpha blocks promotion unless
    allow_class_regressions. The per-class p-values are Holm-corrected over the tested classes
    (Holm 1979), so tens of classes do not veto good challengers by chance.
@@ -46,6 +48,8 @@ from .findings import jsonable
 
 MODES = ("superiority", "non_inferiority")
 METRICS = ("accuracy", "macro_f1")  # classification; compare_ner uses "entity_f1"
+SCORE_METRICS = ("f1", "exact_match")  # compare_scores: the mean of per-example scores (extractive QA)
+EXACT = ("accuracy", "exact_match")  # the share of examples exactly right: McNemar tests the same quantity
 MIN_CLASS_SUPPORT = 5  # smaller classes carry too little evidence for the guardrail to test
 _BLOCK = 4_000_000  # entries of the (k, n) resample-count matrix built at once (~32 MB)
 
@@ -98,6 +102,8 @@ def _features(metric: str, y: np.ndarray | None, pred: np.ndarray, label_ids: np
     """Per-example columns whose sums over a (re)sample determine the metric: (n, m)."""
     if metric == "accuracy":
         return (y == pred).astype(np.float64)[:, None]  # (n, 1)
+    if metric in SCORE_METRICS:  # pred: per-example scores in [0, 1] (a question's F1 or exact match)
+        return np.asarray(pred, dtype=np.float64)[:, None]  # (n, 1)
     if metric == "macro_f1":
         gold = y[:, None] == label_ids[None, :]  # (n, L)
         said = pred[:, None] == label_ids[None, :]  # (n, L)
@@ -107,7 +113,7 @@ def _features(metric: str, y: np.ndarray | None, pred: np.ndarray, label_ids: np
 
 def _reduce(metric: str, sums: np.ndarray, n: int) -> np.ndarray:
     """Metric per resample from the column sums (k, m) -> (k,)."""
-    if metric == "accuracy":
+    if metric == "accuracy" or metric in SCORE_METRICS:
         return sums[:, 0] / n
     if metric == "macro_f1":
         support, predicted, tp = np.split(sums, 3, axis=1)  # (k, L) each
@@ -241,7 +247,7 @@ def gate_p_value(c: Comparison) -> float:
     two-sided), and for accuracy McNemar must agree too, so its p-value joins (1 when the
     challenger is not the better one)."""
     p = min(1.0, 2.0 * c.p_bootstrap)
-    if c.metric == "accuracy" and c.mode == "superiority":
+    if c.metric in EXACT and c.mode == "superiority":
         mc = c.mcnemar
         p = max(p, mc["p_value"] if mc["c"] > mc["b"] else 1.0)
     return p
@@ -269,12 +275,6 @@ def detectable_effect(se: float, n: int, alpha: float, observed: float | None = 
     return out
 
 
-def paired_se_accuracy(b: int, c: int, n: int) -> float:
-    """Closed-form standard error of an accuracy difference from the McNemar counts: the per-example
-    difference is +1 (c of them), -1 (b) or 0, so var = ((b + c) / n - ((c - b) / n)^2) / n."""
-    return math.sqrt(max((b + c) / n - ((c - b) / n) ** 2, 0.0) / n)
-
-
 def _gate(metric: str, mode: str, alpha: float, margin: float, lo: float, hi: float, diff: float,
           mcn: dict) -> tuple[bool, str]:
     """Rule 1 alone (no guardrail): does the test pass, and why (or why not)."""
@@ -288,7 +288,7 @@ def _gate(metric: str, mode: str, alpha: float, margin: float, lo: float, hi: fl
         return False, "CI includes 0: not significant"
     if diff <= 0:
         return False, "no gain"
-    if metric == "accuracy" and not (mcn["c"] > mcn["b"] and mcn["p_value"] < alpha):
+    if metric in EXACT and not (mcn["c"] > mcn["b"] and mcn["p_value"] < alpha):
         return False, f"McNemar does not confirm the gain (needs p < {alpha:g})"
     return True, "significant gain"
 
@@ -369,3 +369,52 @@ def compare_ner(champion_counts, challenger_counts, champion_correct, challenger
     mcn = mcnemar_exact(champion_correct, challenger_correct)
     guard = {"enabled": False, "worse_classes": [], "allowed": True}  # no per-type guardrail yet
     return _decide("entity_f1", mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)
+
+
+def _group_guardrail(groups: np.ndarray, ca: np.ndarray, cb: np.ndarray, alpha: float, allow: bool) -> dict:
+    """Exact McNemar per group (a question type) on its examples' exact correctness, Holm-corrected
+    over the tested groups, as the per-class guardrail is on each class's recall."""
+    rows = []
+    for g in sorted(set(groups.tolist()), key=str):
+        mask = groups == g
+        if mask.sum() < MIN_CLASS_SUPPORT:
+            continue
+        t = mcnemar_exact(ca[mask], cb[mask])
+        rows.append((t["p_value"], str(g), t, int(mask.sum()), float(ca[mask].mean()), float(cb[mask].mean())))
+    tested = len(rows)
+    rows.sort(key=lambda r: (r[0], r[1]))
+    worse = []
+    for rank, (p, g, t, n, ra, rb) in enumerate(rows):
+        p_holm = min(1.0, p * (tested - rank))
+        if p_holm >= alpha:
+            break  # Holm's step-down: the first non-rejection ends it
+        if t["b"] > t["c"]:
+            worse.append({"class": g, "n": n, "champion_recall": ra, "challenger_recall": rb, "p_value": p,
+                          "p_holm": p_holm})
+    return {"enabled": True, "worse_classes": worse, "tested_classes": tested, "min_support": MIN_CLASS_SUPPORT,
+            "alpha": alpha, "correction": "holm", "allowed": not worse or allow, "unit": "exact answers per group"}
+
+
+def compare_scores(champion_scores, challenger_scores, champion_correct, challenger_correct, *, metric: str = "f1",
+                   groups=None, mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01,
+                   n_bootstrap: int = 1000, seed: int = 0, guardrail_alpha: float = 0.05,
+                   allow_class_regressions: bool = False) -> Comparison:
+    """A/B test of two models by the mean of a per-example score in [0, 1] (extractive QA: a
+    question's F1, or its exact match), paired: one set of resampled examples drives both means.
+    *_correct say whether each example is exactly right, (N,), for McNemar (decisive, as for
+    accuracy, when the metric is exact match; supporting evidence for F1). groups (N,), e.g. the
+    question type: the guardrail tests each group's exact answers, as the per-class guardrail does."""
+    if metric not in SCORE_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; compare_scores compares {SCORE_METRICS}")
+    _check_mode(mode, margin)
+    sa, sb = np.asarray(champion_scores, dtype=np.float64), np.asarray(challenger_scores, dtype=np.float64)
+    n = _check(n_bootstrap, alpha, champion_scores=sa, challenger_scores=sb, champion_correct=champion_correct,
+               challenger_correct=challenger_correct)
+    if sa.ndim != 1 or sb.ndim != 1 or (sa < 0).any() or (sa > 1).any() or (sb < 0).any() or (sb > 1).any():
+        raise ValueError("champion_scores and challenger_scores must be 1-D per-example scores in [0, 1]")
+    champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
+    ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
+    mcn = mcnemar_exact(ca, cb)
+    guard = (_group_guardrail(np.asarray(groups), ca, cb, guardrail_alpha, allow_class_regressions)
+             if groups is not None else {"enabled": False, "worse_classes": [], "allowed": True})
+    return _decide(metric, mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)

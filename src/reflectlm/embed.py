@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import rundir
+
 __all__ = ["cache_path", "default_cache_dir", "embed_texts", "embed_words"]
 
 # all-MiniLM-L6-v2's sentence_bert_config says max_seq_length = 256: longer inputs were never
@@ -67,7 +69,7 @@ def _load_encoder(model: str):
     from .modeling import ModelError, _quiet_transformers, resolve
 
     path = resolve(model)
-    meta_file = path / "reflectlm.json"
+    meta_file = path / rundir.BUNDLE
     if meta_file.is_file() and json.loads(meta_file.read_text(encoding="utf-8")).get("kind") == "lstm":
         raise ModelError(f"{path} is an LSTM baseline, which has no sentence encoder to embed with; "
                          "embed with model='minilm' or a transformer run directory")

@@ -1,4 +1,5 @@
-"""Predictions, probabilities and metrics for a split."""
+"""Predictions and metrics for a split: the model over encoded features, the task's outputs
+(probabilities, tag probabilities, answer candidates) and its metrics."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import callable_module, runtime
-from .tasks import collate, get_task
+from . import runtime
+from .callable import callable_module
+from .tasks import get_task, model_inputs
 
 
 @dataclass
 class Outputs:
-    probs: object  # classification: (N, C) array; ner: list of (n_words, C) arrays
-    loss: np.ndarray | None  # (N,) per-example loss, when gold labels were given
+    probs: object  # the task's per-example outputs: (N, C) probabilities; NER per-word (n_words, C); QA answers
+    loss: np.ndarray | None  # (features,) per-feature loss, when gold labels were given
     metrics: dict | None
 
 
@@ -26,13 +28,14 @@ def length_sorted_batches(features: list[dict], batch_size: int) -> list[list[in
 
 
 @torch.inference_mode()
-def forward_all(model, features: list[dict], pad_id: int, task_name: str, batch_size: int = 128,
-                precision: str = "fp32", quiet: bool = True, label_smoothing: float = 0.0):
-    """Run the model over all features. Returns per-example float32 logits in dataset order
-    ((C,) or (T_i, C)) and, if the features carry labels, per-example losses (N,) and counts (N,)."""
+def forward_all(model, features: list[dict], pad_id: int, task, batch_size: int = 128, precision: str = "fp32",
+                quiet: bool = True, label_smoothing: float = 0.0):
+    """Run the model over all features. Returns per-feature float32 logits in feature order
+    ((C,), or (T_i, ...) for per-position heads) and, if the features carry labels, per-feature
+    losses (F,) and counts (F,)."""
     from .ui import progress
 
-    task = get_task(task_name)
+    task = get_task(task)
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -41,13 +44,12 @@ def forward_all(model, features: list[dict], pad_id: int, task_name: str, batch_
     losses = np.zeros(n, dtype=np.float64)
     counts = np.zeros(n, dtype=np.float64)
     has_labels = n > 0 and _has_labels(features[0])
-    batches = length_sorted_batches(features, batch_size)
     with progress(n, "evaluate", quiet) as bar:
-        for idx in batches:
-            batch = collate([features[i] for i in idx], pad_id)
+        for idx in length_sorted_batches(features, batch_size):
+            batch = task.collate([features[i] for i in idx], pad_id)
             with runtime.compute(precision, "infer", dev):
-                logits = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
-            logits = logits.float()
+                out = model(**{k: v.to(dev) for k, v in model_inputs(batch).items()})
+            logits = task.logits(out)
             if has_labels:
                 loss, _, _, count = task.per_example(logits, batch["labels"].to(dev), label_smoothing)
                 losses[idx] = loss.cpu().numpy()
@@ -63,80 +65,80 @@ def forward_all(model, features: list[dict], pad_id: int, task_name: str, batch_
 
 def _has_labels(f: dict) -> bool:
     y = f["labels"]
-    return any(v != -100 for v in y) if isinstance(y, list) else y != -100
+    if isinstance(y, (list, tuple)):
+        return any(v != -100 for v in y)
+    return y != -100
 
 
-def evaluate_features(model, ds, features: list[dict], labels: list[str], pad_id: int, task_name: str,
-                      batch_size: int = 128, precision: str = "fp32", quiet: bool = True) -> Outputs:
-    task = get_task(task_name)
-    logits, losses, counts = forward_all(model, features, pad_id, task_name, batch_size, precision, quiet)
-    probs = task.probs_from_logits(features, logits)
+def evaluate_features(model, ds, features: list[dict], *, task, labels: list[str], pad_id: int,
+                      batch_size: int = 128, precision: str = "fp32", quiet: bool = True,
+                      options: dict | None = None) -> Outputs:
+    """The task's outputs on `ds` (already encoded as `features`) and, when it is labelled, its metrics.
+    options: the bundle's encoding options (e.g. QA's answer length), for decoding."""
+    task = get_task(task)
+    logits, losses, counts = forward_all(model, features, pad_id, task, batch_size, precision, quiet)
+    probs = task.outputs(ds, features, logits, **(options or {}))
     if losses is None:
         return Outputs(probs, None, None)
-    # Token-level tasks average over tagged words, as the training loss does.
+    # Token-level tasks average over tagged words (QA over windows), as the training loss does.
     mean_loss = float((losses * counts).sum() / max(counts.sum(), 1.0))
     return Outputs(probs, losses, task.metrics(ds, probs, labels, loss=mean_loss))
 
 
-def evaluate_bundle(bundle, ds, *, batch_size: int = 128, precision: str = "auto", quiet: bool = True,
-                    labelled: bool = True) -> Outputs:
-    """Probabilities (and, for a labelled Dataset, metrics) of a loaded model bundle on a Dataset."""
+def encode_bundle(bundle, ds, labelled: bool = True) -> list[dict]:
+    """ds encoded for a model bundle, with the bundle's own length and options."""
     task = get_task(bundle.task)
     label2id = {n: i for i, n in enumerate(bundle.labels)} if labelled else None
-    feats = task.encode(bundle.tokenizer, ds, label2id, bundle.meta["max_length"])
-    return evaluate_features(bundle.model, ds, feats, bundle.labels, _pad_id(bundle.tokenizer), bundle.task,
-                             batch_size, runtime.resolve_precision(precision), quiet)
+    return task.encode(bundle.tokenizer, ds, label2id, bundle.meta["max_length"], labelled=labelled,
+                       **bundle.meta.get("options", {}))
 
 
-def text_dataset(texts: list[str], task: str):
-    """Unlabelled texts as a Dataset (NER: split on whitespace into words)."""
-    from .data import Dataset
+def evaluate_bundle(bundle, ds, *, batch_size: int = 128, precision: str = "auto", quiet: bool = True,
+                    labelled: bool = True) -> Outputs:
+    """The task's outputs (and, for a labelled Dataset, metrics) of a loaded model bundle on a Dataset."""
+    feats = encode_bundle(bundle, ds, labelled)
+    return evaluate_features(bundle.model, ds, feats, task=bundle.task, labels=bundle.labels,
+                             pad_id=pad_id(bundle.tokenizer), batch_size=batch_size,
+                             precision=runtime.resolve_precision(precision), quiet=quiet,
+                             options=bundle.meta.get("options"))
 
-    tokens = [t.split() for t in texts] if task == "ner" else None
-    labels = [["O"] * len(t) for t in tokens] if task == "ner" else [None] * len(texts)
-    return Dataset(task=task, ids=[str(i) for i in range(len(texts))], labels=labels, texts=list(texts), tokens=tokens)
 
-
-def bundle_probs(bundle, texts: list[str], *, batch_size: int = 128, precision: str = "auto"):
-    """The bundle's probabilities for raw texts: (N, C), or per sentence (n_words, C) for NER."""
-    return evaluate_bundle(bundle, text_dataset(texts, bundle.task), batch_size=batch_size, precision=precision,
-                           labelled=False).probs
+def bundle_probs(bundle, items, *, batch_size: int = 128, precision: str = "auto"):
+    """The bundle's outputs for raw inputs (texts, or dicts of the task's input fields)."""
+    ds = get_task(bundle.task).from_inputs(list(items))
+    return evaluate_bundle(bundle, ds, batch_size=batch_size, precision=precision, labelled=False).probs
 
 
 def evaluate(model_or_run: str | Path, data: str | Path, *, batch_size: int = 128, precision: str = "auto",
              quiet: bool = True, **columns) -> dict:
-    """Metrics of a trained model (run directory or bundle) on a labelled file."""
+    """Metrics of a trained model (run directory or bundle) on a labelled file in its task's format."""
     from . import data as data_mod
     from .modeling import load_bundle
 
     bundle = load_bundle(model_or_run)
+    task = get_task(bundle.task)
     ds = data_mod.load(str(data), bundle.task, **columns)
-    unknown = sorted(_label_set(ds, bundle.task) - set(bundle.labels))
+    unknown = sorted(task.unknown_labels(ds, set(task.label_names_of(bundle.labels))))
     if unknown:
         raise data_mod.DataError(f"{data}: labels {unknown[:10]} are not among the model's labels "
                                  f"({', '.join(bundle.labels[:20])}); evaluate with data of the same label set")
     return evaluate_bundle(bundle, ds, batch_size=batch_size, precision=precision, quiet=quiet).metrics
 
 
-def predict(model_or_run: str | Path, texts: list[str], *, batch_size: int = 128, precision: str = "auto") -> list[dict]:
-    """Predictions for raw texts (NER: split on whitespace into words)."""
+def predict(model_or_run: str | Path, items, *, batch_size: int = 128, precision: str = "auto") -> list[dict]:
+    """Readable predictions for raw inputs: texts (NER: split on whitespace into words), or dicts
+    with the task's input fields (QA: {"question", "context"})."""
     from .modeling import load_bundle
 
     bundle = load_bundle(model_or_run)
-    task = get_task(bundle.task)
-    probs = bundle_probs(bundle, texts, batch_size=batch_size, precision=precision)
-    if bundle.task == "ner":
-        return task.predictions(probs, [t.split() for t in texts], bundle.labels)
-    return task.predictions(probs, bundle.labels)
+    items = list(items)
+    probs = bundle_probs(bundle, items, batch_size=batch_size, precision=precision)
+    return get_task(bundle.task).readable(items, probs, bundle.labels)
 
 
-def _label_set(ds, task: str) -> set:
-    return {t for tags in ds.labels for t in tags} if task == "ner" else set(ds.labels)
-
-
-def _pad_id(tokenizer) -> int:
+def pad_id(tokenizer) -> int:
     pad = getattr(tokenizer, "pad_token_id", None)
     return 0 if pad is None else int(pad)
 
 
-callable_module(__name__, evaluate)  # `reflectlm.evaluate(...)` calls evaluate() (see reflectlm.callable_module)
+callable_module(__name__, evaluate)  # `reflectlm.evaluate(...)` calls evaluate() (see reflectlm.callable)

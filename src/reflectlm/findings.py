@@ -26,7 +26,7 @@ LENGTH_OUTLIERS = "length_outliers"
 SELECTION_PERFORMANCE = "selection_performance"  # the summary row: severity 0, evidence only
 HIGH_ERROR_CLASS = "high_error_class"
 CONFUSED_PAIR = "confused_pair"
-NER_ERROR_KINDS = "ner_error_kinds"
+ERROR_KINDS = "error_kinds"  # the task's error-kind breakdown (NER: boundary / type / missed / spurious; QA: overlap)
 CV_SPREAD = "cv_spread"
 # fit and optimisation
 OVERFITTING = "overfitting"

@@ -8,10 +8,11 @@ loop's stop rules all read, so they cannot disagree about what "better" means.
     m.headroom(value)        # reflect: expected_gain = priority * headroom
     m.gate                   # what compare.py resamples for the A/B test, or None
 
-A metric without a gate cannot decide a promotion: compare.py tests accuracy and macro-F1
-(classification) and entity F1 (NER) paired, per example; there is no paired test of weighted F1 or
-of the mean loss there. The loop refuses such a metric before round 0 instead of judging
-challengers by another metric than the one the run selects epochs by.
+A metric without a gate cannot decide a promotion: compare.py tests accuracy and macro-F1, entity
+F1 (sentences resampled) and the mean of per-example scores (a question's F1 or exact match)
+paired, per example; there is no paired test of weighted F1 or of the mean loss there. The loop
+refuses such a metric before round 0 instead of judging challengers by another metric than the
+one the run selects epochs by. Which metrics a task computes is the task's (metric_names).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class Metric:
     name: str
     higher_is_better: bool
     gate: str | None  # the metric compare.py resamples in the A/B test; None: no paired test of it
-    tasks: tuple[str, ...]  # the tasks that compute it
     bounded: bool = True  # in [0, 1]: 1 - value is the headroom
 
     def of(self, metrics: dict) -> float:
@@ -48,11 +48,13 @@ class Metric:
 
 
 METRICS = {
-    "accuracy": Metric("accuracy", True, gate="accuracy", tasks=("classification",)),
-    "macro_f1": Metric("macro_f1", True, gate="macro_f1", tasks=("classification",)),
-    "weighted_f1": Metric("weighted_f1", True, gate=None, tasks=("classification",)),
-    "entity_f1": Metric("entity_f1", True, gate="entity_f1", tasks=("ner",)),
-    "loss": Metric("loss", False, gate=None, tasks=("classification", "ner"), bounded=False),
+    "accuracy": Metric("accuracy", True, gate="accuracy"),
+    "macro_f1": Metric("macro_f1", True, gate="macro_f1"),
+    "weighted_f1": Metric("weighted_f1", True, gate=None),
+    "entity_f1": Metric("entity_f1", True, gate="entity_f1"),
+    "f1": Metric("f1", True, gate="f1"),  # extractive QA: the mean of the questions' token F1
+    "exact_match": Metric("exact_match", True, gate="exact_match"),  # QA: the share of exact answers
+    "loss": Metric("loss", False, gate=None, bounded=False),
 }
 
 
@@ -63,11 +65,14 @@ def get_metric(name: str) -> Metric:
         raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(METRICS)}") from None
 
 
-def gated(name: str, task: str) -> Metric:
-    """The metric if the loop's A/B gate can decide by it; otherwise an error that says what to use."""
+def gated(name: str, task) -> Metric:
+    """The metric if the loop's A/B gate can decide by it; otherwise an error that says what to use.
+    task: the run's Task (or its name), whose metric_names say what it computes."""
     m = get_metric(name)
     if m.gate is None:
-        usable = [k for k, v in METRICS.items() if v.gate and task in v.tasks]
+        from .tasks import get_task
+
+        usable = [k for k in get_task(task).metric_names if METRICS[k].gate]
         from .config import ConfigError
 
         raise ConfigError(f"train.metric = {name!r} cannot decide promotions in the loop: the A/B test compares "

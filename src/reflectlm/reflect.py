@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import findings as K
+from . import rundir
 from .findings import Finding, Target  # noqa: F401 - Target is re-exported: the type reflect returns
 
 
@@ -41,7 +42,7 @@ RULES: dict[str, Rule] = {
     # held-out errors
     K.HIGH_ERROR_CLASS: Rule(0.8, "a class with a significantly higher error rate is where the metric is lost"),
     K.CONFUSED_PAIR: Rule(0.6, "two classes confused with each other often share mislabelled or borderline examples"),
-    K.NER_ERROR_KINDS: Rule(0.5, "missed and boundary errors shrink with more in-domain data and training"),
+    K.ERROR_KINDS: Rule(0.5, "missed and boundary errors shrink with more in-domain data and training"),
     K.CV_SPREAD: Rule(0.3, "a large spread across folds means the model is data-starved or unstable"),
     # fit and optimisation
     K.OVERFITTING: Rule(0.6, "selection loss rises while training loss falls"),
@@ -112,8 +113,8 @@ def reflect_run(run_dir, diagnosis) -> list[Target]:
     from .metric import get_metric
 
     run_dir = Path(run_dir)
-    metric = get_metric(load_config(run_dir / "config.toml").selection_metric)
+    metric = get_metric(load_config(run_dir / rundir.CONFIG).selection_metric)
     value = (diagnosis.selection_metrics or {}).get(metric.name)
     targets = reflect(diagnosis.findings, value, metric=metric)
-    write_text(run_dir / "targets.json", json.dumps(jsonable([t.to_json() for t in targets]), indent=2))
+    write_text(run_dir / rundir.TARGETS, json.dumps(jsonable([t.to_json() for t in targets]), indent=2))
     return targets

@@ -32,6 +32,17 @@ def cpu_info() -> dict:
             "bf16_flags": sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f"))}
 
 
+def versions() -> dict:
+    """The versions a run records (run.json) of the stack it ran on."""
+    import accelerate
+    import transformers
+
+    from .version import __version__
+
+    return {"reflectlm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU reports native bf16 instructions (AVX-512 BF16 or AMX). Reporting them is
     not the same as bf16 being faster: on a 2-core Xeon with AVX-512 BF16 but no AMX, bf16 autocast

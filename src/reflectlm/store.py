@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-STORE = "store.sqlite"
+from . import rundir
+
+STORE = rundir.STORE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, task TEXT, data TEXT, base_model TEXT, metric TEXT,

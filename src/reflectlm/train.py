@@ -9,8 +9,12 @@ it records, at no extra forward pass:
 - gradient telemetry: every `telemetry_every` optimizer steps, the gradient norm, weight norm
   and update-to-weight ratio of each layer group (embeddings, layer.i, head).
 
-`train(cfg)` is the command-line job (data -> model -> fit -> run directory); `fit()` is the
-loop alone, which later stages call with their own data and weights.
+What a task changes (encoding, the loss, decoding) is the task's (tasks/); what a remedy adds (class
+weights, forward correction, early-learning targets, adversarial steps) is the remedy's
+(remedies.py): `fit` calls both without knowing which.
+
+    bundle, result = fit_config(cfg, train_ds, selection_ds, labels)   # build -> encode -> fit
+    train(cfg)                                                         # the job: + run directory
 
 Under `accelerate launch --num_processes N` both run data-parallel (DDP): each process trains on its
 share of the batches, the records are joined so every example appears once, and only the main
@@ -20,10 +24,9 @@ process writes files (docs/scale-out.md).
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -31,27 +34,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import callable_module, runtime
-from .atomic import write_json, write_text
+from . import rundir, runtime
+from .callable import callable_module
 from .config import Config, ConfigError, TrainConfig, dump_toml
-from .evaluate import evaluate_features
+from .evaluate import evaluate_features, pad_id
 from .metric import get_metric
 from .modeling import Bundle, build, layer_groups, save_bundle
-from .tasks import collate, get_task
+from .remedies import Setting, open_remedies
+from .rundir import RUN_FILES, RunError
+from .tasks import get_task, model_inputs
 from .ui import progress
 
-RUN_FILES = {
-    "config.toml": "the resolved config this run used",
-    "run.json": "what this run is: command, versions, data, status, timings, warnings",
-    "metrics.json": "final metrics: selection (best epoch), test, per-epoch history",
-    "dynamics.npz": "per epoch x training example: loss, gold_prob, correct; ids (training dynamics)",
-    "gradients.npz": "per telemetry step x layer group: grad_norm, weight_norm, update_ratio; step, lr, loss",
-    "model/": "the trained model bundle (safetensors weights, tokenizer, reflectlm.json)",
-}
-
-
-class RunError(RuntimeError):
-    """A run directory cannot be used; the message says what to do."""
+__all__ = ["FitInputs", "FitResult", "RUN_FILES", "RunError", "TrainResult", "fit", "fit_config", "train"]
 
 
 # --------------------------------------------------------------------------- batching
@@ -248,58 +242,39 @@ class GradientTelemetry:
         return out
 
 
-# --------------------------------------------------------------------------- adversarial training
-
-
-class FGM:
-    """Fast gradient method on the word embeddings: r = epsilon * g / ||g||, where g is the loss
-    gradient of the embedding matrix; train on the perturbed input too, then restore the weights.
-
-    References: Miyato, Dai & Goodfellow 2017 (adversarial training methods for semi-supervised
-    text classification)."""
-
-    def __init__(self, model: torch.nn.Module, epsilon: float):
-        get = getattr(model, "get_input_embeddings", None)
-        emb = get() if get is not None else next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
-        if emb is None:
-            raise ValueError("adversarial training needs a model with a word-embedding layer")
-        self.weight = emb.weight
-        self.epsilon = epsilon
-
-    def perturbed(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def ctx():
-            g = self.weight.grad
-            if g is None or not self.weight.requires_grad:
-                yield
-                return
-            with torch.no_grad():
-                backup = self.weight.detach().clone()  # restore exactly (w + r - r is not w in floats)
-                norm = torch.linalg.vector_norm(g)
-                if norm > 0 and torch.isfinite(norm):
-                    self.weight.add_(self.epsilon * g / norm)
-            try:
-                yield
-            finally:
-                with torch.no_grad():
-                    self.weight.copy_(backup)
-
-        return ctx()
 
 
 # --------------------------------------------------------------------------- the loop
 
 
 @dataclass
+class FitInputs:
+    """What fit trains on: the task's encoded features and what scoring them needs."""
+
+    task: object  # tasks.Task
+    labels: list[str]
+    train: list[dict]  # encoded training features (task.encode)
+    selection: tuple  # (Dataset, features): picks the best epoch
+    pad_id: int
+    metric: str  # the selection metric
+    example_weights: np.ndarray | None = None  # (N,) per training example (a feature's "index")
+    class_weights: np.ndarray | None = None  # (C,) per gold class; else train.class_weights
+    options: dict = field(default_factory=dict)  # the encoding options the task decodes with (task.outputs)
+
+    @property
+    def examples(self) -> int:
+        """Training examples: the features the dynamics record (one per example)."""
+        return sum(1 for f in self.train if f.get("record", True))
+
+
+@dataclass
 class FitResult:
     history: list[dict]
-    dynamics: dict[str, np.ndarray]
+    dynamics: dict[str, np.ndarray]  # (E, N) per recorded example; "index": the examples' positions (N,)
     telemetry: dict[str, np.ndarray]
     best_epoch: int
     selection_metrics: dict
-    examples_seen: int
+    examples_seen: int  # training features processed, all epochs together
     train_seconds: float
     precision: str
     stopped_early: bool = False
@@ -331,210 +306,252 @@ def _epoch_records(records: dict[str, list]) -> dict[str, np.ndarray]:
     return out
 
 
-def _transition(tc: TrainConfig, task: str, labels: list[str], device) -> torch.Tensor | None:
-    """train.noise_transition as a (C, C) tensor, checked: one row and column per label, rows of
-    probabilities."""
-    if not tc.noise_transition:
-        return None
-    if task != "classification":
-        raise ConfigError("train.noise_transition (forward loss correction) is for classification only; "
-                          "leave it empty for NER")
-    T = np.asarray(tc.noise_transition, dtype=np.float64)
-    C = len(labels)
-    if T.shape != (C, C):
-        raise ConfigError(f"train.noise_transition is {T.shape[0]} x {T.shape[1] if T.ndim == 2 else '?'} but there "
-                          f"are {C} labels; give a {C} x {C} matrix (rows: true class, columns: given label, in "
-                          "sorted class order) or leave it empty")
-    if (T < 0).any() or not np.allclose(T.sum(1), 1.0, atol=1e-3):
-        raise ConfigError("train.noise_transition must hold probabilities with every row summing to 1 "
-                          "(row i: P(given label | true class i))")
-    return torch.tensor(T / T.sum(1, keepdims=True), dtype=torch.float32, device=device)
+@dataclass
+class _Run:
+    """One fit's moving parts, built by _setup and advanced by the epochs."""
+
+    inputs: FitInputs
+    tc: TrainConfig
+    accelerator: object
+    model: torch.nn.Module
+    optimizer: object
+    schedule: object
+    loader: object
+    sampler: ShardedBatches
+    remedies: list
+    loss_options: dict
+    weights: torch.Tensor | None  # (N,) example weights
+    telemetry: GradientTelemetry
+    precision: str
+    attention: str
+    dyn: dict  # (E, N) loss, gold_prob, correct
+    history: list = field(default_factory=list)
+    step: int = 0
+    seen: int = 0
+    train_seconds: float = 0.0
+    dynamics_seconds: float = 0.0
+    best: float | None = None
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    best_state: dict | None = None
+    since_best: int = 0
+    stopped_early: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
 
 
-def _early_learning_targets(tc: TrainConfig, task: str, n: int, n_labels: int, device) -> torch.Tensor | None:
-    """train.early_learning's per-example targets (N, C), zero until an example is first seen, or None."""
-    if not tc.early_learning:
-        return None
-    if task != "classification":
-        raise ConfigError("train.early_learning (early-learning regularisation) is for classification only; "
-                          "set it to 0 for NER")
-    return torch.zeros((n, n_labels), dtype=torch.float32, device=device)
-
-
-def _early_learning_step(targets: torch.Tensor, logits: torch.Tensor, idx: np.ndarray, beta: float,
-                         accelerator) -> torch.Tensor:
-    """Move the batch's targets towards its predictions, then return log(1 - <p, t>) per example.
-    Under N processes an example's batch may run on another process next epoch, so every process
-    applies every process's update and all keep the same targets."""
-    from .tasks.classification import early_learning_targets, early_learning_term
-
-    index = torch.as_tensor(idx, dtype=torch.long, device=targets.device).reshape(-1)
-    q = early_learning_targets(logits).to(targets.device)
-    all_index, all_q = index, q
-    if accelerator.num_processes > 1:
-        all_index = accelerator.gather(accelerator.pad_across_processes(index, pad_index=-1))
-        all_q = accelerator.gather(accelerator.pad_across_processes(q, pad_index=0))
-        keep = all_index >= 0
-        all_index, all_q = all_index[keep], all_q[keep]
-    targets[all_index] = beta * targets[all_index] + (1.0 - beta) * all_q
-    return early_learning_term(logits, targets[index].to(logits.device))
-
-
-def fit(model: torch.nn.Module, train_features: list[dict], selection: tuple, tc: TrainConfig, *, task: str,
-        labels: list[str], pad_id: int, metric: str, example_weights: np.ndarray | None = None,
-        class_weights: np.ndarray | None = None, quiet: bool = False,
+def fit(model: torch.nn.Module, inputs: FitInputs, tc: TrainConfig, *, quiet: bool = False,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train `model` in place on `train_features`; pick the best epoch on `selection` = (ds, features).
+    """Train `model` in place on inputs.train; pick the best epoch on inputs.selection.
 
-    example_weights (N,) scale each training example's loss; class_weights (C,) weight the loss
-    per gold class. Both are for the update actions (re-weighting, self-training). on_epoch gets
-    each epoch's history row as soon as it is measured: tuning (actions/tune_hparams) reports it to
-    Ray Tune, whose scheduler may end the trial there."""
+    on_epoch gets each epoch's history row as soon as it is measured: tuning (actions/tune_hparams)
+    reports it to Ray Tune, whose scheduler may end the trial there."""
+    if not inputs.train:
+        raise ConfigError("no training examples: check data.train and data.sample")
+    run = _setup(model, inputs, tc)
+    for epoch in range(tc.epochs):
+        records = _epoch(run, epoch, quiet)
+        row = _select(run, epoch, records, quiet)
+        if on_epoch is not None:
+            on_epoch(row)
+        if run.stopped_early:
+            break
+    return _finish(run)
+
+
+def _setup(model, inputs: FitInputs, tc: TrainConfig) -> _Run:
+    """Precision, the accelerator, optimiser, schedule, batches, remedies and records."""
     from accelerate.data_loader import prepare_data_loader
 
-    tmod = get_task(task)
+    task = get_task(inputs.task)
     dev = runtime.device()
     precision = runtime.resolve_precision(tc.precision, dev, purpose="train")
     attention = runtime.attention_for(precision, "train", dev)  # accelerate applies the autocast itself
     # Under accelerate launch each process could measure "auto" differently; all take the main one's.
     precision, attention = runtime.from_main((precision, attention))
     accelerator = _accelerator({"fp32": "no"}.get(precision, precision), tc.grad_accum, dev.type == "cpu")
-    n = len(train_features)
-    if n == 0:
-        raise ConfigError("no training examples: check data.train and data.sample")
-    groups = param_groups(model, tc)
-    optimizer = make_optimizer(groups, tc)
-    main = accelerator.is_main_process
-    sampler = ShardedBatches(LengthGroupedBatches([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed,
+    optimizer = make_optimizer(param_groups(model, tc), tc)
+    sampler = ShardedBatches(LengthGroupedBatches([len(f["input_ids"]) for f in inputs.train], tc.batch_size, tc.seed,
                                                   tc.group_by_length), accelerator.num_processes, accelerator.process_index)
-    loader = torch.utils.data.DataLoader(train_features, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id))
-    steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    schedule = make_schedule(optimizer, tc, steps_per_epoch * tc.epochs)
+    loader = torch.utils.data.DataLoader(inputs.train, batch_sampler=sampler,
+                                         collate_fn=lambda b: task.collate(b, inputs.pad_id))
+    schedule = make_schedule(optimizer, tc, math.ceil(len(sampler) / tc.grad_accum) * tc.epochs)
     model, optimizer = accelerator.prepare(model, optimizer)  # DDP when launched with N processes
     # The batches are already this process's shard: accelerate only places them on the device and
     # marks the epoch's end for gradient accumulation (num_processes=1: no second sharding).
     loader = prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0,
                                  non_blocking=accelerator.non_blocking)
-    weights_t = torch.tensor(example_weights, dtype=torch.float32) if example_weights is not None else None
-    if class_weights is None and tc.class_weights:
-        if len(tc.class_weights) != len(labels):
-            raise ConfigError(f"train.class_weights has {len(tc.class_weights)} values but there are {len(labels)} "
-                             "labels; give one weight per label (sorted class names) or leave it empty")
-        class_weights = np.asarray(tc.class_weights)
-    class_t = torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device) if class_weights is not None else None
-    transition_t = _transition(tc, task, labels, accelerator.device)
-    extra = {} if transition_t is None else {"transition": transition_t}
-    fgm = FGM(accelerator.unwrap_model(model), tc.adversarial_epsilon) if tc.adversarial_epsilon > 0 else None
-    elr = _early_learning_targets(tc, task, n, len(labels), accelerator.device)
-
-    E = tc.epochs
-    rows = E if tc.record_dynamics else 0  # off: the arrays keep their names, with no rows
+    plain = accelerator.unwrap_model(model)
+    n = max((f["index"] for f in inputs.train), default=-1) + 1
+    remedies = open_remedies(tc, Setting(task, inputs.labels, n, accelerator.device, accelerator, plain),
+                             inputs.class_weights)
+    options = {k: v for r in remedies for k, v in r.options().items()}
+    weights = torch.tensor(inputs.example_weights, dtype=torch.float32) if inputs.example_weights is not None else None
+    rows = tc.epochs if tc.record_dynamics else 0  # off: the arrays keep their names, with no rows
     dyn = {k: np.full((rows, n), np.nan, dtype=np.float32) for k in ("loss", "gold_prob", "correct")}
-    telemetry = GradientTelemetry(accelerator.unwrap_model(model), tc.telemetry_every)
-    history: list[dict] = []
-    best = None
-    best_state = None
-    best_epoch = 0
-    best_metrics: dict = {}
-    since_best = 0
-    step = 0
-    seen = 0
-    train_seconds = dynamics_seconds = 0.0
-    stopped_early = False
-    sel_ds, sel_feats = selection
+    return _Run(inputs, tc, accelerator, model, optimizer, schedule, loader, sampler, remedies, options, weights,
+                GradientTelemetry(plain, tc.telemetry_every), precision, attention, dyn)
 
-    for epoch in range(E):
-        sampler.set_epoch(epoch)
-        model.train()
-        t0 = time.perf_counter()
-        records: dict[str, list] = {k: [] for k in ("index", "loss", "gold_prob", "correct", "weight")}
-        ema = None
-        with progress(n, f"epoch {epoch + 1}/{E}", quiet or not main) as bar:
-            for j, batch in enumerate(loader):
-                idx = batch["index"].cpu().numpy()  # (B,); a numpy index, also for a one-example batch
-                with accelerator.accumulate(model):
-                    with runtime.attention_context(attention):
-                        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                    loss_vec, gold, correct, count = tmod.per_example(logits, batch["labels"], tc.label_smoothing, class_t,
-                                                                      **extra)
-                    w = count if weights_t is None else count * weights_t[torch.from_numpy(idx)].to(count.device)
-                    objective = loss_vec  # what is minimised; the records keep the plain loss
-                    if elr is not None:
-                        objective = loss_vec + tc.early_learning * _early_learning_step(
-                            elr, logits, idx, tc.early_learning_beta, accelerator)
-                    loss = (objective * w).sum() / w.sum().clamp(min=1e-8)
-                    accelerator.backward(loss)
-                    if fgm is not None:
-                        # Second pass on the perturbed embeddings; its gradient adds to the clean one.
-                        with fgm.perturbed(), runtime.attention_context(attention):
-                            adv = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                            adv_vec = tmod.per_example(adv, batch["labels"], tc.label_smoothing, class_t, **extra)[0]
-                            accelerator.backward((adv_vec * w).sum() / w.sum().clamp(min=1e-8))
-                    if accelerator.sync_gradients:
-                        step += 1
-                        if telemetry.due(step):
-                            scale = accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0
-                            telemetry.before_step(step, schedule.get_last_lr()[0], float(loss.detach()), scale)
-                        if tc.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        schedule.step()
-                        telemetry.after_step()
-                    optimizer.zero_grad(set_to_none=True)
-                t_dyn = time.perf_counter()
-                if not sampler.is_padding(j):  # a repeat that evens out the processes' steps is not recorded
-                    for k, v in zip(records, (idx, loss_vec, gold, correct, w)):
-                        # (B,), also for a one-example batch
-                        records[k].append(v if k == "index" else v.detach().float().cpu().reshape(-1).numpy())
-                dynamics_seconds += time.perf_counter() - t_dyn
-                last = float(loss.detach())
-                ema = last if ema is None else 0.9 * ema + 0.1 * last
-                bar.advance(len(idx) * accelerator.num_processes, loss=ema)
-        t_dyn = time.perf_counter()
-        rec = _epoch_records(records)
-        if tc.record_dynamics:
-            for k in dyn:
-                dyn[k][epoch, rec["index"]] = rec[k]
-        dynamics_seconds += time.perf_counter() - t_dyn
-        seen += len(rec["index"])
-        train_seconds += time.perf_counter() - t0
 
-        # Every process evaluates the whole selection split with the same weights (one process's
-        # numbers); the main one's metrics are shared so the best-epoch and stopping decisions agree.
-        out = evaluate_features(accelerator.unwrap_model(model), sel_ds, sel_feats, labels, pad_id, task,
-                                tc.eval_batch_size, precision, quiet=True)
-        sel_metrics = runtime.from_main(out.metrics)
-        value = sel_metrics[metric]
-        w_sum = float(rec["weight"].astype(np.float64).sum())
-        row = {"epoch": epoch + 1,
-               "train_loss": float((rec["loss"].astype(np.float64) * rec["weight"]).sum()) / max(w_sum, 1e-8),
-               "train_accuracy": float(rec["correct"].astype(np.float64).sum()) / n, "selection_loss": sel_metrics.get("loss"),
-               f"selection_{metric}": value, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if not quiet and main:
-            print(f"epoch {epoch + 1}/{E}: train loss {row['train_loss']:.4f}  selection {metric} {value:.4f}", flush=True)
-        if get_metric(metric).better(value, best):
-            best, best_epoch, best_metrics, since_best = value, epoch + 1, sel_metrics, 0
-            if epoch + 1 < E:  # the last epoch's weights are already in place
-                best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            else:
-                best_state = None
-        else:
-            since_best += 1
-            if tc.early_stopping_patience and since_best >= tc.early_stopping_patience:
-                stopped_early = True
-                break
+def _epoch(run: _Run, epoch: int, quiet: bool) -> dict[str, np.ndarray]:
+    """One pass over the training batches; the epoch's joined per-example records."""
+    run.sampler.set_epoch(epoch)
+    run.model.train()
+    t0 = time.perf_counter()
+    records: dict[str, list] = {k: [] for k in ("index", "loss", "gold_prob", "correct", "weight")}
+    ema = None
+    n, acc = len(run.inputs.train), run.accelerator
+    with progress(n, f"epoch {epoch + 1}/{run.tc.epochs}", quiet or not run.main) as bar:
+        for j, batch in enumerate(run.loader):
+            loss, kept = _step(run, batch)
+            t_dyn = time.perf_counter()
+            if not run.sampler.is_padding(j):  # a repeat that evens out the processes' steps is not recorded
+                for k, v in kept.items():
+                    records[k].append(v)
+            run.dynamics_seconds += time.perf_counter() - t_dyn
+            ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+            bar.advance(len(batch["index"]) * acc.num_processes, loss=ema)
+    t_dyn = time.perf_counter()
+    rec = _epoch_records(records)
+    if run.tc.record_dynamics:
+        for k in run.dyn:
+            run.dyn[k][epoch, rec["index"]] = rec[k]
+    run.dynamics_seconds += time.perf_counter() - t_dyn
+    run.seen += n  # every feature is trained once per epoch, over all processes together
+    run.train_seconds += time.perf_counter() - t0
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
 
-    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    if best_state is not None and best_epoch != len(history):
-        model.load_state_dict(best_state)
+
+def _step(run: _Run, batch: dict) -> tuple[float, dict]:
+    """Forward, loss (with the remedies' terms), backward, the remedies' hooks and the optimiser
+    step; returns the batch loss and the records of the features the dynamics keep."""
+    task, acc, tc = get_task(run.inputs.task), run.accelerator, run.tc
+    idx = batch["index"].cpu().numpy()  # (B,) examples; a numpy index, also for a one-example batch
+    w_example = None if run.weights is None else run.weights[torch.from_numpy(idx)]
+
+    def objective(b) -> tuple:
+        with runtime.attention_context(run.attention):
+            logits = task.logits(run.model(**model_inputs(b)))
+        loss_vec, gold, correct, count = task.per_example(logits, b["labels"], tc.label_smoothing, **run.loss_options)
+        w = count if w_example is None else count * w_example.to(count.device)
+        return logits, loss_vec, gold, correct, w
+
+    def mean(vec, w):
+        return (vec * w).sum() / w.sum().clamp(min=1e-8)
+
+    def loss_of(b):
+        _, vec, _, _, w = objective(b)
+        return mean(vec, w)
+
+    with acc.accumulate(run.model):
+        logits, loss_vec, gold, correct, w = objective(batch)
+        total = loss_vec  # what is minimised; the records keep the plain loss
+        for r in run.remedies:
+            term = r.term(logits, idx, acc)
+            if term is not None:
+                total = total + term
+        loss = mean(total, w)
+        acc.backward(loss)
+        for r in run.remedies:  # e.g. a second pass on perturbed embeddings; its gradient adds up
+            r.after_backward(run.model, batch, loss_of, acc.backward)
+        _optimizer_step(run, float(loss.detach()))
+    mask = batch["record"].cpu().numpy().astype(bool)  # (B,) the features the dynamics keep
+    kept = {"index": idx[mask]}
+    for k, v in (("loss", loss_vec), ("gold_prob", gold), ("correct", correct), ("weight", w)):
+        kept[k] = v.detach().float().cpu().reshape(-1).numpy()[mask]  # (B,), also for a one-example batch
+    return float(loss.detach()), kept
+
+
+def _optimizer_step(run: _Run, loss: float) -> None:
+    acc = run.accelerator
+    if acc.sync_gradients:
+        run.step += 1
+        if run.telemetry.due(run.step):
+            scale = acc.scaler.get_scale() if acc.scaler is not None else 1.0
+            run.telemetry.before_step(run.step, run.schedule.get_last_lr()[0], loss, scale)
+        if run.tc.max_grad_norm:
+            acc.clip_grad_norm_(run.model.parameters(), run.tc.max_grad_norm)
+    run.optimizer.step()
+    if acc.sync_gradients:
+        run.schedule.step()
+        run.telemetry.after_step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def _select(run: _Run, epoch: int, rec: dict, quiet: bool) -> dict:
+    """Score the epoch on the selection split, keep the best weights, decide on early stopping."""
+    inp, tc = run.inputs, run.tc
+    # Every process evaluates the whole selection split with the same weights (one process's
+    # numbers); the main one's metrics are shared so the best-epoch and stopping decisions agree.
+    sel_ds, sel_feats = inp.selection
+    out = evaluate_features(run.accelerator.unwrap_model(run.model), sel_ds, sel_feats, task=inp.task,
+                            labels=inp.labels, pad_id=inp.pad_id, batch_size=tc.eval_batch_size,
+                            precision=run.precision, options=inp.options)
+    sel_metrics = runtime.from_main(out.metrics)
+    value = sel_metrics[inp.metric]
+    w_sum = float(rec["weight"].astype(np.float64).sum())
+    row = {"epoch": epoch + 1,
+           "train_loss": float((rec["loss"].astype(np.float64) * rec["weight"]).sum()) / max(w_sum, 1e-8),
+           "train_accuracy": float(rec["correct"].astype(np.float64).sum()) / max(len(rec["index"]), 1),
+           "selection_loss": sel_metrics.get("loss"), f"selection_{inp.metric}": value,
+           "lr": run.schedule.get_last_lr()[0], "seconds": rec["seconds"]}
+    run.history.append(row)
+    if not quiet and run.main:
+        print(f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f}  selection {inp.metric} {value:.4f}",
+              flush=True)
+    if get_metric(inp.metric).better(value, run.best):
+        run.best, run.best_epoch, run.best_metrics, run.since_best = value, epoch + 1, sel_metrics, 0
+        # The last epoch's weights are already in place.
+        run.best_state = ({k: v.detach().clone() for k, v in run.accelerator.unwrap_model(run.model).state_dict().items()}
+                          if epoch + 1 < tc.epochs else None)
+    else:
+        run.since_best += 1
+        run.stopped_early = bool(tc.early_stopping_patience and run.since_best >= tc.early_stopping_patience)
+    return row
+
+
+def _finish(run: _Run) -> FitResult:
+    model = run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)
+    if run.best_state is not None and run.best_epoch != len(run.history):
+        model.load_state_dict(run.best_state)
     model.eval()
-    dynamics = {k: v[: len(history)] for k, v in dyn.items()}
-    return FitResult(history, dynamics, telemetry.arrays(), best_epoch, best_metrics, seen, train_seconds, precision,
-                     stopped_early, {"telemetry": telemetry.seconds, "dynamics": dynamics_seconds}, attention)
+    dynamics = {k: v[: len(run.history)] for k, v in run.dyn.items()}
+    return FitResult(run.history, dynamics, run.telemetry.arrays(), run.best_epoch, run.best_metrics, run.seen,
+                     run.train_seconds, run.precision, run.stopped_early,
+                     {"telemetry": run.telemetry.seconds, "dynamics": run.dynamics_seconds}, run.attention)
+
+
+# --------------------------------------------------------------------------- build -> encode -> fit
+
+
+def encode(bundle: Bundle, cfg: Config, ds, labels: list[str]) -> list[dict]:
+    """ds encoded for the bundle's model with the run's length and the bundle's options."""
+    label2id = {name: i for i, name in enumerate(labels)}
+    return get_task(cfg.data.task).encode(bundle.tokenizer, ds, label2id, cfg.data.max_length,
+                                          **bundle.meta.get("options", {}))
+
+
+def fit_inputs(bundle: Bundle, cfg: Config, train_ds, selection_ds, labels: list[str]) -> FitInputs:
+    """The bundle's encoding of both splits, with what fit and scoring need."""
+    return FitInputs(get_task(cfg.data.task), labels, encode(bundle, cfg, train_ds, labels),
+                     (selection_ds, encode(bundle, cfg, selection_ds, labels)), pad_id(bundle.tokenizer),
+                     cfg.selection_metric, train_ds.weights, options=bundle.meta.get("options", {}))
+
+
+def fit_config(cfg: Config, train_ds, selection_ds, labels: list[str], *, quiet: bool = True, seed: int | None = None,
+               on_epoch: Callable[[dict], None] | None = None) -> tuple[Bundle, FitResult]:
+    """Build the configured model, encode both splits and fit: the one way a model is trained (the
+    training job, a cross-validation fold, a tuning trial). seed: the head's initialisation
+    (default train.seed)."""
+    task = get_task(cfg.data.task)
+    torch.manual_seed(cfg.train.seed if seed is None else seed)  # the head's initialisation
+    bundle = build(cfg.model, task.name, labels, train_ds, cfg.data.max_length, options=task.encode_options(cfg.data))
+    result = fit(bundle.model, fit_inputs(bundle, cfg, train_ds, selection_ds, labels), cfg.train, quiet=quiet,
+                 on_epoch=on_epoch)
+    return bundle, result
 
 
 # --------------------------------------------------------------------------- the job
@@ -548,28 +565,6 @@ class TrainResult:
     fit: FitResult
 
 
-def make_run_dir(cfg: Config, output_dir: str | Path | None = None, stem: str = "run", existing: bool = False) -> Path:
-    if output_dir is None:
-        name = cfg.run.name or f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        output_dir = Path(cfg.run.output_dir) / name
-    path = Path(output_dir)
-    if not existing and path.exists() and any(path.iterdir()):
-        raise RunError(f"run directory {path} already exists and is not empty; pass another --output-dir "
-                       "(or --set run.name=...) or remove it")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _versions() -> dict:
-    import accelerate
-    import transformers
-
-    from . import __version__
-
-    return {"reflectlm": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
-
-
 def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, quiet: bool | None = None,
           stem: str = "run", existing: bool = False) -> TrainResult:
     """Fine-tune the configured model on the configured data and write a run directory.
@@ -581,66 +576,66 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
 
     quiet = cfg.run.quiet if quiet is None else quiet
     started = time.time()
-    tc = cfg.train
-    runtime.set_threads(tc.threads)
-    runtime.seed_everything(tc.seed)
+    runtime.set_threads(cfg.train.threads)
+    runtime.seed_everything(cfg.train.seed)
     if splits is None:
-        splits = data_mod.load_splits(cfg.data, tc.seed)
+        splits = data_mod.load_splits(cfg.data, cfg.train.seed)
+    run_dir, info = _open(cfg, splits, output_dir, stem, existing)
+    bundle, result = fit_config(cfg, splits.train, splits.selection, splits.labels, quiet=quiet)
+    metrics = _metrics(cfg, splits, bundle, result)
+    info.update(status="finished", wall_seconds=time.time() - started, best_epoch=result.best_epoch,
+                stopped_early=result.stopped_early)
+    if runtime.is_main_process():
+        save_bundle(bundle, run_dir / rundir.MODEL)
+        ids = np.array(splits.train.ids)
+        np.savez_compressed(run_dir / rundir.DYNAMICS, ids=ids, **result.dynamics)
+        np.savez_compressed(run_dir / rundir.GRADIENTS, **result.telemetry)
+        rundir.write_json(run_dir / rundir.METRICS, metrics)
+        rundir.write_json(run_dir / rundir.RUN, info)
+    runtime.wait_for_everyone()  # no process returns before the run directory is complete
+    return TrainResult(run_dir, bundle, metrics, result)
+
+
+def _open(cfg: Config, splits, output_dir, stem: str, existing: bool) -> tuple[Path, dict]:
+    """The run directory (the main process chooses its name) with config.toml and run.json written."""
     main = runtime.is_main_process()
     made: Path | RunError | None = None
     if main:
         try:
-            made = make_run_dir(cfg, output_dir, stem, existing)
+            made = rundir.make_run_dir(cfg.run.name, output_dir, cfg.run.output_dir, stem, existing)
         except RunError as e:
             made = e
     made = runtime.from_main(made)  # one directory (a timestamped name could differ between processes)
     if isinstance(made, RunError):
         raise made
-    run_dir = made
     info = {} if not main else {  # the run's record; the other processes write nothing
         "kind": "train", "status": "running", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv, "versions": _versions(), "device": str(runtime.device()), "cpu": runtime.cpu_info(),
-        "precision": runtime.precision_report(tc.precision),
+        "command": sys.argv, "versions": runtime.versions(), "device": str(runtime.device()),
+        "cpu": runtime.cpu_info(), "precision": runtime.precision_report(cfg.train.precision), "task": cfg.data.task,
         "files": RUN_FILES, "warnings": list(splits.warnings), "labels": splits.labels,
         "data": {name: {"source": ds.source, "examples": len(ds), "fingerprint": ds.fingerprint()}
                  for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
                  if ds is not None},
     }
     if main:
-        write_text(run_dir / "config.toml", dump_toml(cfg))
-        write_json(run_dir / "run.json", info)
+        rundir.write_text(made / rundir.CONFIG, dump_toml(cfg))
+        rundir.write_json(made / rundir.RUN, info)
+    return made, info
 
-    task = cfg.data.task
-    tmod = get_task(task)
-    torch.manual_seed(tc.seed)  # the head's initialisation
-    bundle = build(cfg.model, task, splits.labels, splits.train, cfg.data.max_length)
-    label2id = {name: i for i, name in enumerate(splits.labels)}
-    pad_id = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
-    train_feats = tmod.encode(bundle.tokenizer, splits.train, label2id, cfg.data.max_length)
-    sel_feats = tmod.encode(bundle.tokenizer, splits.selection, label2id, cfg.data.max_length)
-    metric = cfg.selection_metric
-    result = fit(bundle.model, train_feats, (splits.selection, sel_feats), tc, task=task, labels=splits.labels,
-                 pad_id=pad_id, metric=metric, example_weights=splits.train.weights, quiet=quiet)
 
-    metrics = {"selection_metric": metric, "best_epoch": result.best_epoch, "selection": result.selection_metrics,
-               "history": result.history, "train_seconds": result.train_seconds,
+def _metrics(cfg: Config, splits, bundle: Bundle, result: FitResult) -> dict:
+    """metrics.json: the best epoch's selection metrics, the history, and the test split's (reported only)."""
+    metrics = {"selection_metric": cfg.selection_metric, "best_epoch": result.best_epoch,
+               "selection": result.selection_metrics, "history": result.history, "train_seconds": result.train_seconds,
                "train_samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
                "examples_trained": result.examples_seen, "precision": result.precision, "attention": result.attention,
                "recording_seconds": result.overhead_seconds}
-    if splits.test is not None:  # reported only; nothing above looked at it
-        test_feats = tmod.encode(bundle.tokenizer, splits.test, label2id, cfg.data.max_length)
-        metrics["test"] = evaluate_features(bundle.model, splits.test, test_feats, splits.labels, pad_id, task,
-                                            tc.eval_batch_size, result.precision, quiet=True).metrics
-    info.update(status="finished", wall_seconds=time.time() - started, best_epoch=result.best_epoch,
-                stopped_early=result.stopped_early)
-    if main:
-        save_bundle(bundle, run_dir / "model")
-        np.savez_compressed(run_dir / "dynamics.npz", ids=np.array(splits.train.ids), **result.dynamics)
-        np.savez_compressed(run_dir / "gradients.npz", **result.telemetry)
-        write_json(run_dir / "metrics.json", metrics)
-        write_json(run_dir / "run.json", info)
-    runtime.wait_for_everyone()  # no process returns before the run directory is complete
-    return TrainResult(run_dir, bundle, metrics, result)
+    if splits.test is not None:  # nothing above looked at it
+        metrics["test"] = evaluate_features(bundle.model, splits.test, encode(bundle, cfg, splits.test, splits.labels),
+                                            task=cfg.data.task, labels=splits.labels, pad_id=pad_id(bundle.tokenizer),
+                                            batch_size=cfg.train.eval_batch_size, precision=result.precision,
+                                            options=bundle.meta.get("options")).metrics
+    return metrics
 
 
-callable_module(__name__, train)  # `reflectlm.train(...)` calls train() (see reflectlm.callable_module)
+callable_module(__name__, train)  # `reflectlm.train(...)` calls train() (see reflectlm.callable)

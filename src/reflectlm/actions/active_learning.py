@@ -18,43 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import Dataset
 from .. import findings as K
-from .base import NON_INFERIORITY, concat, drop_ids, params_of
-
-
-def uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
-    """(N,) higher = less sure."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
-    if p.shape[0] == 0:
-        return np.zeros(0)
-    if strategy == "entropy":
-        return -(p * np.log(p)).sum(1) / np.log(max(p.shape[1], 2))
-    if strategy == "least_confidence":
-        return 1.0 - p.max(1)
-    if strategy == "margin":
-        top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.concatenate([np.zeros_like(p), p], 1)
-        return 1.0 - (top2[:, 1] - top2[:, 0])
-    raise ValueError(f"unknown strategy {strategy!r}; use margin, entropy or least_confidence")
-
-
-def _ner_probs_to_sentence(probs: list[np.ndarray]) -> np.ndarray:
-    # A sentence is as uncertain as its least certain word: return that word's distribution.
-    out = []
-    for p in probs:
-        p = np.asarray(p)
-        if len(p) == 0:
-            out.append(np.ones(p.shape[1] if p.ndim == 2 else 1))
-            continue
-        out.append(p[np.argmin(np.sort(p, 1)[:, -1])])
-    return np.array(out)
+from ..data import Dataset
+from .base import NON_INFERIORITY, concat, drop_ids, inputs_of, params_of
 
 
 @dataclass(frozen=True)
 class ActiveLearning:
     name = "active_learning"
     addresses = {K.HIGH_ERROR_CLASS: 1, K.CONFUSED_PAIR: 1, K.CLASS_IMBALANCE: 1, K.CV_SPREAD: 1,
-                 K.NER_ERROR_KINDS: 1, K.LENGTH_OUTLIERS: 0}
+                 K.ERROR_KINDS: 1, K.LENGTH_OUTLIERS: 0}
     # It only adds verified labels (the oracle's answers) and changes nothing else: judged by
     # non-inferiority at loop.margin (the owner's decision, issue 16) - more true labels are kept
     # unless they provably hurt, instead of waiting for a gain the selection split cannot resolve.
@@ -64,6 +37,7 @@ class ActiveLearning:
     # points at a class; and each query takes new pool examples, so it is never the same plan twice.
     unprompted = ("oracle", K.UNLABELLED_POOL)
     queries_oracle = True
+    requires = ()
 
     strategy: str = "margin"  # margin | entropy | least_confidence
     size: int = 500  # labels to ask for this round
@@ -85,10 +59,9 @@ class ActiveLearning:
         return cls(size=int(size))
 
     def select(self, pool: Dataset, inputs) -> list[int]:
-        probs = inputs.predict(list(pool.texts))
-        if inputs.task == "ner":
-            probs = _ner_probs_to_sentence(probs)
-        u = uncertainty(np.asarray(probs), self.strategy)
+        # How unsure the champion is of each pool example, as its task measures it (a text's class
+        # distribution; a sentence's least certain word; an answer's span distribution).
+        u = inputs.task.uncertainty(inputs.predict(inputs_of(inputs.task, pool)), self.strategy)
         order = np.lexsort((np.arange(len(u)), -u))  # most uncertain first, ties by position
         skip = int(self.outlier_quantile * len(order))
         order = order[skip:]
@@ -117,11 +90,7 @@ class ActiveLearning:
         idx = self.select(pool, inputs)
         ids = [pool.ids[i] for i in idx]
         answers = {**waiting, **inputs.oracle.ask(ids, [pool.texts[i] for i in idx])}
-        known = set(inputs.labels)
-        if inputs.task == "ner":
-            answers = {i: a for i, a in answers.items() if all(t in known for t in a)}
-        else:
-            answers = {i: a for i, a in answers.items() if a in known}
+        answers = {i: a for i, a in answers.items() if inputs.task.valid_label(a, inputs.labels)}
         got = [k for k, i in enumerate(pool.ids) if i in answers]
         new = pool.subset(got)
         new.labels = [answers[i] for i in new.ids]

@@ -15,6 +15,7 @@ class AdversarialTraining:
     addresses = {K.NOISE_SENSITIVITY: 1, K.OVERFITTING: None}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     epsilon: float = 1.0  # norm of the embedding-matrix perturbation
 

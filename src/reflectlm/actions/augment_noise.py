@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import Dataset
 from .. import findings as K
 from .base import SUPERIORITY, concat, params_of
 
@@ -19,6 +18,7 @@ class AugmentNoise:
     addresses = {K.NOISE_SENSITIVITY: 0, K.OVERFITTING: 2, K.LENGTH_OUTLIERS: 1}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     rate: float = 0.1  # share of words changed in a noisy copy
     fraction: float = 0.5  # share of training examples that get a noisy copy
@@ -58,9 +58,10 @@ class AugmentNoise:
             noisy = [w if w.strip() and " " not in w else o for w, o in zip(noisy, words)] if train.tokens is not None else noisy
             new_tokens.append(noisy)
             new_texts.append(" ".join(noisy))
-        copy = Dataset(task=train.task, ids=[f"{i}~noise" for i in copy.ids], labels=copy.labels, texts=new_texts,
-                       tokens=new_tokens if train.tokens is not None else None,
-                       weights=np.full(len(idx), self.weight, dtype=np.float32), source=train.source)
+        # The copy keeps every other input of its original (a question's context and answers).
+        copy.ids, copy.texts = [f"{i}~noise" for i in copy.ids], new_texts
+        copy.tokens = new_tokens if train.tokens is not None else None
+        copy.weights, copy.confidence = np.full(len(idx), self.weight, dtype=np.float32), None
         out = recipe.evolve(train=concat(train, copy))
         out.changes.append({"action": self.name, "copies": len(idx), "kinds": kinds, "rate": self.rate})
         return out

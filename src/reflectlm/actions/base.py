@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import rundir
 from ..data import Dataset
 
 SUPERIORITY = "superiority"
@@ -119,19 +120,24 @@ def with_value(config, dotted: str, value: Any):
 class ActionInputs:
     """What actions may read. Fields are None when unavailable (an action then proposes nothing)."""
 
-    task: str
+    task: Any  # tasks.Task (a data.task name is looked up)
     labels: list[str]
     seed: int = 0
     findings: list = field(default_factory=list)  # diagnose.Finding of the champion
     selection_metrics: dict | None = None  # the champion's
     history: list[dict] | None = None  # the champion's per-epoch rows
-    predict: Callable[[list[str]], Any] | None = None  # texts -> the champion's probabilities
+    predict: Callable[[list], Any] | None = None  # raw inputs (task.inputs) -> the champion's outputs
     embed: Callable[[list[str]], np.ndarray] | None = None  # texts -> (N, D) unit vectors
     oracle: Any = None  # oracle.Oracle: answers labels for pool examples
     champion_model: Path | None = None  # the champion's model bundle directory
     work_dir: Path | None = None  # the round directory, for artifacts (e.g. an adapted encoder)
     label_budget_left: int | None = None
     quiet: bool = True
+
+    def __post_init__(self) -> None:
+        from ..tasks import get_task
+
+        self.task = get_task(self.task)
 
     def finding(self, *kinds: str):
         """The most severe finding of these kinds, or None."""
@@ -145,7 +151,7 @@ def champion_post(inputs: ActionInputs) -> set[str]:
 
     if inputs.champion_model is None:
         return set()
-    path = Path(inputs.champion_model).parent / "metrics.json"
+    path = Path(inputs.champion_model).parent / rundir.METRICS
     if not path.is_file():
         return set()
     return set((json.loads(path.read_text()).get("post") or {}))
@@ -171,7 +177,8 @@ def concat(a: Dataset, b: Dataset) -> Dataset:
     return Dataset(task=a.task, ids=a.ids + b.ids, labels=list(a.labels) + list(b.labels), texts=a.texts + b.texts,
                    tokens=None if a.tokens is None else a.tokens + (b.tokens or [[] for _ in b.ids]),
                    weights=weights, confidence=None, source=a.source,
-                   lines=(a.lines + b.lines) if a.lines and b.lines else [], warnings=list(a.warnings))
+                   lines=(a.lines + b.lines) if a.lines and b.lines else [], warnings=list(a.warnings),
+                   fields={k: list(v) + list(b.fields.get(k, [None] * len(b))) for k, v in a.fields.items()})
 
 
 def drop_ids(ds: Dataset, ids: set[str]) -> Dataset:
@@ -179,10 +186,25 @@ def drop_ids(ds: Dataset, ids: set[str]) -> Dataset:
 
 
 def class_probs(inputs: ActionInputs, ds: Dataset) -> np.ndarray | None:
-    """The champion's (N, C) probabilities on a classification dataset, or None."""
-    if inputs.predict is None or len(ds) == 0 or inputs.task != "classification":
+    """The champion's (N, C) probabilities on a dataset of a task with one row per example, or None."""
+    if inputs.predict is None or len(ds) == 0 or "class_probs" not in inputs.task.capabilities:
         return None
-    return np.asarray(inputs.predict(list(ds.texts)), dtype=np.float64)
+    return np.asarray(inputs.predict(inputs_of(inputs.task, ds)), dtype=np.float64)
+
+
+def unsupported(inputs: ActionInputs, action) -> dict | None:
+    """A recipe change that says why `action` skipped, when the task lacks what it requires."""
+    from ..tasks import applies, missing
+
+    if applies(inputs.task, action):
+        return None
+    return {"action": action.name, "skipped": f"not for data.task = {inputs.task.name!r} (needs "
+                                               f"{', '.join(missing(inputs.task, action))})"}
+
+
+def inputs_of(task, ds: Dataset) -> list:
+    """The raw inputs of every example (what inputs.predict takes)."""
+    return [task.inputs(ds, i) for i in range(len(ds))]
 
 
 class Action:
@@ -198,6 +220,8 @@ class Action:
                                   better) or NON_INFERIORITY (size / speed / calibration: not worse
                                   than the margin)
     retrains: bool                False for steps on the champion's trained model (calibrate, prune)
+    requires: tuple[str, ...]     task capabilities it needs (tasks/base.py); the planner offers it only
+                                  for a task that has them, and apply() on another task changes nothing
     conflicts: tuple[str, ...]    optional: actions it cannot share a plan with (checked both ways)
     unprompted: (when, kind)      optional: proposed without a finding, as answering `kind` - when
                                   "listed" (named in loop.actions) or "oracle" (an oracle is configured)

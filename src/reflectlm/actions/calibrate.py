@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import findings as K
+from .. import rundir
 from .base import NON_INFERIORITY, champion_post, params_of
 
 
@@ -93,7 +94,8 @@ class Calibrate:
     addresses = {K.MISCALIBRATION: 0}
     mode = NON_INFERIORITY
     retrains = False
-    record = "calibration.json"  # the round file its transform() result is also written to
+    requires = ("class_probs",)  # one temperature over one softmax row per example
+    record = rundir.CALIBRATION  # the round file its transform() result is also written to
 
     bins: int = 15
 
@@ -102,7 +104,7 @@ class Calibrate:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.task != "classification" or "calibrate" in champion_post(inputs):
+        if "calibrate" in champion_post(inputs):
             return None  # already calibrated: a second temperature would be 1
         return cls()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import findings as K
-from .base import SUPERIORITY, params_of
+from .base import SUPERIORITY, params_of, unsupported
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class CorrectNoise:
     # T is estimated on the base's labels: relabelling or dropping in the same plan would change the
     # labels it describes (and when a later round does, fix_labels / drop_suspects clear it).
     conflicts = ("fix_labels", "drop_suspects")
+    requires = ("class_probs",)  # the loss of a class label through a class-by-class noise matrix
 
     strength: float = 1.0  # 0: no correction ... 1: the estimated noise rates as they are
 
@@ -43,8 +44,6 @@ class CorrectNoise:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.task != "classification":
-            return None
         f = inputs.finding(K.LABEL_ISSUES)
         if f is None or not f.evidence.get("noise_rates"):
             return None
@@ -70,7 +69,10 @@ class CorrectNoise:
         from ..diagnose.label_issues import transition_from
 
         f = inputs.finding(K.LABEL_ISSUES)
-        if inputs.task != "classification" or f is None or not f.evidence.get("noise_rates") or len(inputs.labels) < 2:
+        skip = unsupported(inputs, self)
+        if skip is not None:
+            return recipe.evolve(changes=recipe.changes + [skip])
+        if f is None or not f.evidence.get("noise_rates") or len(inputs.labels) < 2:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name,
                                                             "skipped": "no estimated noise rates to correct for"}])
         rates = [dict(r, rate=r["rate"] * self.strength) for r in f.evidence["noise_rates"]]

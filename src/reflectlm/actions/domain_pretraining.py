@@ -35,9 +35,10 @@ def mlm_loss(mlm, input_ids, attention_mask, labels):
 @dataclass(frozen=True)
 class DomainPretraining:
     name = "domain_pretraining"
-    addresses = {K.UNDERFITTING: 3, K.NER_ERROR_KINDS: 2, K.NOISE_SENSITIVITY: None}
+    addresses = {K.UNDERFITTING: 3, K.ERROR_KINDS: 2, K.NOISE_SENSITIVITY: None}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     steps: int = 300
     batch_size: int = 32
@@ -67,7 +68,9 @@ class DomainPretraining:
         from ..modeling import _quiet_transformers, resolve
         from ..ui import progress
 
-        texts = list(recipe.train.texts) + (list(recipe.pool.texts) if recipe.pool is not None else [])
+        # The task's in-domain text: the texts, or a question's context.
+        texts = inputs.task.domain_texts(recipe.train) + (inputs.task.domain_texts(recipe.pool)
+                                                          if recipe.pool is not None else [])
         if not texts or inputs.work_dir is None:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no texts"}])
         _quiet_transformers()

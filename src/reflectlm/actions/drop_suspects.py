@@ -20,6 +20,7 @@ class DropSuspects:
     addresses = {K.LABEL_ISSUES: 1, K.HARD_TO_LEARN: 1}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     min_score: float = 0.0  # drop flagged examples whose suspicion score is at least this
     max_fraction: float = 0.2  # never drop more than this share of the training set

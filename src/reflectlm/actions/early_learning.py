@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import findings as K
-from .base import SUPERIORITY, params_of
+from .base import SUPERIORITY, params_of, unsupported
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class EarlyLearning:
     # base gained. With the loss taken through T, the cross-entropy no longer anchors the model's
     # own softmax, and the term's pull towards its own predictions runs away.
     conflicts = ("correct_noise",)
+    requires = ("class_probs",)  # the targets are moving averages of one softmax row per example
 
     # The paper's CIFAR-10 setting (asymmetric noise included); not tuned here.
     strength: float = 3.0  # lambda
@@ -40,8 +41,6 @@ class EarlyLearning:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.task != "classification":
-            return None
         if inputs.finding(K.LABEL_ISSUES) is None and inputs.finding(K.HARD_TO_LEARN) is None:
             return None
         if float(recipe.get("train.early_learning")) > 0:
@@ -51,9 +50,9 @@ class EarlyLearning:
         return cls()
 
     def apply(self, recipe, inputs):
-        if inputs.task != "classification":
-            why = "early-learning regularisation is for classification"
-            return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": why}])
+        skip = unsupported(inputs, self)
+        if skip is not None:
+            return recipe.evolve(changes=recipe.changes + [skip])
         out = recipe.set("train.early_learning", self.strength).set("train.early_learning_beta", self.beta)
         out.changes.append({"action": self.name, **self.params()})
         return out

@@ -15,6 +15,7 @@ class EarlyStop:
     addresses = {K.OVERFITTING: 0, K.PEAK_EPOCH: 0}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
     conflicts = ("more_epochs",)  # fewer epochs against more
 
     epochs: int = 3  # the new epoch count (the champion's best epoch)

@@ -20,6 +20,9 @@ class FixLabels:
     addresses = {K.LABEL_ISSUES: 0, K.HARD_TO_LEARN: 0, K.CONFUSED_PAIR: 0, K.HIGH_ERROR_CLASS: 2}
     mode = SUPERIORITY
     retrains = True
+    # A relabel is one class name; a tag sequence or an answer span would need a whole new label
+    # (drop_suspects handles those).
+    requires = ("class_probs",)
 
     # Relabel only when the pooled evidence clearly prefers the suggested label (twice the given
     # one's probability, and at least 0.5); the rest of the suspects are left to drop_suspects,
@@ -38,8 +41,6 @@ class FixLabels:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.task != "classification":
-            return None  # a relabelled NER sentence would need a tag sequence; drop_suspects handles NER
         if inputs.finding(K.LABEL_ISSUES) is None and inputs.finding(K.HARD_TO_LEARN) is None:
             return None
         return cls()

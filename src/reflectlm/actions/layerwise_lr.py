@@ -16,6 +16,7 @@ class LayerwiseLR:
     addresses = {K.VANISHING_GRADIENTS: 1, K.VANISHING_UPDATES: 2, K.UNSTABLE_UPDATES: None}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     decay: float = 0.8
 

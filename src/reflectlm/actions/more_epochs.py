@@ -12,9 +12,10 @@ from .base import SUPERIORITY, params_of
 @dataclass(frozen=True)
 class MoreEpochs:
     name = "more_epochs"
-    addresses = {K.UNDERFITTING: 0, K.PLATEAU: 1, K.LR_TOO_LOW: 1, K.NER_ERROR_KINDS: 0, K.AMBIGUOUS: 1}
+    addresses = {K.UNDERFITTING: 0, K.PLATEAU: 1, K.LR_TOO_LOW: 1, K.ERROR_KINDS: 0, K.AMBIGUOUS: 1}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     factor: float = 1.5  # epochs *= factor (at least one more)
     max_epochs: int = 30

@@ -12,10 +12,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .. import rundir
 from ..atomic import replacing
 from ..data import DataError
 
-QUEUE = "label_queue.csv"
+QUEUE = rundir.LABEL_QUEUE
 IMPORTED = "labels_imported.csv"
 
 

@@ -26,6 +26,7 @@ class Prune:
     addresses = {K.MODEL_SIZE: None}
     mode = NON_INFERIORITY
     retrains = False
+    requires = ()
     unprompted = ("listed", K.MODEL_SIZE)  # compression is asked for (loop.actions), not diagnosed
 
     method: str = "magnitude"  # magnitude | heads

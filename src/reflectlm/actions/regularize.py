@@ -16,6 +16,7 @@ class Regularize:
                  K.GRADIENT_SPIKES: 1}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     weight_decay: float = 0.05
     dropout: float | None = 0.15  # None: keep the model's

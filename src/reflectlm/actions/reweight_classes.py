@@ -23,6 +23,7 @@ class ReweightClasses:
     addresses = {K.CLASS_IMBALANCE: 0, K.HIGH_ERROR_CLASS: 0, K.CONFUSED_PAIR: 2}
     mode = SUPERIORITY
     retrains = True
+    requires = ("classes",)
 
     basis: str = "error"  # "error": 1 - per-class F1 where the findings were read; "frequency": inverse frequency
     power: float = 1.0  # 0: no change ... 1: proportional
@@ -33,8 +34,6 @@ class ReweightClasses:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if inputs.task == "ner":
-            return cls(basis="frequency", power=0.5)
         if inputs.finding(K.CLASS_IMBALANCE) is not None and inputs.finding(K.HIGH_ERROR_CLASS) is None:
             return cls(basis="frequency", power=0.5)
         return cls(basis="error", power=1.0) if cls.per_class_f1(inputs) else cls(basis="frequency", power=0.5)
@@ -50,13 +49,12 @@ class ReweightClasses:
         C = len(labels)
         if C < 2 or len(recipe.train) == 0:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "fewer than two classes"}])
-        pc = self.per_class_f1(inputs) if inputs.task == "classification" else None
+        pc = self.per_class_f1(inputs)  # None where the check shaped no per-class F1 (word tags)
         if self.basis == "error" and pc:
             raw = np.array([1.0 - pc.get(c, 0.0) for c in labels], dtype=np.float64)
             raw = raw + 0.02  # a perfect class keeps a small weight instead of none
         else:
-            tags = [t for s in recipe.train.labels for t in s] if inputs.task == "ner" else list(recipe.train.labels)
-            counts = Counter(tags)
+            counts = Counter(inputs.task.label_counts(recipe.train))  # per entry of the label list
             raw = np.array([1.0 / max(counts.get(c, 0), 1) for c in labels], dtype=np.float64)
         w = raw**self.power
         w = w / w.mean()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import findings as K
-from .base import SUPERIORITY, concat, drop_ids, params_of
+from .base import SUPERIORITY, concat, drop_ids, inputs_of, params_of
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class SelfTraining:
     addresses = {K.CLASS_IMBALANCE: 2, K.HIGH_ERROR_CLASS: 3, K.CV_SPREAD: None}
     mode = SUPERIORITY
     retrains = True
+    requires = ("class_probs",)  # a pseudo-label is the champion's most probable class
 
     threshold: float = 0.9  # minimum champion probability of the pseudo-label
     cap: int = 2000  # at most this many pseudo-labelled examples per round
@@ -30,7 +31,7 @@ class SelfTraining:
 
     @classmethod
     def propose(cls, inputs, recipe):
-        if recipe.pool is None or len(recipe.pool) == 0 or inputs.predict is None or inputs.task != "classification":
+        if recipe.pool is None or len(recipe.pool) == 0 or inputs.predict is None:
             return None
         return cls()
 
@@ -39,9 +40,9 @@ class SelfTraining:
 
     def apply(self, recipe, inputs):
         pool = recipe.pool
-        if pool is None or len(pool) == 0 or inputs.predict is None or inputs.task != "classification":
+        if pool is None or len(pool) == 0 or inputs.predict is None:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no pool"}])
-        probs = np.asarray(inputs.predict(list(pool.texts)), dtype=np.float64)  # (P, C)
+        probs = np.asarray(inputs.predict(inputs_of(inputs.task, pool)), dtype=np.float64)  # (P, C)
         conf, pred = probs.max(1), probs.argmax(1)
         ok = np.flatnonzero(conf >= self.threshold)
         # Round-robin over predicted classes, most confident first within each, up to the cap.

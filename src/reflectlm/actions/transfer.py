@@ -17,6 +17,7 @@ class Transfer:
     addresses = {K.UNDERFITTING: 4, K.PLATEAU: None}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
     # It warm-starts from the champion with its own short schedule: the schedule and initialisation
     # changes of these would fight it, and relabelled data would not match the model it starts from.
     conflicts = ("tune_lr", "more_epochs", "early_stop", "fix_labels", "domain_pretraining", "regularize")

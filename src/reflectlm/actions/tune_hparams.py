@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 from .. import findings as K
+from .. import rundir
 from .base import SUPERIORITY, params_of
 
 INSTALL = "pip install reflectlm[distributed]"
@@ -51,8 +52,8 @@ def ray_missing() -> str | None:
 
 
 def carve(ds, fraction: float, seed: int):
-    """(fit, held) of the training set: held is round(fraction x N) examples, stratified by class
-    (NER: random), no text on both sides (data._split, the splitter load_splits uses)."""
+    """(fit, held) of the training set: held is round(fraction x N) examples, split as the task splits
+    (by class, at random, by article), no input on both sides (the splitter load_splits uses)."""
     from ..data import stratified_split
 
     return stratified_split(ds, fraction, seed)
@@ -73,36 +74,24 @@ def trial_tree(tree: dict, config: dict) -> dict:
 
 def _trial(config: dict, *, tree: dict, fit_ds, held_ds, labels: list[str], threads: int, seed: int) -> None:
     """One Ray Tune trial: train with train.fit, report the carved split's score after every epoch."""
-    import torch
     from ray import tune
 
     from .. import runtime
     from ..config import validate_tree
-    from ..modeling import build
-    from ..tasks import get_task
-    from ..train import fit
+    from ..train import fit_config
 
     # Ray sets OMP_NUM_THREADS=1 in its workers when it is unset; the trial's threads are set here,
     # explicitly, so a trial given 4 CPUs uses them.
     runtime.set_threads(threads)
     runtime.seed_everything(seed)
     cfg = validate_tree(trial_tree(tree, config))
-    task = cfg.data.task
-    tmod = get_task(task)
-    torch.manual_seed(seed)  # the head's initialisation, as train.train does
-    bundle = build(cfg.model, task, labels, fit_ds, cfg.data.max_length)
-    label2id = {name: i for i, name in enumerate(labels)}
-    pad_id = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
-    fit_feats = tmod.encode(bundle.tokenizer, fit_ds, label2id, cfg.data.max_length)
-    held_feats = tmod.encode(bundle.tokenizer, held_ds, label2id, cfg.data.max_length)
     metric = cfg.selection_metric
 
     def report(row: dict) -> None:
         tune.report({"score": row[f"selection_{metric}"], "epoch": row["epoch"], "train_loss": row["train_loss"],
                      "held_loss": row["selection_loss"]})
 
-    fit(bundle.model, fit_feats, (held_ds, held_feats), cfg.train, task=task, labels=labels, pad_id=pad_id,
-        metric=metric, example_weights=fit_ds.weights, quiet=True, on_epoch=report)
+    fit_config(cfg, fit_ds, held_ds, labels, quiet=True, seed=seed, on_epoch=report)
 
 
 @dataclass(frozen=True)
@@ -114,6 +103,7 @@ class TuneHparams:
                  K.UNDERFITTING: 5, K.OVERFITTING: 3, K.PEAK_EPOCH: 1}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
     # They set the values this search chooses (or, transfer, a schedule of its own for the round).
     conflicts = ("tune_lr", "more_epochs", "early_stop", "regularize", "transfer")
 
@@ -236,7 +226,7 @@ class TuneHparams:
         if inputs.work_dir is not None:
             from ..atomic import write_json
 
-            write_json(inputs.work_dir / "tune.json", record)
+            write_json(inputs.work_dir / rundir.TUNE, record)
         own = trials[0]
         out.changes.append({"action": self.name, "trials": len(trials), "chosen": best["trial"],
                             "config": best["config"], "held_score": best["best_score"],

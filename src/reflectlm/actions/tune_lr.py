@@ -22,6 +22,7 @@ class TuneLR:
                  K.VANISHING_UPDATES: 1, K.VANISHING_GRADIENTS: 2}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     factor: float = 0.5  # new lr = factor * lr (and the head's rate likewise)
     warmup_ratio: float | None = None  # None: keep

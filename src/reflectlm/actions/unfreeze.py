@@ -15,6 +15,7 @@ class Unfreeze:
     addresses = {K.VANISHING_GRADIENTS: 0, K.VANISHING_UPDATES: 0, K.UNDERFITTING: 2}
     mode = SUPERIORITY
     retrains = True
+    requires = ()
 
     freeze: str = "none"  # the new train.freeze
     unfreeze_last_n: int = 2  # with freeze = "last_n"

@@ -2,8 +2,8 @@
 not worse than the champion on the selection split.
 
 Variants: pruning (`--prune 0.3`, the loop's prune action), dynamic int8 (PyTorch, or ONNX
-Runtime with `--onnx`), bf16 weights, and ONNX with dynamic batch and sequence axes - for
-classification and NER. Every candidate is scored against the champion with compare.py's paired
+Runtime with `--onnx`), bf16 weights, and ONNX with dynamic batch and sequence axes - for every
+task. Every candidate is scored against the champion with the task's paired
 test in non-inferiority mode: it is accepted iff the lower end of the bootstrap CI of
 (candidate - champion) on the selection metric stays above -margin (and, for classification, no
 class is significantly worse). Int8 tries remedies in order until one passes: per-tensor over
@@ -24,13 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from .. import rundir
 from ..atomic import write_json
 from ..config import ConfigError
-from .predictor import EXPORT_FILE, Predictor, resolve_model_dir, torch_forward
+from ..tasks import get_task
+from .predictor import EXPORT_FILE, Predictor, from_bundle, resolve_model_dir, torch_forward
 
 
 class ExportRefused(RuntimeError):
@@ -50,23 +51,12 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
            threads: int | None = None, quiet: bool = True) -> dict:
     """Build the variant, gate it against the champion, measure it, write DIR/export.json.
     Returns export.json's content; raises ExportRefused when no attempt passes the gate."""
-    from ..config import load_config
     from ..data import load_splits
-    from ..modeling import ModelError, load_bundle, save_bundle
+    from ..modeling import load_bundle, save_bundle
 
     run = Path(run)
-    if quantize not in (None, "int8", "bf16"):
-        raise ConfigError(f"--quantize must be int8 or bf16, not {quantize!r}")
-    if prune is None and quantize is None and not onnx:
-        raise ConfigError("nothing to export: give --prune AMOUNT, --quantize int8|bf16 and/or --onnx")
-    if onnx and quantize == "bf16":
-        raise ConfigError("ONNX Runtime's CPU provider has no fast bf16 kernels; use --onnx --quantize int8, "
-                         "--onnx alone (fp32), or --quantize bf16 without --onnx")
-    model_dir = resolve_model_dir(run)
-    if not (run / "config.toml").is_file():
-        raise ModelError(f"{run} has no config.toml: export scores the candidate against the champion on the run's "
-                         "selection split, so pass the run directory (not a bare bundle)")
-    cfg = load_config(run / "config.toml")
+    _check_request(prune, quantize, onnx)
+    model_dir, cfg = _source(run)
     margin = cfg.loop.margin if margin is None else float(margin)
     n_bootstrap = n_bootstrap or cfg.loop.n_bootstrap
     selection = load_splits(cfg.data, cfg.train.seed).selection
@@ -75,38 +65,37 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
 
     champion_bundle = load_bundle(model_dir)
     if onnx and champion_bundle.meta["kind"] != "transformer":
+        from ..modeling import ModelError
+
         raise ModelError("ONNX export supports transformer models; the LSTM baseline can use --quantize int8")
-    champion = Predictor(champion_bundle.task, champion_bundle.labels, champion_bundle.tokenizer,
-                         champion_bundle.meta["max_length"], torch_forward(champion_bundle.model),
-                         {"format": "torch", "precision": "fp32"})
-    texts = list(selection.texts)
-    champ_probs, _ = champion.run(texts)
+    task = get_task(champion_bundle.task)
+    champion = from_bundle(champion_bundle, torch_forward(champion_bundle.model, task.name),
+                           {"format": "torch", "precision": "fp32"})
+    items = [task.inputs(selection, i) for i in range(len(selection))]
+    champ_probs, _ = champion.run(items)
 
     name = _variant_name(prune, quantize, onnx)
-    out = Path(output) if output else run / "exports" / name
+    out = Path(output) if output else run / rundir.EXPORTS / name
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output directory {out} exists and is not empty; pass another --output or remove it")
     out.mkdir(parents=True, exist_ok=True)
 
     bundle = load_bundle(model_dir)  # the candidate's own copy of the weights
-    pruned = prune_info = None
+    pruned = None
     if prune:
         from .compress import prune_model
 
-        prune_info = prune_model(bundle.model, prune, prune_method)
-        pruned = {"amount": prune, "method": prune_method, **prune_info}
-    save_bundle(bundle, out / "model")  # tokenizer, meta and (pruned) fp32 weights: what every variant loads
+        pruned = {"amount": prune, "method": prune_method, **prune_model(bundle.model, prune, prune_method)}
+    save_bundle(bundle, out / rundir.MODEL)  # tokenizer, meta and (pruned) fp32 weights: what every variant loads
 
-    attempts = []
-    accepted = None
+    attempts, accepted = [], None
     for attempt in _attempts(bundle, out, quantize, onnx, threads):
-        probs, _ = attempt.predictor.run(texts)
+        probs, _ = attempt.predictor.run(items)
         comparison = _gate(cfg, selection, champion_bundle.labels, champ_probs, probs, margin, n_bootstrap)
-        record = {"remedy": attempt.remedy, **attempt.details, "passed": comparison["promote"],
-                  "selection_metric": comparison["challenger"], "difference": comparison["difference"],
-                  "ci_low": comparison["ci_low"], "ci_high": comparison["ci_high"], "reason": comparison["reason"],
-                  "agreement": _agreement(cfg.data.task, champ_probs, probs)}
-        attempts.append(record)
+        attempts.append({"remedy": attempt.remedy, **attempt.details, "passed": comparison["promote"],
+                         "selection_metric": comparison["challenger"], "difference": comparison["difference"],
+                         "ci_low": comparison["ci_low"], "ci_high": comparison["ci_high"],
+                         "reason": comparison["reason"], "agreement": task.agreement(champ_probs, probs)})
         if not quiet:
             print(f"{name}: {attempt.remedy}: {comparison['reason']}", flush=True)
         if comparison["promote"]:
@@ -118,22 +107,11 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
             "prune": pruned, "attempts": attempts,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if accepted is None:
-        last = attempts[-1]
-        tried = "; ".join(a["remedy"] for a in attempts)
-        reason = (f"refused: {name} is worse than the champion by more than the margin {margin:g} on the selection "
-                  f"{info['metric']} (last attempt: difference {last['difference']:+.4f}, CI low {last['ci_low']:+.4f}); "
-                  f"tried: {tried}")
-        hint = " Try a smaller --prune." if prune else (" Try --quantize bf16 or fp32 ONNX (--onnx alone)."
-                                                        if quantize == "int8" else "")
-        for p in out.iterdir():  # nothing servable may be left behind
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        _write_json(out / EXPORT_FILE, {"status": "refused", "reason": reason + "." + hint, **info})
-        raise ExportRefused(f"{reason}.{hint} Evidence: {out / EXPORT_FILE}")
-
+        _refuse(out, name, info, prune, quantize)
     attempt, comparison = accepted
-    sample = (texts * (32 // max(len(texts), 1) + 1))[:32] if texts else ["hello"]
-    variant = {"name": name, **attempt.details}
-    info.update(status="accepted", reason=comparison["reason"], variant=variant, comparison=comparison,
+    sample = (items * (32 // max(len(items), 1) + 1))[:32] if items else [task.inputs(task.from_inputs(["hello"]), 0)]
+    info.update(status="accepted", reason=comparison["reason"], variant={"name": name, **attempt.details},
+                comparison=comparison,
                 candidate=_measure(attempt.predictor, sample, repeats, _size(attempt, bundle.model, out)),
                 champion=_measure(champion, sample, repeats, _state_size(champion_bundle.model)),
                 files_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()))
@@ -141,6 +119,44 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
     info["champion"]["selection_metric"] = comparison["champion"]
     _write_json(out / EXPORT_FILE, info)
     return {**json.loads((out / EXPORT_FILE).read_text(encoding="utf-8")), "output": str(out)}
+
+
+def _check_request(prune, quantize, onnx) -> None:
+    if quantize not in (None, "int8", "bf16"):
+        raise ConfigError(f"--quantize must be int8 or bf16, not {quantize!r}")
+    if prune is None and quantize is None and not onnx:
+        raise ConfigError("nothing to export: give --prune AMOUNT, --quantize int8|bf16 and/or --onnx")
+    if onnx and quantize == "bf16":
+        raise ConfigError("ONNX Runtime's CPU provider has no fast bf16 kernels; use --onnx --quantize int8, "
+                          "--onnx alone (fp32), or --quantize bf16 without --onnx")
+
+
+def _source(run: Path):
+    """The champion's model directory and the run's config (whose selection split gates the export)."""
+    from ..config import load_config
+    from ..modeling import ModelError
+
+    model_dir = resolve_model_dir(run)
+    if not (run / rundir.CONFIG).is_file():
+        raise ModelError(f"{run} has no {rundir.CONFIG}: export scores the candidate against the champion on the "
+                         "run's selection split, so pass the run directory (not a bare bundle)")
+    return model_dir, load_config(run / rundir.CONFIG)
+
+
+def _refuse(out: Path, name: str, info: dict, prune, quantize) -> None:
+    """No attempt passed: nothing servable is left behind, export.json says why, ExportRefused."""
+    attempts = info["attempts"]
+    last = attempts[-1]
+    tried = "; ".join(a["remedy"] for a in attempts)
+    reason = (f"refused: {name} is worse than the champion by more than the margin {info['margin']:g} on the "
+              f"selection {info['metric']} (last attempt: difference {last['difference']:+.4f}, CI low "
+              f"{last['ci_low']:+.4f}); tried: {tried}")
+    hint = " Try a smaller --prune." if prune else (" Try --quantize bf16 or fp32 ONNX (--onnx alone)."
+                                                    if quantize == "int8" else "")
+    for p in out.iterdir():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    _write_json(out / EXPORT_FILE, {"status": "refused", "reason": reason + "." + hint, **info})
+    raise ExportRefused(f"{reason}.{hint} Evidence: {out / EXPORT_FILE}")
 
 
 def _variant_name(prune, quantize, onnx) -> str:
@@ -156,13 +172,12 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
     from .predictor import onnx_forward
 
     def make(forward, fmt, precision):
-        return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], forward,
-                         {"format": fmt, "precision": precision})
+        return from_bundle(bundle, forward, {"format": fmt, "precision": precision})
 
     model = bundle.model
     if onnx:
         fp32 = out / "model.onnx"
-        export_onnx(model, fp32)
+        export_onnx(model, fp32, bundle.task, model_inputs=getattr(bundle.tokenizer, "model_input_names", None))
         if quantize != "int8":
             yield Attempt("ONNX fp32", make(onnx_forward(fp32, threads), "onnx", "fp32"),
                           {"format": "onnx", "precision": "fp32", "artifact": fp32.name})
@@ -183,7 +198,7 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
         import copy
 
         bf16 = apply_precision(copy.deepcopy(model), "bf16")
-        yield Attempt("bf16 weights and activations", make(torch_forward(bf16, "bf16"), "torch", "bf16"),
+        yield Attempt("bf16 weights and activations", make(torch_forward(bf16, bundle.task, "bf16"), "torch", "bf16"),
                       {"format": "torch", "precision": "bf16", "_model": bf16})
         return
     if quantize == "int8":
@@ -193,10 +208,11 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
                           (f"int8 per-channel; {layer or 'last layer'} and {head} kept fp32",
                            {"per_channel": True, "keep_fp32": [p for p in (layer, head) if p]})):
             qmodel = quantize_int8(model, q["per_channel"], tuple(q["keep_fp32"]))
-            yield Attempt(remedy, make(torch_forward(qmodel), "torch", "int8"),
+            yield Attempt(remedy, make(torch_forward(qmodel, bundle.task), "torch", "int8"),
                           {"format": "torch", "precision": "int8", "quantization": q, "_model": qmodel})
         return
-    yield Attempt("pruned, fp32", make(torch_forward(model), "torch", "fp32"), {"format": "torch", "precision": "fp32"})
+    yield Attempt("pruned, fp32", make(torch_forward(model, bundle.task), "torch", "fp32"),
+                  {"format": "torch", "precision": "fp32"})
 
 
 def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, n_bootstrap: int) -> dict:
@@ -212,58 +228,55 @@ def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, 
     return result.to_json()
 
 
-def _agreement(task: str, a, b) -> float:
-    """Share of texts (classification) or words (NER) where both models predict the same."""
-    if task == "ner":
-        same = [int(x.argmax(1)[i] == y.argmax(1)[i]) for x, y in zip(a, b) for i in range(len(x))]
-        return float(np.mean(same)) if same else 1.0
-    return float(np.mean(np.asarray(a).argmax(1) == np.asarray(b).argmax(1))) if len(a) else 1.0
-
-
 # --------------------------------------------------------------------------- ONNX
 
 
 class _WithPooled(nn.Module):
-    """Logits and the masked mean of the last hidden state, from one forward (the monitor's embedding)."""
+    """The task's logits and the masked mean of the last hidden state, from one forward (the
+    monitor's embedding)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, task: str, inputs: tuple[str, ...]):
+        from ..tasks import get_task
+
         super().__init__()
-        self.model = model
+        self.model, self.task, self.inputs = model, get_task(task), inputs
 
-    def forward(self, input_ids, attention_mask):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def forward(self, *args):
+        kw = dict(zip(self.inputs, args))
+        out = self.model(**kw, output_hidden_states=True)
         h = out.hidden_states[-1]  # (B, T, H)
-        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        return out.logits, (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        m = kw["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        return self.task.logits(out), (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def export_onnx(model: nn.Module, path: Path, opset: int = 17) -> Path:
-    """ONNX graph with dynamic batch and sequence axes. The TorchScript exporter (dynamo=False)
-    works offline without onnxscript; attention is switched to the eager implementation for the
-    export because the SDPA path traces into ops older opsets lack."""
+def export_onnx(model: nn.Module, path: Path, task: str, opset: int = 17, model_inputs=None) -> Path:
+    """ONNX graph with dynamic batch and sequence axes, taking the inputs the task's features carry
+    (input_ids, attention_mask, and token_type_ids for a question with its context). The
+    TorchScript exporter (dynamo=False) works offline without onnxscript; attention is switched to
+    the eager implementation for the export because the SDPA path traces into ops older opsets lack."""
+    from ..tasks import get_task
+
+    spec = get_task(task)
     previous = getattr(model.config, "_attn_implementation", None)
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
-    wrapped = _WithPooled(model).eval()
-    ids = torch.ones((2, 8), dtype=torch.long)
-    mask = torch.ones((2, 8), dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"} if model.config.num_labels and not _token_level(model) else {0: "batch", 1: "sequence"},
-            "pooled": {0: "batch"}}
+    inputs = tuple(k for k in spec.model_input_names if k in model_inputs) if model_inputs else spec.model_input_names
+    wrapped = _WithPooled(model, task, inputs).eval()
+    example = tuple(torch.ones((2, 8), dtype=torch.long) if k != "token_type_ids" else torch.zeros((2, 8), dtype=torch.long)
+                    for k in inputs)
+    axes = {k: {0: "batch", 1: "sequence"} for k in inputs}
+    # One row per text (a sequence head), else one per position.
+    axes.update(logits={0: "batch"} if spec.head == "sequence" else {0: "batch", 1: "sequence"}, pooled={0: "batch"})
     import warnings
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about python control flow on shapes: axes are dynamic
-        torch.onnx.export(wrapped, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits", "pooled"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(wrapped, example, str(path), input_names=list(inputs), output_names=["logits", "pooled"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
     if previous and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(previous)
     model.eval()  # the exporter restores the wrapper's (training) mode on the way out
     return path
-
-
-def _token_level(model) -> bool:
-    return type(model).__name__.endswith("ForTokenClassification")
 
 
 def quantize_onnx(src: Path, dst: Path, settings: dict) -> list[str]:

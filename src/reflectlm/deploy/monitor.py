@@ -1,8 +1,9 @@
 """Drift of served traffic against the selection split.
 
 Checks (each a value, a threshold and an alert flag):
-- label_psi: population stability index of the predicted label distribution (NER: the entity
-  types a text was predicted to contain, "(none)" for none);
+- label_psi: population stability index of the predicted label distribution (the task's summary
+  label of a prediction: the class; the entity types a text contains, "(none)" for none; an
+  answer's length);
 - confidence_psi and confidence_ks: the confidence distribution, PSI over the reference's deciles
   and the two-sample Kolmogorov-Smirnov test;
 - low_confidence: the share of texts below serve.low_confidence, against the reference's share;
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import rundir
+
 log = logging.getLogger("reflectlm.serve")
 EPS = 1e-4
 
@@ -39,12 +42,6 @@ class Sample:
     labels: list[str]  # predicted label per text
     confidence: np.ndarray  # (N,)
     embeddings: np.ndarray | None  # (N, H)
-
-
-def text_label(task: str, readable: dict) -> str:
-    if task == "ner":
-        return "+".join(sorted({e["type"] for e in readable["entities"]})) or "(none)"
-    return readable["label"]
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -123,14 +120,7 @@ def drift(reference: Sample, current: Sample, cfg, low_confidence: float) -> dic
 
 def run_dir_of(path: str | Path) -> Path | None:
     """The run directory behind a served path: an export's source run, or the run itself."""
-    path = Path(path)
-    export = path / "export.json"
-    if export.is_file():
-        return Path(json.loads(export.read_text(encoding="utf-8"))["run"])
-    for p in (path, path.parent, path.parent.parent):  # run, run/model, run/rounds/NN/model
-        if (p / "config.toml").is_file() and (p / "run.json").is_file():
-            return p
-    return None
+    return rundir.run_of(path)
 
 
 def reference_sample(predictor, served: str | Path) -> Sample | None:
@@ -139,17 +129,17 @@ def reference_sample(predictor, served: str | Path) -> Sample | None:
     from ..data import load_splits
 
     run = run_dir_of(served)
-    if run is None or not (run / "config.toml").is_file():
+    if run is None or not (run / rundir.CONFIG).is_file():
         return None
-    cfg = load_config(run / "config.toml")
-    texts = list(load_splits(cfg.data, cfg.train.seed).selection.texts)
-    return sample_of(predictor, texts)
+    cfg = load_config(run / rundir.CONFIG)
+    sel = load_splits(cfg.data, cfg.train.seed).selection
+    return sample_of(predictor, [predictor.spec.inputs(sel, i) for i in range(len(sel))])
 
 
-def sample_of(predictor, texts: list[str]) -> Sample:
-    probs, emb = predictor.run(texts)
-    readable = predictor.readable(texts, probs)
-    return Sample([text_label(predictor.task, r) for r in readable], predictor.confidence(probs), emb)
+def sample_of(predictor, items: list) -> Sample:
+    outputs, emb = predictor.run(items)
+    readable = predictor.readable(items, outputs)
+    return Sample([predictor.spec.summary_label(r) for r in readable], predictor.confidence(outputs), emb)
 
 
 class LiveMonitor:
@@ -249,7 +239,9 @@ def monitor_state(path: str | Path, cfg=None, low_confidence: float | None = Non
     finally:
         store.close()
     # Embeddings of the stored (masked) texts: the same model, run again.
-    current = sample_of(predictor, [r["text"] for r in recent]) if recent else Sample([], np.zeros(0), None)
-    current.labels = [text_label(predictor.task, r["output"]) for r in recent]
+    task = predictor.spec
+    current = sample_of(predictor, [task.stored_input(r["text"]) for r in recent]) if recent else Sample(
+        [], np.zeros(0), None)
+    current.labels = [task.summary_label(r["output"]) for r in recent]
     current.confidence = np.array([r["confidence"] for r in recent])
     return {"store": store.name, "served": served, "counts": counts, **drift(reference, current, cfg, low)}

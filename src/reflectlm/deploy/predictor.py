@@ -1,23 +1,24 @@
 """One inference interface over whatever is deployed: a run directory (its champion), a model
 bundle, or an export directory (PyTorch fp32 / bf16 / int8, or ONNX Runtime fp32 / int8).
 
-A Predictor turns raw texts into probabilities and the encoder's pooled embedding (the drift
-monitor's input) with one forward pass, and into readable predictions: a label with its
-probabilities, or, for NER, entity spans with character offsets into the text.
+A Predictor turns raw inputs (texts, or the task's input dicts: a question with its context) into
+the task's outputs and the encoder's pooled embedding (the drift monitor's input) with one forward
+pass, and into readable predictions in the task's schema (task.readable): a label with its
+probabilities, entity spans with character offsets into the text, an answer span.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-EXPORT_FILE = "export.json"
-_WORD = re.compile(r"\S+")
+from .. import rundir
+
+EXPORT_FILE = rundir.EXPORT
 
 
 @dataclass
@@ -26,87 +27,81 @@ class Predictor:
     labels: list[str]
     tokenizer: object
     max_length: int
-    # (input_ids (B, T) int64, attention_mask (B, T) int64) -> (logits (B, C) | (B, T, C), pooled (B, H) | None)
+    # {input name: (B, T) int64} -> (logits (B, C) | (B, T, C) | (B, T, 2), pooled (B, H) | None)
     forward: Callable
     info: dict = field(default_factory=dict)  # what was loaded: path, format, precision
     batch_size: int = 64
+    options: dict = field(default_factory=dict)  # the bundle's encoding options (tasks: encode_options)
 
-    def run(self, texts: list[str]) -> tuple[list | np.ndarray, np.ndarray | None]:
-        """Probabilities ((N, C), or per sentence (n_words, C) for NER) and pooled embeddings (N, H)."""
-        from ..evaluate import _pad_id, length_sorted_batches, text_dataset
-        from ..tasks import collate, get_task
+    @property
+    def spec(self):
+        from ..tasks import get_task
 
-        task = get_task(self.task)
-        ds = text_dataset(list(texts), self.task)
-        feats = task.encode(self.tokenizer, ds, None, self.max_length)
+        return get_task(self.task)
+
+    def run(self, items: list) -> tuple[object, np.ndarray | None]:
+        """The task's outputs for raw inputs and their pooled embeddings (N, H) (a multi-window input:
+        its first window's)."""
+        from ..evaluate import length_sorted_batches, pad_id
+        from ..tasks import model_inputs
+
+        task = self.spec
+        ds = task.from_inputs(list(items))
+        feats = task.encode(self.tokenizer, ds, None, self.max_length, **self.options)
         logits: list = [None] * len(feats)
         pooled: np.ndarray | None = None
         for idx in length_sorted_batches(feats, self.batch_size):
-            batch = collate([feats[i] for i in idx], _pad_id(self.tokenizer))
-            ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy()
-            out, emb = self.forward(ids, mask)
+            batch = task.collate([feats[i] for i in idx], pad_id(self.tokenizer))
+            arrays = {k: v.numpy() for k, v in model_inputs(batch).items()}
+            out, emb = self.forward(arrays)
             out = np.asarray(out, dtype=np.float32)
-            lengths = mask.sum(1)
+            lengths = arrays["attention_mask"].sum(1)
             for j, i in enumerate(idx):
                 logits[i] = out[j, : lengths[j]] if out.ndim == 3 else out[j]
             if emb is not None:
                 if pooled is None:
-                    pooled = np.zeros((len(feats), emb.shape[1]), dtype=np.float32)
-                pooled[idx] = emb
-        return task.probs_from_logits(feats, logits), pooled
+                    pooled = np.zeros((len(ds), emb.shape[1]), dtype=np.float32)
+                for j, i in enumerate(idx):
+                    if feats[i].get("record", True):  # one window per input speaks for it
+                        pooled[feats[i]["index"]] = emb[j]
+        return task.outputs(ds, feats, logits, **self.options), pooled
 
-    def readable(self, texts: list[str], probs) -> list[dict]:
-        """Predictions in the API's shape: label + probabilities, or entities with char offsets."""
-        if self.task == "ner":
-            from ..tasks.ner import decode, spans
+    def readable(self, items: list, outputs) -> list[dict]:
+        """Predictions in the API's shape (the task's schema), each with its confidence."""
+        return self.spec.readable(list(items), outputs, self.labels)
 
-            out = []
-            for text, p in zip(texts, probs):
-                words = list(_WORD.finditer(text))  # the same whitespace words the model saw
-                tags = decode(p, self.labels)
-                ents = []
-                for kind, s, e in spans(tags):
-                    score = float(np.mean([p[s + k, self.labels.index(t)] for k, t in enumerate(tags[s:e])]))
-                    start, end = words[s].start(), words[e - 1].end()
-                    ents.append({"type": kind, "start": start, "end": end, "text": text[start:end], "score": score})
-                conf = float(np.min(p.max(1))) if len(p) else 1.0  # the least sure word
-                out.append({"entities": ents, "confidence": conf})
-            return out
-        top = probs.argmax(1)
-        return [{"label": self.labels[k], "confidence": float(probs[i, k]),
-                 "probabilities": {lab: float(v) for lab, v in zip(self.labels, probs[i])}} for i, k in enumerate(top)]
+    def confidence(self, outputs) -> np.ndarray:
+        """(N,) how sure the model is of each prediction (tasks/base.py Task.confidence)."""
+        return self.spec.confidence(outputs)
 
-    def confidence(self, probs) -> np.ndarray:
-        """(N,) confidence per text: the top probability; NER: the least sure word's top probability."""
-        if self.task == "ner":
-            return np.array([float(p.max(1).min()) if len(p) else 1.0 for p in probs])
-        return np.asarray(probs).max(1) if len(probs) else np.zeros(0)
-
-    def predict(self, texts: list[str]) -> list[dict]:
-        probs, _ = self.run(texts)
-        return self.readable(texts, probs)
+    def predict(self, items: list) -> list[dict]:
+        outputs, _ = self.run(items)
+        return self.readable(items, outputs)
 
 
 # --------------------------------------------------------------------------- backends
 
 
-def torch_forward(model, precision: str = "fp32") -> Callable:
-    """Forward of a PyTorch model: logits and the masked mean of the last hidden state."""
+def torch_forward(model, task: str, precision: str = "fp32") -> Callable:
+    """Forward of a PyTorch model: the task's logits and the masked mean of the last hidden state."""
     import torch
 
+    from ..tasks import get_task
+
+    spec = get_task(task)
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     @torch.inference_mode()
-    def forward(ids: np.ndarray, mask: np.ndarray):
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    def forward(arrays: dict):
+        inputs = {k: torch.from_numpy(v) for k, v in arrays.items()}
         transformer = hasattr(model, "config")
-        out = model(input_ids=ids_t, attention_mask=mask_t, **({"output_hidden_states": True} if transformer else {}))
+        out = model(**inputs, **({"output_hidden_states": True} if transformer else {}))
         pooled = None
         if transformer and getattr(out, "hidden_states", None) is not None:
             h = out.hidden_states[-1].float()  # (B, T, H)
-            m = mask_t[..., None].float()
+            m = inputs["attention_mask"][..., None].float()
             pooled = ((h * m).sum(1) / m.sum(1).clamp(min=1.0)).numpy()  # (B, H)
-        logits = out.logits
+        logits = spec.logits(out)
         return (logits.float() if dtype is not None or logits.dtype != torch.float32 else logits).numpy(), pooled
 
     return forward
@@ -120,10 +115,10 @@ def onnx_forward(path: Path, threads: int | None = None) -> Callable:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3  # no warnings about unused initialisers on stdout
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
 
-    def forward(ids: np.ndarray, mask: np.ndarray):
-        logits, pooled = session.run(["logits", "pooled"], {"input_ids": ids.astype(np.int64),
-                                                             "attention_mask": mask.astype(np.int64)})
+    def forward(arrays: dict):
+        logits, pooled = session.run(["logits", "pooled"], {k: arrays[k].astype(np.int64) for k in names})
         return logits, pooled
 
     return forward
@@ -132,14 +127,18 @@ def onnx_forward(path: Path, threads: int | None = None) -> Callable:
 def resolve_model_dir(path: str | Path) -> Path:
     """A run directory -> its champion's model/ (a loop run) or its model/ (a train run); a bundle
     directory as it is. Raises ModelError saying what to pass otherwise."""
-    from ..modeling import BUNDLE_FILE, ModelError
+    from ..modeling import ModelError
 
-    path = Path(path)
-    for candidate in (path / "champion" / "model", path / "model", path):
-        if (candidate / BUNDLE_FILE).is_file():
-            return candidate
-    raise ModelError(f"{path} holds no model: pass a run directory (from `reflectlm run` or `reflectlm train`), "
-                     f"a model bundle, or an export directory from `reflectlm export` (with {EXPORT_FILE})")
+    found = rundir.model_of(path)
+    if found is None:
+        raise ModelError(f"{path} holds no model: pass a run directory (from `reflectlm run` or `reflectlm train`), "
+                         f"a model bundle, or an export directory from `reflectlm export` (with {EXPORT_FILE})")
+    return found
+
+
+def from_bundle(bundle, forward: Callable, info: dict) -> Predictor:
+    return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], forward, info,
+                     options=bundle.meta.get("options", {}))
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
@@ -151,8 +150,8 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
 
     model_dir = resolve_model_dir(path)
     bundle = load_bundle(model_dir)
-    return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], torch_forward(bundle.model),
-                     {"path": str(model_dir), "format": "torch", "precision": "fp32"})
+    return from_bundle(bundle, torch_forward(bundle.model, bundle.task),
+                       {"path": str(model_dir), "format": "torch", "precision": "fp32"})
 
 
 def load_export(path: Path, threads: int | None = None) -> Predictor:
@@ -162,7 +161,7 @@ def load_export(path: Path, threads: int | None = None) -> Predictor:
     if info.get("status") != "accepted":
         raise ModelError(f"{path} is a refused export ({info.get('reason', 'no reason recorded')}); serve the run "
                          "itself or export again with a remedy (see export.json)")
-    bundle = load_bundle(path / "model")
+    bundle = load_bundle(path / rundir.MODEL)
     variant = info["variant"]
     if variant["format"] == "onnx":
         forward = onnx_forward(path / variant["artifact"], threads)
@@ -170,6 +169,5 @@ def load_export(path: Path, threads: int | None = None) -> Predictor:
         from .compress import apply_precision
 
         forward = torch_forward(apply_precision(bundle.model, variant["precision"], variant.get("quantization")),
-                                variant["precision"])
-    return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], forward,
-                     {"path": str(path), **{k: variant[k] for k in ("format", "precision")}})
+                                bundle.task, variant["precision"])
+    return from_bundle(bundle, forward, {"path": str(path), **{k: variant[k] for k in ("format", "precision")}})

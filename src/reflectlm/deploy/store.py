@@ -30,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+from .. import rundir
 from ..data import DataError
 
 BACKENDS = ("sqlite", "postgresql")
@@ -61,7 +62,7 @@ def store_url(target: str | Path):
     if not is_url(target):
         path = Path(target).expanduser()
         if path.is_dir():
-            path = path / "serving.sqlite"
+            path = path / rundir.SERVING_STORE
         return URL.create("sqlite", database=str(path.resolve()))
     try:
         url = make_url(target)
@@ -127,11 +128,12 @@ def _tables(backend: str):
         sa.Column("id", sa.Text, primary_key=True),
         sa.Column("created", sa.Double, nullable=False),
         sa.Column("api_key", sa.Text),
+        # The input as served (masked): the text, or a JSON object of the task's input fields
         sa.Column("text", sa.Text, nullable=False),
-        sa.Column("output", sa.Text, nullable=False),  # JSON: {"label": ...} or {"entities": [...], "tags": [...]}
+        sa.Column("output", sa.Text, nullable=False),  # JSON: what the task keeps of a prediction (task.stored_row)
         sa.Column("confidence", sa.Double, nullable=False),
         sa.Column("low_confidence", sa.Integer, nullable=False),
-        sa.Column("words", sa.Text),  # NER: JSON [[start, end], ...] of the text's words
+        sa.Column("words", sa.Text),  # a word-tagging task: JSON [[start, end], ...] of the text's words
     ]
     if backend != "sqlite":
         # Insertion order, for the monitor's window and the pool's order (texts of one micro-batch share
@@ -145,8 +147,8 @@ def _tables(backend: str):
         sa.Column("prediction_id", sa.Text, sa.ForeignKey("predictions.id"), nullable=False),
         sa.Column("created", sa.Double, nullable=False),
         sa.Column("api_key", sa.Text),
-        sa.Column("label", sa.Text),  # classification: the correct label
-        sa.Column("tags", sa.Text),  # NER: JSON list, one BIO tag per word
+        sa.Column("label", sa.Text),  # a correction that is one label (classification)
+        sa.Column("tags", sa.Text),  # any other correction, as JSON (NER: one BIO tag per word; QA: the answer)
         sa.Index("feedback_prediction", "prediction_id"),
         sqlite_autoincrement=True)
     return md, meta, predictions, feedback
@@ -281,8 +283,8 @@ class ProductionStore:
         return {"id": row[0], "text": row[1], "output": json.loads(row[2]), "confidence": row[3],
                 "words": json.loads(row[4]) if row[4] else None}
 
-    def add_feedback(self, prediction_id: str, label: str | None = None, tags: list[str] | None = None,
-                     api_key: str | None = None) -> int:
+    def add_feedback(self, prediction_id: str, label: str | None = None, tags=None, api_key: str | None = None) -> int:
+        """A correction: `label` when it is one label, else `tags` (any JSON: BIO tags, an answer)."""
         with self._tx(write=True, durable=True) as conn:  # committed durably before the caller answers
             result = conn.execute(self._fb.insert().values(prediction_id=prediction_id, created=time.time(),
                                                            api_key=api_key, label=label,

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import callable_module
+from ..callable import callable_module
+from ..tasks import applies, missing
 from .balance import BalanceAndData
 from .base import Context, Finding, Skip
 from .calibration import Calibration
@@ -73,7 +74,7 @@ def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path |
     / unit vectors; train_config: the [train] section the model was trained with (default cfg's).
     Cross-validation (expensive) runs only when a check needs it, or wants it (`wants`: inputs a
     check uses when it can; if they cannot be built here the check runs without them)."""
-    import numpy as np
+    from .. import rundir
 
     ctx = Context(task=cfg.data.task, labels=labels, train=train, selection=selection, seed=cfg.train.seed,
                   train_config=train_config if train_config is not None else cfg.train.model_dump(),
@@ -81,19 +82,17 @@ def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path |
     if selection_out is not None:
         ctx.selection_probs, ctx.selection_metrics = selection_out.probs, selection_out.metrics
     if artifacts is not None:
-        if (artifacts / "metrics.json").is_file():
-            ctx.history = json.loads((artifacts / "metrics.json").read_text()).get("history")
-        for name, attr in (("dynamics.npz", "dynamics"), ("gradients.npz", "gradients")):
-            if (artifacts / name).is_file():
-                with np.load(artifacts / name) as z:
-                    setattr(ctx, attr, {k: z[k] for k in z.files})
+        ctx.history = (rundir.read_json(artifacts / rundir.METRICS, {}) or {}).get("history")
+        ctx.dynamics = rundir.read_npz(artifacts / rundir.DYNAMICS)
+        ctx.gradients = rundir.read_npz(artifacts / rundir.GRADIENTS)
     if (needs | set(wants)) & {"oof_probs", "cv"}:
         from .crossval import out_of_fold
 
         model = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
         try:
             ctx.oof_probs, ctx.cv = out_of_fold(train, labels, cfg.data.task, mode=cv, folds=5, seed=cfg.train.seed,
-                                                model=model, train_cfg=cfg.train, model_cfg=cfg.model, quiet=quiet)
+                                                model=model, train_cfg=cfg.train, model_cfg=cfg.model,
+                                                data_cfg=cfg.data, quiet=quiet)
         except (Skip, ValueError):
             if needs & {"oof_probs", "cv"}:
                 raise
@@ -111,15 +110,16 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
                      wants: set[str] = frozenset()) -> Context:
     """Load what the checks need from a run directory; expensive inputs only when needed."""
     from .. import data as data_mod
+    from .. import rundir
     from ..config import load_config
     from ..evaluate import bundle_probs, evaluate_bundle
     from ..modeling import load_bundle
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.toml); pass the directory "
+    if not (run_dir / rundir.CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {rundir.CONFIG}); pass the directory "
                                 "that `reflectlm train` wrote")
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / rundir.CONFIG)
     splits = data_mod.load_splits(cfg.data, cfg.train.seed)
     bundle = load_bundle(run_dir)
     batch, precision = cfg.train.eval_batch_size, cfg.train.precision
@@ -133,7 +133,7 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
         embed = lambda texts: embed_texts(list(texts), model=encoder, quiet=quiet)  # noqa: E731
     return build_context(cfg, splits.train, splits.selection, bundle.labels, artifacts=run_dir, needs=needs, cv=cv,
                          selection_out=out, embed=embed, quiet=quiet, wants=wants,
-                         predict=lambda texts: bundle_probs(bundle, list(texts), batch_size=batch, precision=precision))
+                         predict=lambda items: bundle_probs(bundle, list(items), batch_size=batch, precision=precision))
 
 
 def diagnose(run_dir: str | Path, checks: list[str] | None = None, **kwargs) -> list[Finding]:
@@ -149,13 +149,18 @@ def run_diagnosis(run_dir: str | Path | None, checks: list[str] | None = None, *
         raise ValueError(f"cv must be 'fast' or 'full', not {cv!r}")
     names = list(checks) if checks else list(DIAGNOSTICS)
     instances = {name: get_check(name) for name in names}
+    task = _task_of(ctx, run_dir)
+    skipped = [{"check": n, "reason": f"does not apply to data.task = {task.name!r}: needs "
+                                      f"{', '.join(missing(task, c))} (tasks/base.py capabilities)"}
+               for n, c in instances.items() if not applies(task, c)]
+    instances = {n: c for n, c in instances.items() if applies(task, c)}
     needs, wants = wanted(instances.values())
     if any(isinstance(c, BalanceAndData) for c in instances.values()):
         needs.add("embed_texts")
     if ctx is None:
         ctx = context_from_run(run_dir, needs, cv=cv, quiet=quiet, wants=wants)
     findings: list[Finding] = []
-    skipped, failed, timings = [], [], {}
+    failed, timings = [], {}
     for name, check in instances.items():
         t0 = time.perf_counter()
         try:
@@ -170,15 +175,30 @@ def run_diagnosis(run_dir: str | Path | None, checks: list[str] | None = None, *
     if write and run_dir is not None:
         record = {"findings": [f.to_json() for f in findings], "skipped": skipped, "failed": failed,
                   "checks": {n: c.params() for n, c in instances.items()}, "seconds": timings, "cv": ctx.cv}
-        _write(Path(run_dir) / "findings.json", record)
+        _write(Path(run_dir), record)
     return Diagnosis(findings, skipped, failed, timings, ctx.cv, ctx.selection_metrics)
 
 
-def _write(path: Path, obj) -> None:
-    from ..atomic import write_text
+def _task_of(ctx: Context | None, run_dir):
+    """The task the checks run for: the context's, else the run directory's config."""
+    if ctx is not None:
+        return ctx.task
+    from .. import rundir
+    from ..config import load_config
+    from ..tasks import get_task
+
+    path = Path(run_dir) / rundir.CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {rundir.CONFIG}); pass the directory "
+                                "that `reflectlm train` wrote")
+    return get_task(load_config(path).data.task)
+
+
+def _write(run_dir: Path, obj) -> None:
+    from .. import rundir
     from ..findings import jsonable
 
-    write_text(path, json.dumps(jsonable(obj), indent=2))
+    rundir.write_text(run_dir / rundir.FINDINGS, json.dumps(jsonable(obj), indent=2))
 
 
 callable_module(__name__, diagnose)  # `reflectlm.diagnose(...)` calls diagnose() (see reflectlm.callable_module)

@@ -5,7 +5,8 @@ Findings (convention: "class_imbalance" is always returned for a non-empty train
 severity 0 when the classes are balanced; the other kinds only when something is found):
 
 - class_imbalance   imbalance ratio (largest / smallest class count) and normalised entropy of
-                    the train classes (NER: entity types); Spearman correlation between a class's
+                    the train classes (the task's groups: entity types, question types); Spearman
+                    correlation between a class's
                     train frequency and its error rate (selection_probs, else oof_probs).
                     Severity = min(1, log10(ratio) / 2): 10:1 is 0.5, 100:1 or worse is 1.
 - near_duplicates   selection examples whose normalised text is in train, or (with embed_texts)
@@ -40,6 +41,7 @@ _MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of norma
 class BalanceAndData:
     name = "balance"
     needs = ("train",)
+    requires = ()
 
     def __init__(self, duplicate_threshold: float = 0.95, chunk_elements: int = 1 << 24, mad_k: float = 3.0,
                  min_words: int = 2, alpha: float = 0.05, examples: int = 5):
@@ -70,19 +72,13 @@ class BalanceAndData:
     def _imbalance(self, ctx) -> Finding:
         from scipy.stats import spearmanr
 
-        from .performance import check_inputs, class_errors
+        from .performance import check_inputs
 
-        ds, labels = ctx.train, list(ctx.labels)
-        if ctx.task == "ner":
-            from reflectlm.tasks.ner import spans
-
-            counts = Counter(s[0] for tags in ds.labels for s in spans(list(tags)))
-            classes = sorted({t[2:] for t in labels if t != "O"} | set(counts))
-            unit = "entities"
-        else:
-            counts = Counter(ds.labels)
-            classes = list(labels) + sorted(set(counts) - set(labels))
-            unit = "examples"
+        ds, labels, task = ctx.train, list(ctx.labels), ctx.task
+        counts = Counter(task.class_counts(ds))  # classes; entity types; question types
+        names = task.label_names_of(labels)
+        classes = names + sorted(set(counts) - set(names))
+        unit = task.count_unit
         present = {c: counts[c] for c in classes if counts[c] > 0}
         missing = [c for c in classes if counts[c] == 0]
         K = len(present)
@@ -99,9 +95,9 @@ class BalanceAndData:
         # Do rarer classes fail more? Errors come from the selection split, else out-of-fold.
         source, rho, p_rho, per_class = None, None, None, {}
         for split, ds_e, probs in (("selection", ctx.selection, ctx.selection_probs), ("train", ds, ctx.oof_probs)):
-            if ds_e is not None and probs is not None and len(ds_e) and labels:
-                check_inputs(ctx.task, ds_e, probs, labels, split)
-                errs = class_errors(ctx.task, ds_e, probs, labels)
+            if ds_e is not None and probs is not None and len(ds_e):
+                check_inputs(task, ds_e, probs, labels, split)
+                errs = task.error_groups(ds_e, probs, labels)
                 per_class = {c: e / n for c, (e, n) in errs.items() if n > 0 and c in present}
                 source = split
                 break
@@ -131,16 +127,18 @@ class BalanceAndData:
 
     def _duplicates(self, ctx) -> Finding | None:
         train, sel = ctx.train, ctx.selection
+        # An example's whole input (a question with its context) is what must not be on both sides.
+        train_keys, sel_keys = ctx.task.keys(train), ctx.task.keys(sel)
         seen: dict[str, int] = {}
-        for i, t in enumerate(train.texts):
+        for i, t in enumerate(train_keys):
             seen.setdefault(normalise(t), i)
         best: dict[int, tuple[int, float, str]] = {}  # selection index -> (train index, similarity, how)
-        for j, t in enumerate(sel.texts):
+        for j, t in enumerate(sel_keys):
             i = seen.get(normalise(t))
             if i is not None:
                 best[j] = (i, 1.0, "exact")
         if ctx.embed_texts is not None:
-            for j, (i, sim) in nearest(ctx.embed_texts(list(sel.texts)), ctx.embed_texts(list(train.texts)),
+            for j, (i, sim) in nearest(ctx.embed_texts(list(sel_keys)), ctx.embed_texts(list(train_keys)),
                                        self.chunk_elements).items():
                 if sim >= self.duplicate_threshold and j not in best:
                     best[j] = (i, min(sim, 1.0), "near")
@@ -159,8 +157,8 @@ class BalanceAndData:
         # dropping the training side gives a challenger less data and judges it on the same leaked
         # split, which can only lose (it cost a whole round on a public intent set).
         scores = None
-        if ctx.selection_probs is not None and ctx.labels and len(sel) == len(ctx.selection_probs):
-            right = _correct(ctx.task, sel, ctx.selection_probs, list(ctx.labels))
+        if ctx.selection_probs is not None and len(sel) == len(ctx.selection_probs):
+            right = ctx.task.correct(sel, ctx.selection_probs, list(ctx.labels))
             clean = np.ones(len(sel), dtype=bool)
             clean[list(best)] = False
             scores = {"all": float(right.mean()), "deduplicated": float(right[clean].mean()) if clean.any() else None,
@@ -208,11 +206,11 @@ class BalanceAndData:
             share = float(flag.mean())
             severity = min(1.0, share / 0.2)
             err_out = err_in = p = None
-            if probs is not None and ctx.labels:
+            if probs is not None:
                 from .performance import check_inputs
 
                 check_inputs(ctx.task, ds, probs, list(ctx.labels), split)
-                wrong = ~_correct(ctx.task, ds, probs, list(ctx.labels))
+                wrong = ~ctx.task.correct(ds, probs, list(ctx.labels))
                 err_out = float(wrong[flag].mean())
                 err_in = float(wrong[~flag].mean()) if (~flag).any() else None
                 if err_in is not None:
@@ -276,17 +274,6 @@ def _word_counts(ds) -> np.ndarray:
     if ds.tokens is not None:
         return np.array([len(t) for t in ds.tokens], dtype=np.float64)
     return np.array([len(t.split()) for t in ds.texts], dtype=np.float64)
-
-
-def _correct(task: str, ds, probs, labels: list[str]) -> np.ndarray:
-    """Per example: classification argmax == gold; NER all gold entities found and nothing else."""
-    if task == "ner":
-        from reflectlm.tasks.ner import decode, spans
-
-        return np.array([set(spans(list(g))) == set(spans(decode(np.asarray(p), labels)))
-                         for g, p in zip(ds.labels, probs)], dtype=bool)
-    y = np.array([labels.index(v) for v in ds.labels], dtype=int)
-    return np.asarray(probs).argmax(1) == y
 
 
 def _clip(text: str, width: int = 200) -> str:

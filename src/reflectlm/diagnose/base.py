@@ -1,9 +1,11 @@
 """The common shape of every check's result, and the inputs checks read.
 
 A check is a small class: its constructor stores parameters only, `run(ctx)` does the work and
-returns a list of Findings (reflectlm.findings). Every Finding has the same shape (DESIGN.md §Style): a kind, a
+returns a list of Findings (reflectlm.findings). Every Finding has the same shape: a kind, a
 severity in [0, 1], a one-line summary, JSON-able evidence and, where it applies, a score in
-[0, 1] per example id. A check whose inputs are missing raises Skip with the reason.
+[0, 1] per example id. A check whose inputs are missing raises Skip with the reason; a check that
+needs what the run's task cannot give declares it in `requires` (tasks/base.py) and is skipped,
+saying so, for such a task.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ class Context:
     Fields are None when unavailable; a check that needs one raises Skip.
     """
 
-    task: str  # "classification" | "ner"
-    labels: list[str]  # class names, or the BIO tag list for NER
+    task: Any  # tasks.Task (a data.task name is looked up)
+    labels: list[str]  # the model's label list (class names, BIO tags; [] for span answers)
     train: Any = None  # data.Dataset
     selection: Any = None  # data.Dataset
     selection_probs: Any = None  # (N, C) array; NER: list of (n_words, C)
@@ -39,9 +41,14 @@ class Context:
     gradients: dict | None = None  # gradients.npz arrays
     history: list[dict] | None = None  # per-epoch rows from metrics.json
     train_config: dict | None = None  # the run's [train] section
-    predict_texts: Callable[[list[str]], Any] | None = None  # texts -> probs like selection_probs
+    predict_texts: Callable[[list], Any] | None = None  # raw inputs (task.inputs) -> outputs like selection_probs
     embed_texts: Callable[[list[str]], np.ndarray] | None = None  # texts -> (N, D) unit vectors
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..tasks import get_task
+
+        self.task = get_task(self.task)
 
     def need(self, *names: str) -> None:
         missing = [n for n in names if getattr(self, n) is None]
@@ -63,6 +70,7 @@ class Check:
 
     name: str                 the table key
     needs: tuple[str, ...]    Context fields it reads; missing ones make diagnose() skip it
+    requires: tuple[str, ...] task capabilities it needs (tasks/base.py); without them it is skipped
     __init__(**params)        stores parameters only (all JSON-able, all with defaults)
     params() -> dict          stored_params(self): the stored parameters, so a run records what ran
     run(ctx) -> list[Finding] the work; deterministic for ctx.seed; [] when nothing is wrong

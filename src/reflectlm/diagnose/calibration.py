@@ -18,7 +18,9 @@ when the ECE stands out: consistency resampling draws correct*_i ~ Bernoulli(c_i
 calibrated model with these confidences would score), and the p-value is the share of draws
 whose ECE reaches the observed one.
 
-NER: every word counts as one prediction over the tag set (word-level probabilities).
+What one prediction is, and its confidence, is the task's (task.calibration): an example's top
+class; every word of an NER sentence over the tag set; a question's best answer, whose correctness
+is an exact match (no temperature there: the answer score is not one softmax row).
 
 One "miscalibration" finding is always returned for a non-empty split (severity 0 when the ECE
 does not stand out), carrying the reliability table. Severity = min(1, ECE / scale) when p < alpha.
@@ -39,6 +41,7 @@ from .base import Finding, stored_params
 class Calibration:
     name = "calibration"
     needs = ("selection", "selection_probs")
+    requires = ()
 
     def __init__(self, bins: int = 15, scale: float = 0.15, alpha: float = 0.05, resamples: int = 200):
         self.bins = bins  # equal-width confidence bins (Guo et al. use 15)
@@ -58,49 +61,39 @@ class Calibration:
         require_labels(ctx)
         ds = ctx.selection
         check_inputs(ctx.task, ds, ctx.selection_probs, ctx.labels, "selection")
-        probs, y = _flatten(ctx.task, ds, ctx.selection_probs, list(ctx.labels))  # (M, C), (M,)
-        if len(y) == 0:
+        view = ctx.task.calibration(ds, ctx.selection_probs, list(ctx.labels))
+        conf, correct = np.asarray(view["confidence"], np.float64), np.asarray(view["correct"], np.float64)  # (M,)
+        if len(conf) == 0:
             return []
-        conf = probs.max(1)
-        correct = (probs.argmax(1) == y).astype(np.float64)
         ece, mce, table = reliability(conf, correct, self.bins)
         p_value = consistency_p_value(conf, ece, self.bins, self.resamples, ctx.seed)
-        T, nll_before, nll_after = fit_temperature(probs, y)
-        if T is None:  # one class: every probability is 1, there is nothing to scale
+        T = nll_before = nll_after = None
+        if view["probs"] is not None:  # probability rows: what one temperature would fix
+            T, nll_before, nll_after = fit_temperature(np.asarray(view["probs"], np.float64), view["gold"])
+        if T is None:  # one class (every probability is 1), or no rows to scale
             ece_after, T = ece, 1.0
         else:
-            ece_after = reliability(temper(probs, T).max(1), correct, self.bins)[0]
+            ece_after = reliability(temper(view["probs"], T).max(1), correct, self.bins)[0]
         gap = float(conf.mean() - correct.mean())
         direction = ("over-confident" if gap > 0 else "under-confident" if gap < 0
                      else "neither over- nor under-confident")
         stands_out = p_value < self.alpha
-        unit = "words" if ctx.task == "ner" else "examples"
-        summary = (f"Expected calibration error {ece:.3f} on {len(y)} selection {unit} "
-                   f"({direction}: mean confidence {conf.mean():.3f} vs accuracy {correct.mean():.3f}); "
-                   f"temperature {T:.2f} brings it to {ece_after:.3f}"
-                   + ("." if stands_out
+        unit = view["unit"]
+        tempered = (f"; temperature {T:.2f} brings it to {ece_after:.3f}" if view["probs"] is not None
+                    else "; the answer scores are not one softmax row, so no temperature is fitted")
+        summary = (f"Expected calibration error {ece:.3f} on {len(conf)} selection {unit} "
+                   f"({direction}: mean confidence {conf.mean():.3f} vs accuracy {correct.mean():.3f})"
+                   + tempered + ("." if stands_out
                       else f", within what a calibrated model shows on this sample (p = {p_value:.2g})."))
         return [Finding(
             check=self.name, kind=MISCALIBRATION,
             severity=min(1.0, ece / self.scale) if stands_out else 0.0,
             summary=summary,
             evidence={"ece": ece, "mce": mce, "mean_confidence": float(conf.mean()), "accuracy": float(correct.mean()),
-                      "gap": gap, "direction": direction, "p_value": p_value, "n": int(len(y)), "unit": unit,
+                      "gap": gap, "direction": direction, "p_value": p_value, "n": int(len(conf)), "unit": unit,
                       "temperature": T, "ece_after_temperature": ece_after, "nll": nll_before,
                       "nll_after_temperature": nll_after, "bins": self.bins, "reliability": table},
             split="selection")]
-
-
-def _flatten(task: str, ds, probs, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(M, C) probabilities and (M,) gold indices; NER: one row per word of every sentence."""
-    C = len(labels)
-    if task == "ner":
-        rows = [np.asarray(p, dtype=np.float64).reshape(-1, C) for p in probs]
-        gold = [labels.index(t) for tags in ds.labels for t in tags]
-        P = np.concatenate(rows) if rows else np.zeros((0, C))
-        return P, np.asarray(gold, dtype=int)
-    P = np.asarray(probs, dtype=np.float64).reshape(len(ds), C)
-    return P, np.asarray([labels.index(v) for v in ds.labels], dtype=int)
 
 
 def _bins(conf: np.ndarray, bins: int) -> np.ndarray:

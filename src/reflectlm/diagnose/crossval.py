@@ -1,16 +1,18 @@
 """Cross-validation: out-of-fold predicted probabilities for every training example, and the
 spread of the metric across folds.
 
-    probs, info = out_of_fold(train, labels, "classification")             # fast: seconds
-    probs, info = out_of_fold(train, labels, "ner", mode="full", folds=3)   # fine-tune per fold
+    probs, info = out_of_fold(train, labels, "classification")                    # fast: seconds
+    probs, info = out_of_fold(train, labels, "ner", mode="full", folds=3,            # fine-tune per fold
+                              data_cfg=cfg.data, model_cfg=cfg.model, train_cfg=cfg.train)
 
 Every training example is predicted exactly once, by a model that never saw it: the input that
 label-issue detection needs (an in-sample prediction has already learnt the wrong label).
 
 - fast: frozen-encoder embeddings computed once (embed.embed_texts / embed_words, cached on
-  disk) and a logistic-regression head per fold; NER classifies each word from its vector.
-- full: a fresh model fine-tuned per fold with train.fit; 10% of each fold's training part is
-  its selection split (best epoch), the held-out fold is predicted with evaluate.forward_all.
+  disk) and a logistic-regression head per fold: one vector per text, or per word for a
+  word-tagging task (the tasks with the `fast_cv` capability).
+- full: a fresh model fine-tuned per fold (train.fit_config); 10% of each fold's training part is
+  its selection split (best epoch), the held-out fold is predicted with evaluate.evaluate_features.
 
 References: Northcutt et al. 2021 (confident learning needs out-of-sample probabilities);
 Vysogorets & Gopal 2024 (cheap rounds on frozen embeddings).
@@ -35,21 +37,18 @@ MODES = ("fast", "full")
 FAST_C = 10.0
 
 
-def _metric_name(task: str) -> str:
-    return "entity_f1" if task == "ner" else "macro_f1"
-
-
-def _plan_folds(train, task: str, folds: int) -> tuple[int, str | None]:
+def _plan_folds(train, task, folds: int) -> tuple[int, str | None]:
     """The number of folds to use, and a note when it had to be reduced; Skip when impossible."""
     n = len(train)
     if folds < 2:
         raise ValueError(f"folds = {folds}: cross-validation needs at least 2 folds")
     if n < 2:
         raise Skip(f"cross-validation needs at least 2 training examples; this set has {n}")
-    if task == "ner":
+    strata = task.strata(train)
+    if strata is None:
         k = min(folds, n)
-        return k, (f"folds reduced from {folds} to {k}: only {n} sentences" if k < folds else None)
-    counts = Counter(train.labels)
+        return k, (f"folds reduced from {folds} to {k}: only {n} {task.unit}s" if k < folds else None)
+    counts = Counter(strata)
     if len(counts) < 2:
         raise Skip(f"cross-validation needs at least 2 classes; every training example is {next(iter(counts))!r}")
     smallest = min(counts.values())
@@ -65,17 +64,21 @@ def _plan_folds(train, task: str, folds: int) -> tuple[int, str | None]:
     return k, "; ".join(notes) or None
 
 
-def fold_indices(train, task: str, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train_idx, held_idx) per fold; stratified by class for classification, by sentence for NER."""
+def fold_indices(train, task, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, held_idx) per fold; stratified by the task's strata (the class) where it has them,
+    else at random by example."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
+    from ..tasks import get_task
+
     n = len(train)
-    if task == "ner":
+    strata = get_task(task).strata(train)
+    if strata is None:
         return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n)))
     with warnings.catch_warnings():
         # "The least populated class has only 1 member": expected and recorded in info["note"].
         warnings.simplefilter("ignore", UserWarning)
-        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), train.labels))
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), strata))
 
 
 # lbfgs stops when the largest gradient coordinate falls below `tol`, and scikit-learn's loss is
@@ -187,42 +190,32 @@ def at_chance(accuracies: list[float], chances: list[float]) -> list[int]:
     return out
 
 
-def _fold_metric(task: str, ds, probs, labels: list[str]) -> float:
-    from ..tasks import get_task
-
-    return float(get_task(task).metrics(ds, probs, labels)[_metric_name(task)])
+def _fold_metric(task, ds, probs, labels: list[str]) -> float:
+    return float(task.metrics(ds, probs, labels)[task.default_metric])
 
 
 def _fast(train, labels, task, splits, seed, model, cache_dir, quiet):
-    """[(held, probs, fit record)] per fold: one head per fold on frozen vectors (words for NER),
-    with a fold that scored at chance refitted at a 100x tighter tolerance."""
-    from ..embed import embed_texts, embed_words
-
+    """[(held, probs, fit record)] per fold: one head per fold on frozen vectors (one per text, or
+    per word: task.cv_vectors), with a fold that scored at chance refitted at a 100x tighter tolerance."""
     l2i = {name: i for i, name in enumerate(labels)}
     C = len(labels)
-    if task == "ner":
-        vecs = embed_words(train.tokens, model=model, cache_dir=cache_dir, quiet=quiet)  # per sentence (n_words, D)
-        tags = [np.array([l2i[t] for t in s], dtype=int) for s in train.labels]
+    from types import SimpleNamespace
 
-        D = vecs[0].shape[1] if len(vecs) else 0
+    from ..embed import embed_texts, embed_words
 
-        def rows(idx):  # (words of these sentences, D), (words,)
-            if not len(idx):
-                return np.zeros((0, D), dtype=np.float32), np.zeros(0, dtype=int)
-            return np.concatenate([vecs[i] for i in idx]), np.concatenate([tags[i] for i in idx])
+    embed = SimpleNamespace(texts=lambda texts: embed_texts(texts, model=model, cache_dir=cache_dir, quiet=quiet),
+                            words=lambda words: embed_words(words, model=model, cache_dir=cache_dir, quiet=quiet))
+    vecs, targets = task.cv_vectors(train, l2i, embed)  # per example (n_i, D), (n_i,)
+    D = vecs[0].shape[1] if len(vecs) else 0
 
-        def split_back(held, P):  # (words, C) -> one (n_words, C) per held sentence
-            bounds = np.cumsum([0] + [len(vecs[i]) for i in held])
-            return [P[bounds[j]:bounds[j + 1]] for j in range(len(held))]
-    else:
-        X_all = embed_texts(train.texts, model=model, cache_dir=cache_dir, quiet=quiet)  # (N, D)
-        y_all = np.array([l2i[v] for v in train.labels], dtype=int)
+    def rows(idx):  # (vectors of these examples, D), (vectors,)
+        if not len(idx):
+            return np.zeros((0, D), dtype=np.float32), np.zeros(0, dtype=int)
+        return np.concatenate([vecs[i] for i in idx]), np.concatenate([targets[i] for i in idx])
 
-        def rows(idx):
-            return X_all[idx], y_all[idx]
-
-        def split_back(held, P):
-            return P
+    def split_back(held, P):  # (vectors, C) -> one (n_i, C) block per held example
+        bounds = np.cumsum([0] + [len(vecs[i]) for i in held])
+        return [P[bounds[j]:bounds[j + 1]] for j in range(len(held))]
 
     def one_fold(tr, held, tol_scale=1.0):
         X, y = rows(tr)
@@ -268,41 +261,37 @@ def _carve_selection(part, seed: int):
         return part.subset(np.sort(perm[n_held:])), part.subset(np.sort(perm[:n_held]))
 
 
-def _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, quiet):
-    import torch
-
+def _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, data_cfg, quiet):
+    """[(held, probs, {})] per fold: a model fine-tuned on the fold's training part (train.fit_config,
+    as every model is trained) predicts the held-out fold."""
     from .. import runtime
-    from ..config import ModelConfig, TrainConfig
-    from ..evaluate import forward_all
-    from ..modeling import build
-    from ..tasks import get_task
-    from ..train import fit
+    from ..config import Config, DataConfig, ModelConfig, TrainConfig
+    from ..evaluate import evaluate_features, pad_id
+    from ..train import encode, fit_config
 
-    tc = train_cfg if train_cfg is not None else TrainConfig(seed=seed)
-    mc = model_cfg if model_cfg is not None else ModelConfig(name=model)
-    tmod = get_task(task)
-    l2i = {name: i for i, name in enumerate(labels)}
-    metric = _metric_name(task)
-    precision = runtime.resolve_precision(tc.precision)
+    cfg = Config(data=data_cfg or DataConfig(task=task.name, train="(cross-validation folds)"),
+                 model=model_cfg if model_cfg is not None else ModelConfig(name=model),
+                 train=train_cfg if train_cfg is not None else TrainConfig(seed=seed))
+    precision = runtime.resolve_precision(cfg.train.precision)
     for k, (tr, held) in enumerate(splits):
         fit_part, sel_part = _carve_selection(train.subset(tr), seed + k)
-        torch.manual_seed(seed + k)  # the head's initialisation: different per fold, repeatable
-        bundle = build(mc, task, labels, fit_part)
-        pad_id = getattr(bundle.tokenizer, "pad_token_id", 0) or 0
-        max_length = bundle.meta["max_length"]
-        fit(bundle.model, tmod.encode(bundle.tokenizer, fit_part, l2i, max_length),
-            (sel_part, tmod.encode(bundle.tokenizer, sel_part, l2i, max_length)), tc, task=task, labels=labels,
-            pad_id=pad_id, metric=metric, example_weights=fit_part.weights, quiet=quiet)
-        feats = tmod.encode(bundle.tokenizer, train.subset(held), l2i, max_length)
-        logits, _, _ = forward_all(bundle.model, feats, pad_id, task, tc.eval_batch_size, precision, quiet=True)
-        probs = tmod.probs_from_logits(feats, logits)
+        # The head's initialisation: different per fold, repeatable.
+        bundle, _ = fit_config(cfg, fit_part, sel_part, labels, quiet=quiet, seed=seed + k)
+        part = train.subset(held)
+        probs = evaluate_features(bundle.model, part, encode(bundle, cfg, part, labels), task=task, labels=labels,
+                                  pad_id=pad_id(bundle.tokenizer), batch_size=cfg.train.eval_batch_size,
+                                  precision=precision, options=bundle.meta.get("options")).probs
         # As in fast mode: a class this fold never trained on gets probability 0, not whatever its
         # untrained logit gave.
-        seen = {l2i[t] for s in fit_part.labels for t in s} if task == "ner" else {l2i[y] for y in fit_part.labels}
-        absent = [c for c in range(len(labels)) if c not in seen]
-        if absent:
-            probs = [_drop(p, absent) for p in probs] if task == "ner" else _drop(probs, absent)
-        yield held, probs, {}
+        known = set(task.label_names(fit_part))
+        absent = [c for c, name in enumerate(labels) if _name_of(task, name) not in (None, *known)]
+        yield held, [_drop(np.asarray(p), absent) for p in probs] if absent else list(probs), {}
+
+
+def _name_of(task, label: str) -> str | None:
+    """The name a label stands for (a tag's entity type); None for labels that name nothing ("O")."""
+    names = task.label_names_of([label])
+    return names[0] if names else None
 
 
 def _drop(p: np.ndarray, absent: list[int]) -> np.ndarray:
@@ -311,50 +300,55 @@ def _drop(p: np.ndarray, absent: list[int]) -> np.ndarray:
     return p / np.maximum(p.sum(-1, keepdims=True), 1e-12)
 
 
-def out_of_fold(train, labels: list[str], task: str, *, mode: str = "fast", folds: int = 5, seed: int = 0,
-                model: str = "minilm", train_cfg=None, model_cfg=None, cache_dir=None, quiet: bool = True):
+def out_of_fold(train, labels: list[str], task, *, mode: str = "fast", folds: int = 5, seed: int = 0,
+                model: str = "minilm", train_cfg=None, model_cfg=None, data_cfg=None, cache_dir=None,
+                quiet: bool = True):
     """Out-of-fold probabilities for every example of `train`, and a summary of the folds.
 
-    Returns (probs, info): classification (N, C) float32 in the order of `labels`; NER a list of
-    (n_words, C) in tag order. info = {"mode", "folds", "metric", "fold_metrics", "mean", "std",
-    "seconds", "fold" (which fold predicted each example), "note" (when folds were reduced)}.
+    task: a Task or its name (it must have the fast_cv capability: probability rows over a label
+    list). data_cfg / model_cfg / train_cfg: the run's sections, for full mode. Returns (probs,
+    info): the task's outputs for `train` ((N, C) float32 in the order of `labels`; per word for a
+    tagging task). info = {"mode", "folds", "metric", "fold_metrics", "mean", "std", "seconds",
+    "fold" (which fold predicted each example), "note" (when folds were reduced)}.
     """
+    from ..tasks import get_task
+
     if mode not in MODES:
         raise ValueError(f"unknown cross-validation mode {mode!r}; use one of: {', '.join(MODES)}")
-    if task not in ("classification", "ner"):
-        raise ValueError(f"unknown task {task!r}; use 'classification' or 'ner'")
+    task = get_task(task)
+    if "fast_cv" not in task.capabilities:
+        raise Skip(f"out-of-fold probabilities need probability rows over a label list; data.task = {task.name!r} "
+                   f"predicts {task.head} outputs")
     if not labels:
         raise Skip("cross-validation needs the label list; it is empty")
-    known = set(labels)
-    unknown = sorted({t for s in train.labels for t in s} - known if task == "ner" else set(train.labels) - known)
+    unknown = sorted(task.unknown_labels(train, set(task.label_names_of(labels))))
     if unknown:
         raise ValueError(f"labels {unknown[:5]} of the training set are not in `labels`; pass the full label list "
                          "(data.load_splits(...).labels)")
     started = time.perf_counter()
     k, note = _plan_folds(train, task, folds)
     splits = fold_indices(train, task, k, seed)
-    C = len(labels)
-    probs = [None] * len(train) if task == "ner" else np.zeros((len(train), C), dtype=np.float32)
+    parts: list = [None] * len(train)
     fold_of = np.full(len(train), -1, dtype=int)
     metrics = []
     runs = (_fast(train, labels, task, splits, seed, model, cache_dir, quiet) if mode == "fast"
-            else _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, quiet))
+            else _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, data_cfg, quiet))
     refits = []
     for f, (held, p, record) in enumerate(runs):
         for j, i in enumerate(held):
-            probs[i] = p[j]
+            parts[i] = p[j]
         fold_of[held] = f
-        metrics.append(_fold_metric(task, train.subset(held), p if task == "ner" else np.asarray(p), labels))
+        metrics.append(_fold_metric(task, train.subset(held), task.cv_outputs(p, len(labels)), labels))
         refits += [{"fold": f + 1, **r} for r in record.get("refits", [])]
     assert (fold_of >= 0).all(), "every example is predicted by exactly one fold"
-    info = {"mode": mode, "folds": k, "metric": _metric_name(task), "fold_metrics": metrics,
+    info = {"mode": mode, "folds": k, "metric": task.default_metric, "fold_metrics": metrics,
             "mean": float(np.mean(metrics)), "std": float(np.std(metrics)),
             "seconds": time.perf_counter() - started, "fold": fold_of.tolist()}
     if refits:  # a head that had to be refitted (degenerate fit, or a fold at chance), with why
         info["refits"] = refits
     if note:
         info["note"] = note
-    return probs, info
+    return task.cv_outputs(parts, len(labels)), info
 
 
 class CrossValidation:
@@ -367,6 +361,7 @@ class CrossValidation:
 
     name = "crossval"
     needs = ("cv",)
+    requires = ("fast_cv",)
 
     def __init__(self, spread_scale: float = 0.05, gap_scale: float = 0.1):
         # Severity reaches 1 at a fold std of spread_scale, or a CV-vs-selection gap of gap_scale
@@ -384,7 +379,7 @@ class CrossValidation:
         if not values:
             raise Skip("the cross-validation record has no fold metrics; rerun with --cv fast or full")
         mean, std = float(np.mean(values)), float(np.std(values))
-        metric = cv.get("metric") or _metric_name(ctx.task)
+        metric = cv.get("metric") or ctx.task.default_metric
         evidence = {"mode": cv.get("mode"), "folds": cv.get("folds", len(values)), "metric": metric,
                     "fold_metrics": values, "mean": mean, "std": std, "min": min(values), "max": max(values),
                     "seconds": cv.get("seconds")}

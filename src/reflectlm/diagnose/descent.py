@@ -49,6 +49,7 @@ _HEALTHY_RATIO = 1e-3
 class DescentPath:
     name = "descent"
     needs = ("gradients",)
+    requires = ()
 
     def __init__(self, rise: float = 0.1, sign_changes: float = 0.6, amplitude: float = 0.1,
                  plateau_eps: float = 0.05, plateau_level: float = 0.5, slow_descent: float = 0.1,

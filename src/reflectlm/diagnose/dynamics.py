@@ -47,6 +47,7 @@ NOTABLE_FRACTION = 0.05
 class DataMap:
     name = "dynamics"
     needs = ("dynamics",)
+    requires = ()
 
     def __init__(self, q_hard: float = 0.1, q_ambiguous: float = 0.1, learned_confidence: float = 0.5,
                  min_variability: float = 0.2, top_k: int = 10):

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
-from ..metric import get_metric
 from ..findings import OVERFITTING, PEAK_EPOCH, UNDERFITTING
+from ..metric import get_metric
 from .base import Context, Finding, Skip, stored_params
 
 # Metrics on the same 0..1 scale as train accuracy. entity_f1 is not: train "accuracy" for NER
@@ -35,6 +36,7 @@ _ACCURACY_LIKE = ("accuracy", "macro_f1", "weighted_f1")
 class Fit:
     name = "fit"
     needs = ("history",)
+    requires = ()
 
     def __init__(self, patience: int = 2, min_rise: float = 0.02, max_gap: float = 0.15, gap_growth: float = 0.05,
                  fits_train: float = 0.8, low_score: float = 0.9, min_gain: float = 0.01):
@@ -59,6 +61,12 @@ class Fit:
 
     def run(self, ctx: Context) -> list[Finding]:
         ctx.need(*self.needs)
+        c = self._curves(ctx)
+        found = [self._overfitting(c), self._underfitting(c), self._peak(c, ctx)]
+        return [f for f in found if f is not None]
+
+    def _curves(self, ctx: Context) -> SimpleNamespace:
+        """The history's columns as lists (NaN where a value is missing), and the best epoch."""
         rows = [r for r in ctx.history if isinstance(r, dict)]
         if len(rows) < 2:
             raise Skip(f"fit needs at least 2 epochs of history to see a trend; this run has {len(rows)}")
@@ -68,10 +76,7 @@ class Fit:
                        "selection_loss)")
         lower_better = not get_metric(metric).higher_is_better
         sel = _col(rows, f"selection_{metric}")
-        sel_loss = _col(rows, "selection_loss")
-        tr_loss = _col(rows, "train_loss")
-        tr_acc = _col(rows, "train_accuracy")
-        E = len(rows)
+        sel_loss, tr_loss, tr_acc = _col(rows, "selection_loss"), _col(rows, "train_loss"), _col(rows, "train_accuracy")
         epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
         best_i = _best(sel, lower_better)
         if best_i is None:
@@ -80,22 +85,24 @@ class Fit:
                 "best_value": sel[best_i], "last_value": _plain(sel[-1]),
                 "curve": {"train_loss": _plain(tr_loss), "train_accuracy": _plain(tr_acc),
                           "selection_loss": _plain(sel_loss), f"selection_{metric}": _plain(sel)}}
-        findings = []
+        return SimpleNamespace(metric=metric, lower_better=lower_better, sel=sel, sel_loss=sel_loss, tr_loss=tr_loss,
+                               tr_acc=tr_acc, E=len(rows), epochs=epochs, best_i=best_i, base=base)
 
+    def _overfitting(self, c) -> Finding | None:
         # --- over-fitting, (a): selection loss turned up while train loss kept falling.
         over = {}
-        m_i = _best(sel_loss, lower_better=True)
-        if (m_i is not None and E - 1 - m_i >= self.patience
-                and all(_ok(x) for x in (sel_loss[-1], tr_loss[-1], tr_loss[m_i]))):
-            rise = (sel_loss[-1] - sel_loss[m_i]) / max(abs(sel_loss[m_i]), 1e-12)
-            if rise >= self.min_rise and tr_loss[-1] < tr_loss[m_i]:
-                over["selection_loss"] = {"min_epoch": epochs[m_i], "min": sel_loss[m_i], "last": sel_loss[-1],
-                                          "relative_rise": rise, "train_loss_at_min": tr_loss[m_i],
-                                          "train_loss_last": tr_loss[-1]}
+        m_i = _best(c.sel_loss, lower_better=True)
+        if (m_i is not None and c.E - 1 - m_i >= self.patience
+                and all(_ok(x) for x in (c.sel_loss[-1], c.tr_loss[-1], c.tr_loss[m_i]))):
+            rise = (c.sel_loss[-1] - c.sel_loss[m_i]) / max(abs(c.sel_loss[m_i]), 1e-12)
+            if rise >= self.min_rise and c.tr_loss[-1] < c.tr_loss[m_i]:
+                over["selection_loss"] = {"min_epoch": c.epochs[m_i], "min": c.sel_loss[m_i], "last": c.sel_loss[-1],
+                                          "relative_rise": rise, "train_loss_at_min": c.tr_loss[m_i],
+                                          "train_loss_last": c.tr_loss[-1]}
         # --- over-fitting, (b): the train/selection gap is large and still widening.
-        if metric in _ACCURACY_LIKE and all(_ok(a) and _ok(s) for a, s in zip(tr_acc, sel)):
-            gap = [a - s for a, s in zip(tr_acc, sel)]
-            if gap[-1] >= self.max_gap and gap[-1] - min(gap) >= self.gap_growth and tr_acc[-1] >= self.fits_train:
+        if c.metric in _ACCURACY_LIKE and all(_ok(a) and _ok(s) for a, s in zip(c.tr_acc, c.sel)):
+            gap = [a - s for a, s in zip(c.tr_acc, c.sel)]
+            if gap[-1] >= self.max_gap and gap[-1] - min(gap) >= self.gap_growth and c.tr_acc[-1] >= self.fits_train:
                 over["gap"] = {"train_minus_selection": gap, "last": gap[-1], "growth": gap[-1] - min(gap)}
         if over:
             rise = over.get("selection_loss", {}).get("relative_rise", 0.0)
@@ -110,47 +117,53 @@ class Fit:
                            f"{o['min_epoch']} while train loss kept falling")
             if "gap" in over:
                 why.append(f"the train-selection gap widened to {over['gap']['last']:.2f}")
-            findings.append(Finding(
+            return Finding(
                 check=self.name, kind=OVERFITTING, severity=sev,
-                summary=f"The model over-fits: {' and '.join(why)}; the best {metric} was at epoch {epochs[best_i]}.",
-                evidence=copy.deepcopy({**base, **over})))
+                summary=f"The model over-fits: {' and '.join(why)}; the best {c.metric} was at epoch {c.epochs[c.best_i]}.",
+                evidence=copy.deepcopy({**c.base, **over}))
+        return None
 
+    def _underfitting(self, c) -> Finding | None:
         # --- under-fitting: still improving at the end, and both scores still low.
-        if E >= 2 and all(_ok(x) for x in (tr_acc[-1], tr_acc[-2], sel[-1], sel[-2])):
-            tr_gain = tr_acc[-1] - tr_acc[-2]
-            sel_gain = (sel[-2] - sel[-1]) if lower_better else (sel[-1] - sel[-2])
-            sel_low = True if lower_better else sel[-1] < self.low_score
+        if c.E >= 2 and all(_ok(x) for x in (c.tr_acc[-1], c.tr_acc[-2], c.sel[-1], c.sel[-2])):
+            tr_gain = c.tr_acc[-1] - c.tr_acc[-2]
+            sel_gain = (c.sel[-2] - c.sel[-1]) if c.lower_better else (c.sel[-1] - c.sel[-2])
+            sel_low = True if c.lower_better else c.sel[-1] < self.low_score
             # Half the train threshold for selection: a small selection split moves in coarse steps.
-            if tr_acc[-1] < self.low_score and sel_low and tr_gain >= self.min_gain and sel_gain >= self.min_gain / 2:
+            if c.tr_acc[-1] < self.low_score and sel_low and tr_gain >= self.min_gain and sel_gain >= self.min_gain / 2:
                 sev = 0.3 + 0.5 * min(1.0, max(tr_gain, sel_gain) / 0.1)
-                findings.append(Finding(
+                return Finding(
                     check=self.name, kind=UNDERFITTING, severity=sev,
-                    summary=(f"The model under-fits: after {E} epochs train accuracy is {tr_acc[-1]:.2f} and "
-                             f"selection {metric} {sel[-1]:.3g}, both still improving in the last epoch; "
+                    summary=(f"The model under-fits: after {c.E} epochs train accuracy is {c.tr_acc[-1]:.2f} and "
+                             f"selection {c.metric} {c.sel[-1]:.3g}, both still improving in the last epoch; "
                              "train longer."),
-                    evidence=copy.deepcopy({**base, "train_accuracy_gain_last_epoch": tr_gain,
+                    evidence=copy.deepcopy({**c.base, "train_accuracy_gain_last_epoch": tr_gain,
                                             "selection_gain_last_epoch": sel_gain,
-                                            "suggested_epochs": E + max(1, E // 2)})))
+                                            "suggested_epochs": c.E + max(1, c.E // 2)}))
+        return None
 
+    def _peak(self, c, ctx: Context) -> Finding | None:
         # --- the peak came well before the end.
-        after = E - 1 - best_i
+        after = c.E - 1 - c.best_i
         patience = (ctx.train_config or {}).get("early_stopping_patience")
         stopped_there = bool(patience) and after == int(patience)  # early stopping already cut the run here
-        if after >= max(2, math.ceil(E / 4)) and not stopped_there:
-            findings.append(Finding(
-                check=self.name, kind=PEAK_EPOCH, severity=0.1 + 0.3 * after / E,
-                summary=(f"Selection {metric} peaked at epoch {epochs[best_i]} of {epochs[-1]}; early stopping "
+        if after >= max(2, math.ceil(c.E / 4)) and not stopped_there:
+            return Finding(
+                check=self.name, kind=PEAK_EPOCH, severity=0.1 + 0.3 * after / c.E,
+                summary=(f"Selection {c.metric} peaked at epoch {c.epochs[c.best_i]} of {c.epochs[-1]}; early stopping "
                          f"(patience 1-2) would have saved about {after} epochs of compute."),
-                evidence=copy.deepcopy({**base, "epochs_after_peak": after,
-                                        "suggested_early_stopping_patience": min(2, after - 1)})))
-        return findings
+                evidence=copy.deepcopy({**c.base, "epochs_after_peak": after,
+                                        "suggested_early_stopping_patience": min(2, after - 1)}))
+        return None
 
 
-def selection_metric(rows: list[dict], task: str, configured: str | None = None) -> str | None:
+def selection_metric(rows: list[dict], task, configured: str | None = None) -> str | None:
     """Which selection_<metric> column to judge by: the configured one, then the task's usual one."""
+    from ..tasks import get_task
+
+    task = get_task(task)
     present = {k[len("selection_"):] for r in rows for k in r if k.startswith("selection_")}
-    prefs = ["entity_f1", "macro_f1"] if task == "ner" else ["macro_f1", "entity_f1"]
-    for m in [configured, *prefs, "accuracy", "weighted_f1", "loss"]:
+    for m in [configured, task.default_metric, *task.metric_names, "accuracy", "weighted_f1", "loss"]:
         if m and m in present and any(_ok(_num(r.get(f"selection_{m}"))) for r in rows):
             return m
     return None

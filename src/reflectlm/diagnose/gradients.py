@@ -30,6 +30,7 @@ Iglewicz & Hoaglin 1993 (3.5 as the outlier cut).
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from .base import Context, Finding, Skip, stored_params
 class GradientHealth:
     name = "gradients"
     needs = ("gradients",)
+    requires = ()
 
     def __init__(self, vanish_orders: float = 3.0, explode_orders: float = 2.0, spike_factor: float = 10.0,
                  spike_z: float = 3.5, spike_window: int = 5, min_update_ratio: float = 1e-5,
@@ -64,6 +66,22 @@ class GradientHealth:
 
     def run(self, ctx: Context) -> list[Finding]:
         ctx.need(*self.needs)
+        t = self._telemetry(ctx)
+        table, spikes, ref = self._layers(t)
+        shared = {"layers": table, "median_layer_grad_norm": ref, "steps": int(t.S),
+                  "step_range": [int(t.steps[0]), int(t.steps[-1])]}
+
+        def common() -> dict:
+            # A fresh copy per Finding: findings are edited and serialised independently downstream.
+            return copy.deepcopy(shared)
+
+        found = [self._vanishing(t, table, common), self._exploding(t, table, common),
+                 self._spiking(t, spikes, common), self._slow_updates(t, table, common),
+                 self._unstable(t, table, common)]
+        return [f for f in found if f is not None]
+
+    def _telemetry(self, ctx: Context) -> SimpleNamespace:
+        """The recorded telemetry as arrays: grad (S, L), ratio (S, L), steps, where the rate moved, ..."""
         g = ctx.gradients
         layers = [str(x) for x in np.asarray(g.get("layers", [])).reshape(-1)]
         grad = np.asarray(g.get("grad_norm", np.zeros((0, len(layers)))), dtype=np.float64)
@@ -74,146 +92,148 @@ class GradientHealth:
         steps = np.asarray(g.get("step", np.arange(1, S + 1))).reshape(-1)
         steps = steps if len(steps) == S else np.arange(1, S + 1)
         lr = np.asarray(g.get("lr", np.ones(S)), dtype=np.float64).reshape(-1)
-        moving = lr > 0 if len(lr) == S and (lr > 0).any() else np.ones(S, bool)
         has_ratio = ratio.shape == grad.shape  # older or hand-made telemetry may lack it
-        if not has_ratio:
-            ratio = np.zeros_like(grad)
-        intended = frozen_by_config(layers, ctx.train_config or {})
-        clipped = bool((ctx.train_config or {}).get("max_grad_norm", 1.0))
+        return SimpleNamespace(layers=layers, grad=grad, ratio=ratio if has_ratio else np.zeros_like(grad), S=S,
+                               steps=steps, moving=lr > 0 if len(lr) == S and (lr > 0).any() else np.ones(S, bool),
+                               has_ratio=has_ratio, intended=frozen_by_config(layers, ctx.train_config or {}),
+                               clipped=bool((ctx.train_config or {}).get("max_grad_norm", 1.0)))
 
-        # Per-layer summaries, over finite values only (non-finite ones are reported separately).
+    def _layers(self, t) -> tuple[dict, dict, float | None]:
+        """Per-layer summaries over finite values only (non-finite ones are reported separately), the
+        spikes found per layer, and the median layer's median gradient norm."""
         table, spikes = {}, {}
-        for j, name in enumerate(layers):
-            gn, ur = grad[:, j], ratio[moving, j]
+        for j, name in enumerate(t.layers):
+            gn, ur = t.grad[:, j], t.ratio[t.moving, j]
             fin_g, fin_u = gn[np.isfinite(gn)], ur[np.isfinite(ur)]
             frozen = bool(len(fin_g) == len(gn) and (fin_g == 0).all() and (fin_u == 0).all())
             found = [] if frozen else spike_steps(gn, self.spike_window, self.spike_factor, self.spike_z)
             if found:
-                spikes[name] = [{"step": int(steps[i]), "factor": f} for i, f in found]
+                spikes[name] = [{"step": int(t.steps[i]), "factor": f} for i, f in found]
             table[name] = {
                 "median_grad_norm": float(np.median(fin_g)) if len(fin_g) else None,
-                "median_update_ratio": float(np.median(fin_u)) if len(fin_u) and has_ratio else None,
-                f"q{int(round(100 * self.unstable_quantile))}_update_ratio":
-                    float(np.quantile(fin_u, self.unstable_quantile)) if len(fin_u) and has_ratio else None,
+                "median_update_ratio": float(np.median(fin_u)) if len(fin_u) and t.has_ratio else None,
+                self._qkey: float(np.quantile(fin_u, self.unstable_quantile)) if len(fin_u) and t.has_ratio else None,
                 "frozen": frozen,
-                "intended_frozen": name in intended,
-                "nonfinite_grad_steps": [int(s) for s in steps[~np.isfinite(gn)]],
-                "spike_steps": [int(steps[i]) for i, _ in found],
+                "intended_frozen": name in t.intended,
+                "nonfinite_grad_steps": [int(s) for s in t.steps[~np.isfinite(gn)]],
+                "spike_steps": [int(t.steps[i]) for i, _ in found],
             }
-        live = [n for n in layers if not table[n]["frozen"]]
+        live = [n for n in t.layers if not table[n]["frozen"]]
         live_meds = [table[n]["median_grad_norm"] for n in live if (table[n]["median_grad_norm"] or 0) > 0]
         ref = float(np.median(live_meds)) if live_meds else None
-        for n in layers:
+        for n in t.layers:
             med = table[n]["median_grad_norm"]
             table[n]["log10_vs_median_layer"] = (float(np.log10(med / ref)) if ref and med and med > 0 else None)
+        return table, spikes, ref
 
-        findings = []
+    @property
+    def _qkey(self) -> str:
+        return f"q{int(round(100 * self.unstable_quantile))}_update_ratio"
 
-        def common() -> dict:
-            # A fresh copy per Finding: findings are edited and serialised independently downstream.
-            return copy.deepcopy({"layers": table, "median_layer_grad_norm": ref, "steps": int(S),
-                                  "step_range": [int(steps[0]), int(steps[-1])]})
-
-        # --- vanishing gradients
+    def _vanishing(self, t, table: dict, common) -> Finding | None:
         vanish = {}
-        for n in layers:
-            t = table[n]
-            if t["frozen"]:
+        for n in t.layers:
+            row = table[n]
+            if row["frozen"]:
                 vanish[n] = "frozen: gradient norm exactly 0 at every recorded step"
-            elif t["median_grad_norm"] == 0:
+            elif row["median_grad_norm"] == 0:
                 vanish[n] = "median gradient norm is 0"
-            elif t["log10_vs_median_layer"] is not None and t["log10_vs_median_layer"] < -self.vanish_orders:
-                vanish[n] = f"median gradient norm 10^{t['log10_vs_median_layer']:.1f} of the median layer's"
-        if vanish:
-            bad = [n for n in vanish if not table[n]["intended_frozen"]]
-            sev = 0.1 if not bad else (0.9 if any(table[n]["frozen"] for n in bad) else 0.7)
-            findings.append(Finding(
-                check=self.name, kind=VANISHING_GRADIENTS, severity=sev,
-                summary=(f"Gradients vanish in {_names(vanish)}"
-                         + (" (frozen by train.freeze, as configured)." if not bad else
-                            "; these layers are not learning.")),
-                evidence={**common(), "flagged": vanish, "unintended": bad}))
+            elif row["log10_vs_median_layer"] is not None and row["log10_vs_median_layer"] < -self.vanish_orders:
+                vanish[n] = f"median gradient norm 10^{row['log10_vs_median_layer']:.1f} of the median layer's"
+        if not vanish:
+            return None
+        bad = [n for n in vanish if not table[n]["intended_frozen"]]
+        sev = 0.1 if not bad else (0.9 if any(table[n]["frozen"] for n in bad) else 0.7)
+        return Finding(
+            check=self.name, kind=VANISHING_GRADIENTS, severity=sev,
+            summary=(f"Gradients vanish in {_names(vanish)}"
+                     + (" (frozen by train.freeze, as configured)." if not bad else "; these layers are not learning.")),
+            evidence={**common(), "flagged": vanish, "unintended": bad})
 
-        # --- exploding gradients
+    def _exploding(self, t, table: dict, common) -> Finding | None:
         explode = {}
-        head = max(2, S // 10)
-        for j, n in enumerate(layers):
-            t = table[n]
-            if t["nonfinite_grad_steps"]:
-                explode[n] = {"reason": "non-finite gradient norm", "steps": t["nonfinite_grad_steps"][:20]}
+        S, head = t.S, max(2, t.S // 10)
+        for j, n in enumerate(t.layers):
+            row = table[n]
+            if row["nonfinite_grad_steps"]:
+                explode[n] = {"reason": "non-finite gradient norm", "steps": row["nonfinite_grad_steps"][:20]}
                 continue
-            if t["frozen"]:
+            if row["frozen"]:
                 continue
-            if t["log10_vs_median_layer"] is not None and t["log10_vs_median_layer"] > self.explode_orders:
-                explode[n] = {"reason": "far above the median layer", "orders": t["log10_vs_median_layer"]}
+            if row["log10_vs_median_layer"] is not None and row["log10_vs_median_layer"] > self.explode_orders:
+                explode[n] = {"reason": "far above the median layer", "orders": row["log10_vs_median_layer"]}
                 continue
             if S >= 2 * head:
-                early, late = np.median(grad[:head, j]), np.median(grad[S // 2:, j])
+                early, late = np.median(t.grad[:head, j]), np.median(t.grad[S // 2:, j])
                 if early > 0 and late / early > 10 ** self.explode_orders:
                     explode[n] = {"reason": "grew during training", "orders": float(np.log10(late / early)),
                                   "early_median": float(early), "late_median": float(late)}
-        if explode:
-            nonfinite = any(v["reason"].startswith("non-finite") for v in explode.values())
-            worst = max((v["orders"] for v in explode.values() if "orders" in v), default=self.explode_orders)
-            sev = 1.0 if nonfinite else min(1.0, 0.6 + 0.15 * (worst - self.explode_orders))
-            findings.append(Finding(
-                check=self.name, kind=EXPLODING_GRADIENTS, severity=sev,
-                summary=(f"Gradients explode in {_names(explode)}"
-                         + ("" if clipped else " with clipping off (train.max_grad_norm = 0)")
-                         + "; lower the learning rate or clip gradients."),
-                evidence={**common(), "flagged": explode, "clipping": clipped}))
+        if not explode:
+            return None
+        nonfinite = any(v["reason"].startswith("non-finite") for v in explode.values())
+        worst = max((v["orders"] for v in explode.values() if "orders" in v), default=self.explode_orders)
+        sev = 1.0 if nonfinite else min(1.0, 0.6 + 0.15 * (worst - self.explode_orders))
+        return Finding(
+            check=self.name, kind=EXPLODING_GRADIENTS, severity=sev,
+            summary=(f"Gradients explode in {_names(explode)}"
+                     + ("" if t.clipped else " with clipping off (train.max_grad_norm = 0)")
+                     + "; lower the learning rate or clip gradients."),
+            evidence={**common(), "flagged": explode, "clipping": t.clipped})
 
-        # --- spikes over time (found above, per layer)
-        if spikes:
-            n_steps = len({s["step"] for v in spikes.values() for s in v})
-            # Clipping bounds what a spike does to the weights; without it each spike lands in full.
-            sev = min(1.0, (0.3 if clipped else 0.6) + 0.05 * (n_steps - 1))
-            findings.append(Finding(
-                check=self.name, kind=GRADIENT_SPIKES, severity=sev,
-                summary=(f"Gradient norm spiked >{self.spike_factor:g}x above its recent level at {n_steps} "
-                         f"recorded step(s) in {_names(spikes)}."),
-                evidence={**common(), "flagged": spikes, "clipping": clipped}))
+    def _spiking(self, t, spikes: dict, common) -> Finding | None:
+        if not spikes:
+            return None
+        n_steps = len({s["step"] for v in spikes.values() for s in v})
+        # Clipping bounds what a spike does to the weights; without it each spike lands in full.
+        sev = min(1.0, (0.3 if t.clipped else 0.6) + 0.05 * (n_steps - 1))
+        return Finding(
+            check=self.name, kind=GRADIENT_SPIKES, severity=sev,
+            summary=(f"Gradient norm spiked >{self.spike_factor:g}x above its recent level at {n_steps} "
+                     f"recorded step(s) in {_names(spikes)}."),
+            evidence={**common(), "flagged": spikes, "clipping": t.clipped})
 
-        # --- update / weight ratio
-        qkey = f"q{int(round(100 * self.unstable_quantile))}_update_ratio"
-        medians = {n: table[n]["median_update_ratio"] for n in layers}
+    def _slow_updates(self, t, table: dict, common) -> Finding | None:
+        medians = {n: table[n]["median_update_ratio"] for n in t.layers}
         slow = {n: r for n, r in medians.items() if r is not None and r < self.min_update_ratio}
-        if slow:
-            bad = [n for n in slow if not table[n]["intended_frozen"]]
-            worst = min(slow[n] for n in bad) if bad else None
-            if not bad:
-                sev = 0.1
-            elif worst == 0:
-                sev = 0.9
-            else:  # 0.5 at the threshold, +0.1 per order of magnitude below it
-                sev = min(0.9, 0.5 + 0.1 * np.log10(self.min_update_ratio / worst))
-            findings.append(Finding(
-                check=self.name, kind=VANISHING_UPDATES, severity=float(sev),
-                summary=(f"{_names(slow)} barely change: median update/weight ratio below "
-                         f"{self.min_update_ratio:g} per step"
-                         + (" (frozen by train.freeze, as configured)." if not bad else
-                            " (about 1e-3 is healthy); raise their learning rate or unfreeze them.")),
-                evidence={**common(), "flagged": slow, "unintended": bad, "healthy_update_ratio": 1e-3}))
-        unstable = {}
-        for j, n in enumerate(layers):
-            if not has_ratio:
+        if not slow:
+            return None
+        bad = [n for n in slow if not table[n]["intended_frozen"]]
+        worst = min(slow[n] for n in bad) if bad else None
+        if not bad:
+            sev = 0.1
+        elif worst == 0:
+            sev = 0.9
+        else:  # 0.5 at the threshold, +0.1 per order of magnitude below it
+            sev = min(0.9, 0.5 + 0.1 * np.log10(self.min_update_ratio / worst))
+        return Finding(
+            check=self.name, kind=VANISHING_UPDATES, severity=float(sev),
+            summary=(f"{_names(slow)} barely change: median update/weight ratio below "
+                     f"{self.min_update_ratio:g} per step"
+                     + (" (frozen by train.freeze, as configured)." if not bad else
+                        " (about 1e-3 is healthy); raise their learning rate or unfreeze them.")),
+            evidence={**common(), "flagged": slow, "unintended": bad, "healthy_update_ratio": 1e-3})
+
+    def _unstable(self, t, table: dict, common) -> Finding | None:
+        qkey, unstable = self._qkey, {}
+        for j, n in enumerate(t.layers):
+            if not t.has_ratio:
                 break
-            if (~np.isfinite(ratio[moving, j])).any():
+            if (~np.isfinite(t.ratio[t.moving, j])).any():
                 unstable[n] = {"reason": "non-finite update ratio"}
             elif table[n][qkey] is not None and table[n][qkey] > self.max_update_ratio:
                 unstable[n] = {"reason": "large updates", qkey: table[n][qkey],
-                               "fraction_of_steps_above": float((ratio[moving, j] > self.max_update_ratio).mean())}
-        if unstable:
-            worst = max((v.get(qkey, 0.0) for v in unstable.values()), default=0.0)
-            nonfinite = any("non-finite" in v["reason"] for v in unstable.values())
-            sev = 1.0 if nonfinite else min(1.0, 0.5 + 0.5 * np.log10(worst / self.max_update_ratio))
-            findings.append(Finding(
-                check=self.name, kind=UNSTABLE_UPDATES, severity=float(sev),
-                summary=(f"Updates are unstable in {_names(unstable)}: in the worst "
-                         f"{100 * (1 - self.unstable_quantile):.0f}% of steps a single update "
-                         f"moves more than {self.max_update_ratio:g} of the weights' norm; lower the learning rate."),
-                evidence={**common(), "flagged": unstable, "healthy_update_ratio": 1e-3}))
-        return findings
+                               "fraction_of_steps_above": float((t.ratio[t.moving, j] > self.max_update_ratio).mean())}
+        if not unstable:
+            return None
+        worst = max((v.get(qkey, 0.0) for v in unstable.values()), default=0.0)
+        nonfinite = any("non-finite" in v["reason"] for v in unstable.values())
+        sev = 1.0 if nonfinite else min(1.0, 0.5 + 0.5 * np.log10(worst / self.max_update_ratio))
+        return Finding(
+            check=self.name, kind=UNSTABLE_UPDATES, severity=float(sev),
+            summary=(f"Updates are unstable in {_names(unstable)}: in the worst "
+                     f"{100 * (1 - self.unstable_quantile):.0f}% of steps a single update "
+                     f"moves more than {self.max_update_ratio:g} of the weights' norm; lower the learning rate."),
+            evidence={**common(), "flagged": unstable, "healthy_update_ratio": 1e-3})
 
 
 def spike_steps(norms: np.ndarray, window: int, factor: float, z_cut: float) -> list[tuple[int, float]]:

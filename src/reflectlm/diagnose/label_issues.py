@@ -192,6 +192,10 @@ def _normalized_margin(given: np.ndarray, P: np.ndarray) -> np.ndarray:
     return get_label_quality_scores(given, P, method="normalized_margin")
 
 
+def _inputs(task, ds) -> list:
+    return [task.inputs(ds, i) for i in range(len(ds))]
+
+
 def _text(s: str, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
@@ -202,13 +206,17 @@ class LabelIssues:
     module docstring."""
 
     name = "label_issues"
-    needs = ("train", "oof_probs")
+    needs = ("train",)
+    wants = ("oof_probs",)  # class and tag labels are judged out of fold; span answers by the model itself
+    requires = ()
 
-    def __init__(self, combine: str = "mean", use_dynamics: bool = True, use_model: bool = True, top: int = 50):
+    def __init__(self, combine: str = "mean", use_dynamics: bool = True, use_model: bool = True, top: int = 50,
+                 min_prob: float = 0.5):
         self.combine = combine  # "mean" (pool every view) or "oof" (out-of-fold only)
         self.use_dynamics = use_dynamics  # ctx.dynamics, when the run has them
         self.use_model = use_model  # the trained model's probabilities (ctx.predict_texts)
         self.top = top  # how many ranked examples the evidence lists
+        self.min_prob = min_prob  # span answers: the model's own answer is this sure (its candidates' softmax)
 
     def params(self) -> dict:
         return stored_params(self)
@@ -221,12 +229,17 @@ class LabelIssues:
         if len(train) == 0:
             return [Finding(self.name, LABEL_ISSUES, 0.0, "no training examples to check", {"count": 0,
                             "flagged": [], "ranked": []}, scores={}, split="train")]
-        if len(ctx.oof_probs) != len(train):
+        if ctx.task.head != "span":
+            ctx.need("oof_probs")
+        if ctx.oof_probs is not None and len(ctx.oof_probs) != len(train):
             raise Skip(f"out-of-fold probabilities cover {len(ctx.oof_probs)} examples but train has {len(train)}; "
                        "recompute them with crossval.out_of_fold on this training set")
-        if ctx.task == "ner":
-            return self._ner(ctx)
-        return self._classification(ctx)
+        # How a label is judged depends on what the model predicts (per example, per word, a span);
+        # a task of another head has no scorer here.
+        scorer = {"sequence": self._classification, "token": self._ner, "span": self._span}.get(ctx.task.head)
+        if scorer is None:
+            raise Skip(f"no label-issue scorer for {ctx.task.head} outputs")
+        return scorer(ctx)
 
     # ------------------------------------------------------------------ classification
 
@@ -247,7 +260,7 @@ class LabelIssues:
         if self.use_model and self.combine != "oof" and ctx.predict_texts is not None:
             # One inference pass over the training texts: the fine-tuned model's view of the other
             # classes, which the dynamics (gold label only) do not record.
-            model = np.asarray(ctx.predict_texts(list(train.texts)), dtype=np.float64)
+            model = np.asarray(ctx.predict_texts(_inputs(ctx.task, train)), dtype=np.float64)
             if model.shape != oof.shape:
                 model = None
         P = combine_probs(oof, given, dyn, model, self.combine)  # (N, C)
@@ -288,11 +301,11 @@ class LabelIssues:
         return [{"given": a, "suggested": b, "count": c} for (a, b), c in counts.most_common(10)]
 
     def _finding(self, train, scores, flagged_idx, ranked, dyn, pairs=None, unit="examples",
-                 model: bool = False) -> Finding:
+                 model: bool = False, first: str = "out-of-fold probabilities") -> Finding:
         n = len(train)
         count = len(flagged_idx)
         fraction = count / n
-        views = ["out-of-fold probabilities"]
+        views = [first]
         if self.combine != "oof" and dyn is not None and np.isfinite(dyn).any():
             views.append("training dynamics")
         if model:
@@ -370,13 +383,52 @@ class LabelIssues:
         return [self._finding(train, scores, flagged_idx, [row(int(i)) for i in order[: self.top]], None,
                               unit="sentences", model=model is not None)]
 
+    # ------------------------------------------------------------------ span answers
+
+    def _span(self, ctx) -> list[Finding]:
+        """Questions whose given answer the fine-tuned model places elsewhere: its own answer shares no
+        token with the given one (F1 0), it is sure of it (at least min_prob of its candidates'
+        softmax) and, where the run has training dynamics, the given span kept a low probability
+        (the data-map confidence below the model's own answer's). There is no out-of-fold view: a
+        span head per fold is a full fine-tune each. Score: the model's probability of its own answer
+        times (1 - F1 with the given one), pooled with 1 - the data-map confidence."""
+        from ..tasks.qa import best_over, token_f1
+
+        ctx.need("predict_texts")
+        train = ctx.train
+        outputs = ctx.predict_texts([ctx.task.inputs(train, i) for i in range(len(train))])
+        f1 = np.array([best_over(token_f1, o["text"], ans.get("text") or []) for o, ans in zip(outputs, train.labels)])
+        p = np.array([float(o["score"]) for o in outputs])
+        dyn = dynamics_confidence(ctx, train.ids) if self.use_dynamics else np.full(len(train), np.nan)
+        views = [p * (1.0 - f1)] + ([1.0 - np.nan_to_num(dyn, nan=0.0)] if np.isfinite(dyn).any() else [])
+        scores = np.clip(np.mean(views, axis=0), 0.0, 1.0)  # (N,)
+        low_gold = ~np.isfinite(dyn) | (dyn < p)
+        flagged = np.flatnonzero((f1 == 0.0) & (p >= self.min_prob) & low_gold)
+        flagged = flagged[np.lexsort((flagged, -scores[flagged]))]  # most suspect first, ties by position
+        order = np.lexsort((np.arange(len(train)), -scores))
+
+        def row(i: int) -> dict:
+            return {"id": train.ids[i], "line": train.lines[i] if train.lines else None, "text": _text(train.texts[i]),
+                    "given": (train.labels[i].get("text") or [""])[0], "suggested": outputs[i]["text"],
+                    "suggested_start": outputs[i]["start"], "score": float(scores[i]), "model_prob": float(p[i]),
+                    "f1_with_given": float(f1[i]),
+                    "train_gold_prob": None if not np.isfinite(dyn[i]) else float(dyn[i])}
+
+        finding = self._finding(train, scores, flagged, [row(int(i)) for i in order[: self.top]],
+                                dyn if np.isfinite(dyn).any() else None, unit="questions",
+                                first="the trained model's answers")
+        finding.evidence["suggested"] = {train.ids[i]: [outputs[i]["text"], round(float(p[i]), 4),
+                                                        None if not np.isfinite(dyn[i]) else round(float(dyn[i]), 4)]
+                                         for i in flagged}
+        return [finding]
+
     def _ner_model_view(self, ctx, given: list[np.ndarray], n_tags: int) -> list[np.ndarray] | None:
         """The fine-tuned model's (n_words, n_tags) probabilities per training sentence, or None when
         unavailable or not word-aligned with the gold tags (then out-of-fold alone is used)."""
         if not self.use_model or self.combine == "oof" or ctx.predict_texts is None:
             return None
         out = []
-        for p, g in zip(ctx.predict_texts(list(ctx.train.texts)), given):
+        for p, g in zip(ctx.predict_texts(_inputs(ctx.task, ctx.train)), given):
             p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
             if p.shape != (len(g), n_tags):
                 return None

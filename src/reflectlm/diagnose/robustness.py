@@ -1,6 +1,7 @@
 """Robustness: how much the selection metric falls when the inputs carry the noise real users type.
 
-Perturbations, each applied word by word so NER tags stay aligned (the word count never changes):
+Perturbations, each applied word by word so word tags stay aligned (the word count never changes);
+the text perturbed is the task's text field (a text, a sentence, a question; a QA context is kept):
 
     typos        a `rate` share of words get one letter replaced by a QWERTY neighbour
     casing       a `rate` share of words become lower, UPPER or rAnDoM case
@@ -11,7 +12,7 @@ Perturbations, each applied word by word so NER tags stay aligned (the word coun
 Each perturbation has its own generator seeded from (ctx.seed, its index), so adding or removing
 one does not change the others. Clean and noisy predictions both come from ctx.predict_texts on
 the same (deterministically sampled) examples, and the drop is tested on paired per-example
-correctness (classification: the label; NER: the sentence's entities all right) with an exact
+correctness (task.correct: the label; every entity of the sentence; an exact answer) with an exact
 McNemar test, one-sided for "noise breaks more than it fixes", Holm corrected over perturbations.
 
 One "noise_sensitivity" finding is always returned for a non-empty split. Severity =
@@ -59,24 +60,23 @@ KEYBOARD = _keyboard()
 class Robustness:
     name = "robustness"
     needs = ("selection", "predict_texts")
+    requires = ()
 
     def __init__(self, rate: float = 0.1, max_examples: int = 1000, perturbations: list[str] | None = None,
-                 alpha: float = 0.05, scale: float = 0.2, metric: str | None = None, examples: int = 3,
-                 decode: str = "viterbi"):
+                 alpha: float = 0.05, scale: float = 0.2, metric: str | None = None, examples: int = 3):
         self.rate = rate  # share of words (casing, typos, swaps) or punctuation characters perturbed
         self.max_examples = max_examples  # a deterministic sample of the selection split, to bound predict time
         self.perturbations = list(perturbations) if perturbations is not None else list(PERTURBATIONS)
         self.alpha = alpha  # family-wise level of the McNemar tests
         self.scale = scale  # the metric drop that counts as severity 1
-        self.metric = metric  # None: macro_f1 (classification) / entity_f1 (NER)
+        self.metric = metric  # None: the task's default metric
         self.examples = examples  # flipped examples shown per perturbation
-        self.decode = decode  # NER decoding, as the metrics
 
     def params(self) -> dict:
         return stored_params(self)
 
     def run(self, ctx) -> list[Finding]:
-        from .performance import holm, require_labels
+        from .performance import require_labels
 
         unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
         if unknown or not self.perturbations:
@@ -85,97 +85,106 @@ class Robustness:
             raise ValueError(f"rate must be in [0, 1], not {self.rate}")
         ctx.need(*self.needs)
         require_labels(ctx)
-        ds, labels = ctx.selection, list(ctx.labels)
+        ds = ctx.selection
         if len(ds) == 0 or self.max_examples < 1:
             return []
-        ner = ctx.task == "ner"
-        metric = self.metric or ("entity_f1" if ner else "macro_f1")
-        if ner:
-            from reflectlm.tasks.ner import metrics
-        else:
-            from reflectlm.tasks.classification import metrics
-
         rng = np.random.default_rng(ctx.seed)
         idx = np.arange(len(ds))
         if len(ds) > self.max_examples:
             idx = np.sort(rng.choice(len(ds), self.max_examples, replace=False))
-        sub = ds.subset(idx)
-        words = [list(t) for t in sub.tokens] if ner else [re.split(r"(\s+)", t) for t in sub.texts]
-        clean_texts = [" ".join(w) for w in words] if ner else list(sub.texts)
-
-        def predict(texts: list[str], what: str):
-            probs = ctx.predict_texts(texts)
-            _check_probs(probs, words if ner else None, len(texts), len(labels), what)
-            if ner:
-                from reflectlm.tasks.ner import decode, spans
-
-                tags = [decode(np.asarray(p), labels, self.decode) for p in probs]
-                right = np.array([set(spans(t)) == set(spans(list(g))) for t, g in zip(tags, sub.labels)])
-                return probs, tags, right
-            pred = np.asarray(probs).argmax(1)
-            return probs, [labels[k] for k in pred], pred == np.array([labels.index(y) for y in sub.labels])
-
-        clean_probs, clean_pred, clean_right = predict(clean_texts, "clean")
-
-        def score(probs) -> float:
-            with warnings.catch_warnings():  # sklearn warns when only one class occurs; the numbers are still right
-                warnings.simplefilter("ignore", UserWarning)
-                return float(metrics(sub, probs, labels, **({"method": self.decode} if ner else {}))[metric])
-
-        clean = score(clean_probs)
-        changed = np.zeros(len(sub))
+        probe = _Probe(ctx, ds.subset(idx), self.metric or ctx.task.default_metric)
+        clean = probe.predict(probe.clean, "clean")
+        changed = np.zeros(len(probe.sub))
         rows, pvals = {}, []
         names = list(dict.fromkeys(self.perturbations))  # a name given twice would count its flips twice
         for name in names:
             gen = np.random.default_rng([ctx.seed, PERTURBATIONS.index(name) + 1])
-            noisy_words = [perturb(w, name, self.rate, gen, keep_spaces=not ner) for w in words]
-            noisy_texts = [" ".join(w) if ner else "".join(w) for w in noisy_words]
-            probs, pred, right = predict(noisy_texts, name)
-            flip = np.array([a != b for a, b in zip(clean_pred, pred)])
+            noisy = probe.predict(probe.noisy(name, self.rate, gen), name)
+            flip = np.array([a != b for a, b in zip(clean["shown"], noisy["shown"])])
             changed += flip
-            broke, fixed = int((clean_right & ~right).sum()), int((~clean_right & right).sum())
-            pvals.append(mcnemar_greater(broke, fixed))
-            noisy = score(probs)
-            # Show what broke first, then other changed predictions.
-            order = [k for k in np.flatnonzero(clean_right & ~right)] + [
-                k for k in np.flatnonzero(flip) if not (clean_right[k] and not right[k])]
-            shown = [{"id": sub.ids[k], "clean_text": _clip(clean_texts[k]), "noisy_text": _clip(noisy_texts[k]),
-                      "gold": _show(sub.labels[k], sub.tokens[k] if ner else None),
-                      "before": _show(clean_pred[k], sub.tokens[k] if ner else None),
-                      "after": _show(pred[k], sub.tokens[k] if ner else None)} for k in order[: self.examples]]
-            rows[name] = {"clean": clean, "noisy": noisy, "drop": clean - noisy,
-                          "accuracy_clean": float(clean_right.mean()), "accuracy_noisy": float(right.mean()),
-                          "broken": broke, "fixed": fixed, "p_value": pvals[-1], "changed": float(flip.mean()),
-                          "examples": shown}
+            rows[name] = probe.row(clean, noisy, flip, self.examples)
+            pvals.append(rows[name]["p_value"])
+        return [self._finding(probe, rows, pvals, names, changed, clean["score"])]
+
+    def _finding(self, probe, rows: dict, pvals: list, names: list, changed: np.ndarray, clean: float) -> Finding:
+        from .performance import holm
+
         for row, q in zip(rows.values(), holm(pvals)):
             row["p_adjusted"] = float(q)
             row["significant"] = bool(q < self.alpha and row["drop"] > 0)
         hits = {k: r for k, r in rows.items() if r["significant"]}
         largest = max(rows, key=lambda k: (rows[k]["drop"], -names.index(k)))
-        label = {"macro_f1": "macro F1", "entity_f1": "entity F1", "weighted_f1": "weighted F1"}.get(
-            metric, metric.replace("_", " "))
+        metric, n = probe.metric, len(probe.sub)
+        label = {"macro_f1": "macro F1", "entity_f1": "entity F1", "weighted_f1": "weighted F1", "f1": "F1",
+                 "exact_match": "exact match"}.get(metric, metric.replace("_", " "))
         if hits:
             worst = max(hits, key=lambda k: (hits[k]["drop"], -names.index(k)))
             r = hits[worst]
             others = ", ".join(f"{k} {rows[k]['drop']:+.3f}" for k in rows if k != worst)
             summary = (f"Under {worst} noise (rate {self.rate:g}) {label} falls from {r['clean']:.3f} "
-                       f"to {r['noisy']:.3f} "
-                       f"on {len(sub)} selection examples (adjusted McNemar p = {r['p_adjusted']:.2g})"
+                       f"to {r['noisy']:.3f} on {n} selection examples (adjusted McNemar p = {r['p_adjusted']:.2g})"
                        + (f"; drops under the others: {others}." if others else "."))
             severity = min(1.0, r["drop"] / self.scale)
         else:
             worst = None
             summary = (f"{label[0].upper() + label[1:]} {clean:.3f} holds under {', '.join(rows)} noise "
-                       f"(rate {self.rate:g}) on "
-                       f"{len(sub)} selection examples; the largest drop, {rows[largest]['drop']:+.3f} under "
-                       f"{largest}, is not significant.")
+                       f"(rate {self.rate:g}) on {n} selection examples; the largest drop, "
+                       f"{rows[largest]['drop']:+.3f} under {largest}, is not significant.")
             severity = 0.0
-        n_p = len(names)
-        return [Finding(
+        return Finding(
             check=self.name, kind=NOISE_SENSITIVITY, severity=severity, summary=summary,
-            evidence={"metric": metric, "clean": clean, "n": len(sub), "rate": self.rate, "worst": worst,
+            evidence={"metric": metric, "clean": clean, "n": n, "rate": self.rate, "worst": worst,
                       "largest_drop": rows[largest]["drop"], "perturbations": rows},
-            scores={i: c / n_p for i, c in zip(sub.ids, changed)}, split="selection")]
+            scores={i: c / len(names) for i, c in zip(probe.sub.ids, changed)}, split="selection")
+
+
+class _Probe:
+    """The sampled selection examples, their words, and the model's predictions on clean or noisy
+    inputs: the task's score, per-example correctness and a readable prediction each."""
+
+    def __init__(self, ctx, sub, metric: str):
+        self.ctx, self.sub, self.metric = ctx, sub, metric
+        self.task, self.labels = ctx.task, list(ctx.labels)
+        # A word-tagging task keeps its words (and tags) aligned: pieces are its words, joined by one
+        # space; otherwise the text's words and the whitespace between them, joined as they were.
+        self.aligned = "word_aligned" in self.task.capabilities
+        self.words = ([list(t) for t in sub.tokens] if self.aligned else [re.split(r"(\s+)", t) for t in sub.texts])
+        self.clean = self._join(self.words)
+
+    def _join(self, words: list[list[str]]) -> list[str]:
+        return [" ".join(w) if self.aligned else "".join(w) for w in words]
+
+    def noisy(self, how: str, rate: float, gen) -> list[str]:
+        return self._join([perturb(w, how, rate, gen, keep_spaces=not self.aligned) for w in self.words])
+
+    def predict(self, texts: list[str], what: str) -> dict:
+        items = [self.task.with_text(self.sub, i, t) for i, t in enumerate(texts)]  # a QA context stays as it was
+        probs = self.ctx.predict_texts(items)
+        if len(probs) != len(items):
+            raise ValueError(f"predict_texts returned {len(probs)} rows for {len(items)} {what} inputs; it must "
+                             "return one per text (input)")
+        problem = self.task.check_outputs(self.sub, probs, self.labels)
+        if problem:
+            raise ValueError(f"predict_texts on {what} inputs: {problem}")
+        with warnings.catch_warnings():  # sklearn warns when only one class occurs; the numbers are still right
+            warnings.simplefilter("ignore", UserWarning)
+            score = float(self.task.metrics(self.sub, probs, self.labels)[self.metric])
+        shown = [self.task.prediction_text(r) for r in self.task.readable(items, probs, self.labels)]
+        return {"texts": texts, "score": score, "right": self.task.correct(self.sub, probs, self.labels),
+                "shown": shown}
+
+    def row(self, clean: dict, noisy: dict, flip: np.ndarray, examples: int) -> dict:
+        cr, nr = clean["right"], noisy["right"]
+        broke, fixed = int((cr & ~nr).sum()), int((~cr & nr).sum())
+        # Show what broke first, then other changed predictions.
+        order = [k for k in np.flatnonzero(cr & ~nr)] + [k for k in np.flatnonzero(flip) if not (cr[k] and not nr[k])]
+        shown = [{"id": self.sub.ids[k], "clean_text": _clip(clean["texts"][k]), "noisy_text": _clip(noisy["texts"][k]),
+                  "gold": self.task.gold_text(self.sub, k), "before": clean["shown"][k], "after": noisy["shown"][k]}
+                 for k in order[:examples]]
+        return {"clean": clean["score"], "noisy": noisy["score"], "drop": clean["score"] - noisy["score"],
+                "accuracy_clean": float(cr.mean()), "accuracy_noisy": float(nr.mean()), "broken": broke,
+                "fixed": fixed, "p_value": mcnemar_greater(broke, fixed), "changed": float(flip.mean()),
+                "examples": shown}
 
 
 # ---------------------------------------------------------------------- perturbations
@@ -233,26 +242,6 @@ def mcnemar_greater(broke: int, fixed: int) -> float:
     if broke + fixed == 0:
         return 1.0
     return float(binomtest(broke, broke + fixed, 0.5, alternative="greater").pvalue)
-
-
-def _check_probs(probs, words, n: int, C: int, what: str) -> None:
-    if len(probs) != n:
-        raise ValueError(f"predict_texts returned {len(probs)} rows for {n} {what} texts; it must return one per text")
-    if words is not None:
-        for p, w in zip(probs, words):
-            if np.shape(p) != (len(w), C):
-                raise ValueError(f"predict_texts returned shape {np.shape(p)} for a {len(w)}-word {what} text; "
-                                 f"it must return (words, {C}) per text, splitting on whitespace")
-    elif n and np.shape(probs)[1:] != (C,):
-        raise ValueError(f"predict_texts returned shape {np.shape(probs)}; expected ({n}, {C}) over ctx.labels")
-
-
-def _show(value, tokens):
-    if tokens is None:
-        return value
-    from reflectlm.tasks.ner import spans
-
-    return [f"{t}: {' '.join(tokens[s:e])}" for t, s, e in spans(list(value))]
 
 
 def _clip(text: str, width: int = 200) -> str:

@@ -20,7 +20,8 @@ The package, one job per file (docs/architecture.md):
     engine.py   improve(): the round loop, stop rules, the end (the test split, summary.json)
     round.py    one round as steps of one Round object; round 0; replay()
     planner.py  the plan from the targets, the actions' declarations and the learned action values
-    rundir.py   the round files, train.jsonl, the champion link, restore / resume
+    state.py    the loop's state from the finished rounds' files: open, restore / resume
+    challenger.py  one challenger trained into its round directory (train_round) and its outputs
     pool.py     the data the loop reads: splits, the unlabelled pool, the oracle
     backends.py where challengers train: here, or as Ray tasks (loop.backend, loop.parallel)
     processes.py under `accelerate launch`: the main process decides, every process trains
@@ -28,13 +29,13 @@ The package, one job per file (docs/architecture.md):
 
 from __future__ import annotations
 
-from .. import callable_module
 from ..actions import SUPERIORITY
+from ..callable import callable_module
+from ..rundir import ROUND_FILES
 from .engine import LoopResult, improve
-from .planner import choose_plan, plan_cost
+from .planner import choose_plans, plan_cost
 from .round import replay
-from .rundir import ROUND_FILES
 
-__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plan", "improve", "plan_cost", "replay"]
+__all__ = ["LoopResult", "ROUND_FILES", "SUPERIORITY", "choose_plans", "improve", "plan_cost", "replay"]
 
 callable_module(__name__, improve)  # `reflectlm.loop(cfg)` calls improve(), like reflectlm.train

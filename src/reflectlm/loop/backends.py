@@ -27,7 +27,7 @@ def train_one(rd: Path, cfg: Config, recipe, splits, source_dir: Path, retrain: 
     """Train one challenger into rd and evaluate it on the selection split: (metrics, examples
     processed, evaluate.Outputs). threads: torch intra-op threads for this call (None: leave them)."""
     from .. import runtime
-    from .round import evaluate, train_round
+    from .challenger import evaluate, train_round
 
     runtime.set_threads(threads)
     metrics, seen, bundle = train_round(rd, cfg, recipe, splits, source_dir, quiet, retrain=retrain)

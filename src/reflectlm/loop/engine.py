@@ -11,15 +11,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import store
-from ..atomic import write_json
+from .. import rundir, store
 from ..config import Config, ConfigError
 from ..metric import gated
-from . import backends, processes, rundir
+from ..rundir import read_json, round_dir, write_json
+from . import backends, processes
+from . import state as states
+from .challenger import evaluate
 from .planner import validate_actions
 from .pool import load_data, make_oracle
-from .round import Round, baseline, evaluate, run_round, say
-from .rundir import State, read_json, round_dir
+from .round import Round, baseline, run_round, say
+from .state import State
 
 
 @dataclass
@@ -56,19 +58,19 @@ def improve(cfg: Config, output_dir: str | Path | None = None, *, resume: bool =
 
 def _improve(cfg: Config, output_dir, resume: bool, quiet: bool, config_path, feedback, session_start: float
              ) -> LoopResult:
-    run_dir = rundir.open_run(cfg, output_dir, resume, config_path)
+    run_dir = states.open_run(cfg, output_dir, resume, config_path)
     if feedback is not None:  # hook for deploy/feedback.py: writes the run's data files, returns the config using them
         from ..deploy.feedback import attach_feedback
 
         cfg = attach_feedback(cfg, run_dir, feedback)
-    data = load_data(cfg, quiet, describe=lambda splits: rundir.describe_data(run_dir, splits))
+    data = load_data(cfg, quiet, describe=lambda splits: states.describe_data(run_dir, splits))
     oracle = make_oracle(cfg, run_dir, data.hidden)
     if data.pool is not None and cfg.loop.oracle == "column":  # say plainly who answers the queries
         budget = "no limit" if cfg.loop.label_budget is None else f"at most {cfg.loop.label_budget:,}"
         say(quiet, f"pool: {len(data.pool):,} unlabelled examples; the labels active learning asks for ({budget}) "
                    "come from the pool file's own label column, standing in for a person")
 
-    state = rundir.restore(run_dir, cfg, data.splits, data.pool)
+    state = states.restore(run_dir, cfg, data.splits, data.pool)
     if state is None:
         state = baseline(run_dir, cfg, data.splits, data.pool, quiet)
         after_round(run_dir, cfg, quiet)
@@ -148,13 +150,12 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
            "selection": state.decisions[state.champion]["selection"],
            "round0_selection": state.decisions[0]["selection"]}
     if test is not None:
-        out["test"] = evaluate(load_bundle(round_dir(run_dir, state.champion) / "model"), test, cfg).metrics
+        out["test"] = evaluate(load_bundle(round_dir(run_dir, state.champion) / rundir.MODEL), test, cfg).metrics
         out["round0_test"] = (out["test"] if state.champion == 0 else
-                              evaluate(load_bundle(round_dir(run_dir, 0) / "model"), test, cfg).metrics)
+                              evaluate(load_bundle(round_dir(run_dir, 0) / rundir.MODEL), test, cfg).metrics)
     rows = []
     for d in state.decisions:
-        c = round_dir(run_dir, d["round"]) / "compare.json"
-        cmp = read_json(c) if c.is_file() else {}
+        cmp = read_json(round_dir(run_dir, d["round"]) / rundir.COMPARE, {})
         rows.append({"round": d["round"], "actions": d.get("actions", []), "addressed": d.get("addressed", []),
                      "selection": d["selection"], "promoted": d["promoted"], "difference": cmp.get("difference"),
                      "ci_low": cmp.get("ci_low"), "ci_high": cmp.get("ci_high"),
@@ -164,11 +165,11 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
                      "built_on": d.get("built_on")})
     out["rounds"] = rows
     out["action_values"] = [v.to_json() for v in store.action_values(run_dir.parent, cfg.data.task)]
-    info = read_json(run_dir / "run.json")
+    info = read_json(run_dir / rundir.RUN)
     out["wall_seconds"] = info.get("wall_seconds", 0.0) + (time.time() - session_start)
-    write_json(run_dir / "summary.json", out)
+    write_json(run_dir / rundir.SUMMARY, out)
     info.update(status="finished", stop_reason=reason, champion_round=state.champion, wall_seconds=out["wall_seconds"])
-    write_json(run_dir / "run.json", info)
+    write_json(run_dir / rundir.RUN, info)
     return out
 
 

@@ -20,7 +20,9 @@ import numpy as np
 from .. import store
 from ..actions import ACTIONS, SUPERIORITY, ActionInputs, Recipe, apply_order, conflict, get_action, unavailable
 from ..config import Config, ConfigError
-from .rundir import State, read_json, round_dir
+from ..rundir import CHALLENGERS, PLAN, read_json, round_dir
+from ..tasks import applies
+from .state import State
 
 
 def validate_actions(cfg: Config) -> None:
@@ -49,7 +51,8 @@ def plan_cost(plan: list, recipe: Recipe) -> int:
 def _candidates(targets: list, inputs: ActionInputs, cfg: Config) -> tuple[dict[str, float], dict[str, list[str]]]:
     """action -> prior expected gain, and action -> the finding kinds it would answer."""
     lc = cfg.loop
-    allowed = set(lc.actions or ACTIONS) - set(lc.exclude_actions)
+    # Only what the run's task can take (each action declares the capabilities it requires).
+    allowed = {a for a in set(lc.actions or ACTIONS) - set(lc.exclude_actions) if applies(inputs.task, ACTIONS[a])}
     prior: dict[str, float] = {}
     kinds: dict[str, list[str]] = {}
     for t in targets:
@@ -80,26 +83,16 @@ def _candidates(targets: list, inputs: ActionInputs, cfg: Config) -> tuple[dict[
     return prior, kinds
 
 
-def choose_plan(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
-                rejected: set[str], r: int, examples_left: int | None = None, seconds_left: float | None = None,
-                seconds_per_example: float | None = None) -> tuple[list, list[dict], list[str]]:
-    """The plan for round r. Returns (actions in the order they apply, the ranking with its numbers,
-    the finding kinds the plan addresses)."""
-    plans, ranking = choose_plans(targets, inputs, recipe, cfg, run_dir, rejected, r, 1, examples_left,
-                                  seconds_left, seconds_per_example)
-    plan, addressed = plans[0] if plans else ([], [])
-    return plan, ranking, addressed
-
-
 def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Config, run_dir: Path,
                  rejected: set[str], r: int, k: int = 1, examples_left: int | None = None,
                  seconds_left: float | None = None, seconds_per_example: float | None = None,
                  chained: bool = False) -> tuple[list[tuple[list, list[str]]], list[dict]]:
     """The k best plans for round r (loop.parallel challengers), best first: plan j is led by the
-    best-ranked applicable action that no earlier plan uses, and joined as choose_plan joins. The
+    best-ranked applicable action that no earlier plan uses, joined by up to loop.max_actions - 1
+    others judged the same way (mode, retrains), not in conflict and at least half as promising. The
     plans together must fit what is left of loop.examples_budget (each must fit loop.time_budget_s:
     challengers run side by side). Returns ([(actions in the order they apply, the finding kinds
-    they address)], the ranking); with k = 1 it is choose_plan's plan and ranking exactly.
+    they address)], the ranking).
     chained: the round builds on a promising rejected challenger, so it is judged for superiority
     (loop.round.ab_test) and only actions that can prove a gain are tried."""
     lc = cfg.loop
@@ -116,23 +109,7 @@ def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Confi
                         "observed_mean": float(np.mean(obs)) if obs else None, "posterior_mean": round(mean, 5),
                         "posterior_sd": round(sd, 5), "score": round(draw, 5)})
     ranking.sort(key=lambda x: (-x["score"], x["action"]))
-    proposed = []  # (row, action): the actions that apply here and were not already rejected on this base
-    for row in ranking:
-        action = ACTIONS[row["action"]].propose(inputs, recipe)
-        if action is None:
-            row["skipped"] = unavailable(row["action"]) or "does not apply here"
-            continue
-        if lc.action_params.get(action.name):
-            action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
-        if chained and action.mode != SUPERIORITY:
-            row["skipped"] = ("this round builds on a rejected challenger and must prove a gain over the champion; "
-                              f"a {action.mode.replace('_', '-')} action cannot")
-            continue
-        fresh = getattr(action, "queries_oracle", False) and inputs.oracle is not None  # new examples each time
-        if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
-            row["skipped"] = "the same plan was already tried on this base since the champion last changed"
-            continue
-        proposed.append((row, action))
+    proposed = _proposed(ranking, inputs, recipe, lc, rejected, chained)
     plans: list[tuple[list, list[str]]] = []
     used: set[str] = set()
     left = examples_left
@@ -173,6 +150,30 @@ def choose_plans(targets: list, inputs: ActionInputs, recipe: Recipe, cfg: Confi
     return plans, ranking
 
 
+def _proposed(ranking: list[dict], inputs: ActionInputs, recipe: Recipe, lc, rejected: set[str],
+              chained: bool) -> list[tuple[dict, object]]:
+    """(row, action) for the ranked actions that apply here and were not already rejected on this
+    base, with loop.action_params applied; the others' rows say why they were skipped."""
+    proposed = []
+    for row in ranking:
+        action = ACTIONS[row["action"]].propose(inputs, recipe)
+        if action is None:
+            row["skipped"] = unavailable(row["action"]) or "does not apply here"
+            continue
+        if lc.action_params.get(action.name):
+            action = get_action(action.name, **{**action.params(), **lc.action_params[action.name]})
+        if chained and action.mode != SUPERIORITY:
+            row["skipped"] = ("this round builds on a rejected challenger and must prove a gain over the champion; "
+                              f"a {action.mode.replace('_', '-')} action cannot")
+            continue
+        fresh = getattr(action, "queries_oracle", False) and inputs.oracle is not None  # new examples each time
+        if json.dumps([action.name, action.params()], sort_keys=True) in rejected and not fresh:
+            row["skipped"] = "the same plan was already tried on this base since the champion last changed"
+            continue
+        proposed.append((row, action))
+    return proposed
+
+
 def rejected_on_base(run_dir: Path, state: State) -> set[str]:
     """Plans already tried on the current base since the champion last changed: the same findings
     would propose them again. (A plan rejected on the champion may still be tried on a promising
@@ -183,7 +184,7 @@ def rejected_on_base(run_dir: Path, state: State) -> set[str]:
             continue
         rd = round_dir(run_dir, d["round"])
         # With loop.parallel > 1 every challenger's plan was tried, not only the one kept.
-        for path in [rd / "plan.json", *sorted(rd.glob("challengers/*/plan.json"))]:
+        for path in [rd / PLAN, *sorted(rd.glob(f"{CHALLENGERS}/*/{PLAN}"))]:
             for a in read_json(path)["actions"]:
                 out.add(json.dumps([a["action"], a["params"]], sort_keys=True))
     return out

@@ -41,16 +41,17 @@ def load_pool(cfg: Config, splits: Splits, quiet: bool = True):
     """(pool Dataset, hidden labels or None), or None without loop.pool. The pool's labels are never
     given to training, and pool examples that repeat a train, selection or test example are removed
     (a test text pulled into training by active learning would leak the test split)."""
-    from ..data import load
+    from ..data import COLUMNS, load
     from ..tasks import get_task
 
     lc = cfg.loop
     if not lc.pool:
         return None
-    cols = {k: getattr(cfg.data, k) for k in ("format", "text_column", "tokens_key", "tags_key")}
+    task = get_task(cfg.data.task)
+    cols = {k: getattr(cfg.data, k) for k in COLUMNS if k not in ("weight_column", "confidence_column")}
     label_col = lc.pool_label_column or cfg.data.label_column
     try:
-        ds = load(lc.pool, cfg.data.task, label_column=label_col, id_column=cfg.data.id_column, **cols)
+        ds = load(lc.pool, cfg.data.task, format=cfg.data.format, **{**cols, "label_column": label_col})
         hidden = dict(zip(ds.ids, ds.labels)) if lc.oracle == "column" else None
     except DataError as e:
         if lc.oracle == "column":
@@ -58,19 +59,19 @@ def load_pool(cfg: Config, splits: Splits, quiet: bool = True):
                             "loop.pool_label_column") from None
         ds = _text_only(lc.pool, cfg)
         hidden = None
-    if lc.oracle == "column" and cfg.data.task == "classification":
-        unknown = sorted(set(hidden.values()) - set(splits.labels))
+    if lc.oracle == "column" and hidden:
+        unknown = sorted(task.unknown_labels(ds, set(task.label_names_of(splits.labels))))
         if unknown:
             raise DataError(f"{lc.pool}: pool labels {unknown[:5]} are not among the training labels")
-    # The pool's own labels must not leak: keep only texts (and the ids the oracle answers for).
-    ds.labels = get_task(ds.task).blank_labels(ds)
-    seen_ids, seen_texts = set(), set()
+    # The pool's own labels must not leak: keep only the inputs (and the ids the oracle answers for).
+    ds.labels = task.blank_labels(ds)
+    seen_ids, seen_keys = set(), set()
     for other in (splits.train, splits.selection, splits.test):
         if other is not None:
             seen_ids.update(other.ids)
-            seen_texts.update(" ".join(t.lower().split()) for t in other.texts)
-    keep = [k for k, (i, t) in enumerate(zip(ds.ids, ds.texts))
-            if i not in seen_ids and " ".join(t.lower().split()) not in seen_texts]
+            seen_keys.update(" ".join(t.lower().split()) for t in task.keys(other))
+    keep = [k for k, (i, t) in enumerate(zip(ds.ids, task.keys(ds)))
+            if i not in seen_ids and " ".join(t.lower().split()) not in seen_keys]
     if len(keep) < len(ds):
         msg = (f"{lc.pool}: {len(ds) - len(keep)} pool examples repeat a train, selection or test example; "
                "left out of the pool")
@@ -93,15 +94,18 @@ def _text_only(path: str, cfg: Config) -> Dataset:
             texts = [r[cfg.data.text_column] for r in csv.DictReader(fh, delimiter="\t" if p.suffix == ".tsv" else ",")]
     else:
         texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from ..tasks import get_task
+
     texts = [t for t in texts if t and t.strip()]
-    ids = [f"pool-{hashlib.sha1(t.encode()).hexdigest()[:12]}" for t in texts]
-    tokens = [t.split() for t in texts] if cfg.data.task == "ner" else None
-    return Dataset(task=cfg.data.task, ids=ids, labels=[None] * len(texts), texts=texts, tokens=tokens, source=str(p))
+    ds = get_task(cfg.data.task).from_inputs(texts)
+    ds.ids = [f"pool-{hashlib.sha1(t.encode()).hexdigest()[:12]}" for t in texts]
+    ds.source = str(p)
+    return ds
 
 
 def make_oracle(cfg: Config, run_dir: Path, hidden: dict | None):
     """Who answers labels for pool examples: the pool's hidden column, a person (label_queue.csv), or nobody."""
-    from ..train import RunError
+    from ..rundir import RunError
 
     if cfg.loop.oracle == "column":
         if hidden is None:

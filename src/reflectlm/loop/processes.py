@@ -57,7 +57,7 @@ def release(result=None, error: str | None = None) -> None:
 def follow():
     """A process other than the main one: train each job the main process broadcasts, until it
     stops; returns the main process's LoopResult."""
-    from ..train import RunError
+    from ..rundir import RunError
     from ..train import train as fit_model
 
     while True:

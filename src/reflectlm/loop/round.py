@@ -22,15 +22,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..actions import ACTIONS, SUPERIORITY, ActionInputs, Recipe, get_action
-from ..atomic import write_json
-from ..config import Config, dump_toml
+from .. import rundir
+from ..actions import ACTIONS, SUPERIORITY, ActionInputs, Recipe
+from ..config import Config
 from ..data import Dataset, Splits
 from ..findings import jsonable
 from ..metric import Metric, get_metric
-from . import rundir
+from ..rundir import read_json, round_dir, write_json
+from . import state as states
+from .challenger import embedder, evaluate, predictor, train_round
 from .planner import choose_plans, rejected_on_base
-from .rundir import State, read_json, round_dir
+from .state import State
 
 # Called with "<round>:after_<step>" after each step (and "<round>:before_decision") - a seam, not
 # a feature: the kill-and-resume test adds a hook that kills the process at a chosen point.
@@ -143,10 +145,10 @@ def diagnose(rnd: Round) -> None:
         shutil.rmtree(rnd.dir)
     rnd.dir.mkdir(parents=True)
     cfg, state = rnd.cfg, rnd.state
-    base_model = load_bundle(rnd.base_dir / "model")
+    base_model = load_bundle(rnd.base_dir / rundir.MODEL)
     rnd.base_out = evaluate(base_model, rnd.splits.selection, cfg)
     rnd.champ_out = rnd.base_out if state.base == state.champion else evaluate(
-        load_bundle(round_dir(rnd.run_dir, state.champion) / "model"), rnd.splits.selection, cfg)
+        load_bundle(round_dir(rnd.run_dir, state.champion) / rundir.MODEL), rnd.splits.selection, cfg)
     rnd.predict = predictor(base_model, cfg)
     rnd.embed = embedder(cfg)
     rnd.findings = run_diagnosis(rnd.dir, cfg.loop.checks or None, ctx=context(rnd), write=True,
@@ -155,11 +157,10 @@ def diagnose(rnd: Round) -> None:
 
 def reflect(rnd: Round) -> None:
     """Findings -> ranked targets (reflect.RULES, the remedies the actions declare): targets.json."""
-    from ..atomic import write_text
     from ..reflect import reflect as rank
 
     rnd.targets = rank(rnd.findings, rnd.metric.of(rnd.base_out.metrics), metric=rnd.metric)
-    write_text(rnd.dir / "targets.json", json.dumps(jsonable([t.to_json() for t in rnd.targets]), indent=2))
+    rundir.write_text(rnd.dir / rundir.TARGETS, json.dumps(jsonable([t.to_json() for t in rnd.targets]), indent=2))
 
 
 def plan(rnd: Round) -> None:
@@ -203,7 +204,7 @@ def apply(rnd: Round) -> None:
         rnd.plans = [(rnd.plan, rnd.addressed)]
     rnd.challengers = []
     for k, (plan_k, addressed) in enumerate(rnd.plans):
-        cdir = rnd.dir / "challengers" / str(k) if multi else rnd.dir
+        cdir = rnd.dir / rundir.CHALLENGERS / str(k) if multi else rnd.dir
         cdir.mkdir(parents=True, exist_ok=True)
         # Artifacts (an adapted encoder) stay in the challenger's own folder: recipes name them by path.
         inputs = dataclasses.replace(rnd.inputs, work_dir=cdir) if multi else rnd.inputs
@@ -212,7 +213,7 @@ def apply(rnd: Round) -> None:
             recipe = action.apply(recipe, inputs)
         steps = [{"action": a.name, "params": a.params(), "addresses": sorted(set(a.addresses) & set(addressed))}
                  for a in plan_k]
-        write_json(cdir / "plan.json", {"actions": steps, "ranking": rnd.ranking, "addressed": addressed,
+        write_json(cdir / rundir.PLAN, {"actions": steps, "ranking": rnd.ranking, "addressed": addressed,
                                         "changes": recipe.changes})
         rnd.challengers.append(Challenger(k, plan_k, addressed, cdir, recipe, no_op=unchanged(rnd.start, recipe)))
     live = [c for c in rnd.challengers if not c.no_op]
@@ -226,12 +227,12 @@ def apply(rnd: Round) -> None:
 
 def _write_round_plan(rnd: Round, kept: Challenger) -> None:
     """Several challengers: the round's plan.json is the kept one's, with every challenger listed."""
-    plan_json = read_json(kept.dir / "plan.json")
+    plan_json = read_json(kept.dir / rundir.PLAN)
     plan_json["kept"] = kept.k
     plan_json["challengers"] = [{"challenger": c.k, "dir": str(c.dir.relative_to(rnd.dir)),
                                  "actions": [a.name for a in c.plan], "addressed": c.addressed,
                                  "no_op": c.no_op} for c in rnd.challengers]
-    write_json(rnd.dir / "plan.json", plan_json)
+    write_json(rnd.dir / rundir.PLAN, plan_json)
 
 
 def _no_op(rnd: Round) -> None:
@@ -239,7 +240,7 @@ def _no_op(rnd: Round) -> None:
     # same recipe again would only spend compute.
     state, m = rnd.state, rnd.metric.name
     what = "; ".join(f"{c['action']}: {c.get('skipped') or 'no change'}" for c in rnd.recipe.changes)
-    queued = (rnd.run_dir / "label_queue.csv").is_file()
+    queued = (rnd.run_dir / rundir.LABEL_QUEUE).is_file()
     reason = "the plan changed nothing (" + what + ")" + (
         "; examples wait in label_queue.csv for `reflectlm label import`" if queued else "") + "; not trained"
     decision = {"round": rnd.r, "promoted": False, "reason": reason, "champion_round": state.champion,
@@ -247,8 +248,8 @@ def _no_op(rnd: Round) -> None:
                 "seconds": time.time() - rnd.started, "examples_trained": 0, "labels_used": 0, "acquired": {},
                 "actions": [a.name for a in rnd.plan], "addressed": rnd.addressed, "no_op": True,
                 "built_on": state.base, "next_base": state.base}
-    write_json(rnd.dir / "decision.json", decision)
-    rundir.record(rnd.run_dir, decision, rnd.cfg)
+    write_json(rnd.dir / rundir.DECISION, decision)
+    states.record(rnd.run_dir, decision, rnd.cfg)
     say(rnd.quiet, f"round {rnd.r}: {reason}")
     rnd.outcome = State(state.decisions + [decision], state.champion, state.recipe, state.examples_trained,
                         state.labels_used, state.acquired, state.base)
@@ -284,7 +285,7 @@ def judge(rnd: Round) -> None:
     rnd.metrics, rnd.chall_out, rnd.result = kept.metrics, kept.chall_out, kept.result
     if len(rnd.challengers) > 1:
         _keep(rnd, kept, live)
-    write_json(rnd.dir / "compare.json", _compare_json(rnd, kept, live))
+    write_json(rnd.dir / rundir.COMPARE, _compare_json(rnd, kept, live))
     rnd.promoted = bool(rnd.result.promote)
     rnd.chained = not rnd.promoted and promising(rnd)
     rnd.reason = rnd.result.reason
@@ -360,13 +361,10 @@ def _keep(rnd: Round, kept: Challenger, live: list[Challenger]) -> None:
     """Several challengers: each one's compare.json in its folder; the kept one's trained files move
     up to the round (what the next round reads), the others' weights are not kept."""
     for c in live:
-        write_json(c.dir / "compare.json", {**c.result.to_json(), "holm": c.holm})
-        if c is not kept and (c.dir / "model").exists() and not rnd.cfg.loop.keep_models:
-            shutil.rmtree(c.dir / "model")
-    moved = [name.rstrip("/") for name in rundir.ROUND_FILES
-             if name not in ("plan.json", "compare.json", "decision.json", "findings.json", "targets.json",
-                             "recipe.json", "challengers/")]
-    for name in moved:
+        write_json(c.dir / rundir.COMPARE, {**c.result.to_json(), "holm": c.holm})
+        if c is not kept and (c.dir / rundir.MODEL).exists() and not rnd.cfg.loop.keep_models:
+            shutil.rmtree(c.dir / rundir.MODEL)
+    for name in rundir.TRAINED_FILES:
         if (kept.dir / name).exists():
             (kept.dir / name).replace(rnd.dir / name)
     _write_round_plan(rnd, kept)
@@ -387,9 +385,9 @@ def record(rnd: Round) -> None:
     champion link and the store."""
     state, recipe, r, m = rnd.state, rnd.recipe, rnd.r, rnd.metric.name
     if rnd.promoted or rnd.chained:
-        rundir.save_recipe(rnd.dir, recipe)
-    elif (rnd.dir / "model").exists() and not rnd.cfg.loop.keep_models:
-        shutil.rmtree(rnd.dir / "model")  # a rejected challenger's weights are not kept
+        states.save_recipe(rnd.dir, recipe)
+    elif (rnd.dir / rundir.MODEL).exists() and not rnd.cfg.loop.keep_models:
+        shutil.rmtree(rnd.dir / rundir.MODEL)  # a rejected challenger's weights are not kept
     acquired = {}  # oracle answers: gold labels, kept even if this round is rejected (any challenger's)
     trained = [c for c in rnd.challengers if not c.no_op] or [Challenger(0, rnd.plan, rnd.addressed, rnd.dir, recipe,
                                                                           seen=rnd.seen)]
@@ -412,13 +410,13 @@ def record(rnd: Round) -> None:
                                    for c in rnd.challengers]
         decision["kept"] = next(c.k for c in trained if c.recipe is recipe)
     checkpoint(f"{r}:before_decision")
-    write_json(rnd.dir / "decision.json", decision)
+    write_json(rnd.dir / rundir.DECISION, decision)
     if rnd.promoted:
         rundir.set_champion(rnd.run_dir, r)
-    rundir.record(rnd.run_dir, decision, rnd.cfg)
+    states.record(rnd.run_dir, decision, rnd.cfg)
     say(rnd.quiet, f"round {r}: {rnd.reason}")
     # The next state is read back from disk, as --resume reads it: one derivation for both.
-    rnd.outcome = rundir.state_after(rnd.run_dir, rnd.cfg, rnd.splits, rnd.pool, state.decisions + [decision])
+    rnd.outcome = states.state_after(rnd.run_dir, rnd.cfg, rnd.splits, rnd.pool, state.decisions + [decision])
 
 
 def _challenger_row(c: Challenger, m: str) -> dict:
@@ -456,16 +454,19 @@ def action_inputs(rnd: Round) -> ActionInputs:
     budget_left = None if cfg.loop.label_budget is None else cfg.loop.label_budget - state.labels_used
     return ActionInputs(task=cfg.data.task, labels=rnd.splits.labels, seed=cfg.train.seed + rnd.r,
                         findings=rnd.findings, selection_metrics=rnd.base_out.metrics,
-                        history=read_json(rnd.base_dir / "metrics.json").get("history"), predict=rnd.predict,
-                        embed=rnd.embed, oracle=rnd.oracle, champion_model=rnd.base_dir / "model", work_dir=rnd.dir,
+                        history=read_json(rnd.base_dir / rundir.METRICS).get("history"), predict=rnd.predict,
+                        embed=rnd.embed, oracle=rnd.oracle, champion_model=rnd.base_dir / rundir.MODEL, work_dir=rnd.dir,
                         label_budget_left=budget_left, quiet=rnd.quiet)
 
 
 def context(rnd: Round):
     """The diagnosis inputs for the base round's model (diagnose.build_context, as `reflectlm diagnose`)."""
     from ..diagnose import DIAGNOSTICS, build_context, wanted
+    from ..tasks import applies, get_task
 
-    needs, wants = wanted(DIAGNOSTICS[c]() for c in (rnd.cfg.loop.checks or list(DIAGNOSTICS)))
+    task = get_task(rnd.cfg.data.task)
+    checks = [DIAGNOSTICS[c]() for c in (rnd.cfg.loop.checks or list(DIAGNOSTICS))]
+    needs, wants = wanted(c for c in checks if applies(task, c))  # what the run's task's checks read
     return build_context(rnd.cfg, rnd.state.recipe.train, rnd.splits.selection, rnd.splits.labels,
                          artifacts=rnd.base_dir, needs=needs, wants=wants, cv=rnd.cfg.loop.cv,
                          selection_out=rnd.base_out, predict=rnd.predict, embed=rnd.embed,
@@ -499,113 +500,6 @@ def promising(rnd: Round) -> bool:
     return state.base == state.champion or m.better(m.of(rnd.chall_out.metrics), m.of(rnd.base_out.metrics))
 
 
-def evaluate(bundle, ds: Dataset, cfg: Config):
-    from ..evaluate import evaluate_bundle
-
-    return evaluate_bundle(bundle, ds, batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision)
-
-
-def predictor(bundle, cfg: Config):
-    from ..evaluate import bundle_probs
-
-    cache: dict = {}
-
-    def predict(texts: list[str]):
-        key = tuple(texts)
-        if key not in cache:  # the label check and the robustness check ask for the same texts in one round
-            cache.clear()
-            cache[key] = bundle_probs(bundle, list(texts), batch_size=cfg.train.eval_batch_size,
-                                      precision=cfg.train.precision)
-        return cache[key]
-
-    return predict
-
-
-def embedder(cfg: Config):
-    from ..embed import embed_texts
-
-    encoder = cfg.model.name if cfg.model.kind == "transformer" else "minilm"
-    if "adapted" in str(encoder) or (Path(str(encoder)) / "reflectlm.json").is_file():
-        encoder = "minilm" if cfg.model.kind != "transformer" else encoder
-    return lambda texts: embed_texts(list(texts), model=encoder, quiet=True)
-
-
-# --------------------------------------------------------------------------- training a round
-
-
-def train_round(rd: Path, cfg: Config, recipe: Recipe, splits: Splits, source_dir: Path | None, quiet: bool,
-                retrain: bool = True) -> tuple[dict, int, object]:
-    """Train (or, for post-only plans, copy from source_dir) the challenger into `rd`; returns its
-    metrics, the examples it processed, and its bundle."""
-    from ..actions.base import with_value
-    from ..modeling import load_bundle, save_bundle
-    from ..train import _versions
-    from ..train import train as fit_model
-    from .processes import train_together
-
-    rundir.save_train(rd / "train.jsonl", recipe.train)
-    run_cfg = recipe.config
-    if recipe.init_from:
-        run_cfg = with_value(run_cfg, "model.name", recipe.init_from)  # transfer: this round only
-    for key, value in recipe.round_only.items():  # e.g. transfer's shorter schedule: not inherited
-        run_cfg = with_value(run_cfg, key, value)
-    if retrain:
-        train_splits = Splits(recipe.train, splits.selection, None, splits.labels, [])
-        train_together(run_cfg, rd, train_splits)  # under accelerate launch: every process trains it (processes.py)
-        res = fit_model(run_cfg, rd, splits=train_splits, quiet=quiet, existing=True)
-        bundle, metrics, seen = res.bundle, res.metrics, res.fit.examples_seen
-    else:  # calibrate / prune: work on the source round's trained model, no training
-        (rd / "config.toml").write_text(dump_toml(run_cfg), encoding="utf-8")
-        # The round still describes itself: what it started from and what it did, no training.
-        write_json(rd / "run.json", {"kind": "post", "status": "finished", "trained": False,
-                                     "source_model": str((source_dir / "model").resolve()),
-                                     "steps": recipe.post, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                     "versions": _versions()})
-        for name in ("dynamics.npz", "gradients.npz"):
-            if (source_dir / name).is_file():
-                shutil.copy(source_dir / name, rd / name)
-        bundle = load_bundle(source_dir / "model")
-        metrics = read_json(source_dir / "metrics.json")
-        metrics = {k: metrics[k] for k in ("selection_metric", "best_epoch", "history") if k in metrics}
-        metrics["examples_trained"] = 0
-        seen = 0
-    if recipe.post:
-        post = PostInputs(bundle, splits, cfg)
-        for step in recipe.post:
-            action = get_action(step["action"], **step["params"])
-            info = action.transform(bundle.model, post)
-            metrics.setdefault("post", {})[step["action"]] = info
-            if getattr(action, "record", None):
-                write_json(rd / action.record, info)
-        save_bundle(bundle, rd / "model")
-        metrics["selection"] = evaluate(bundle, splits.selection, cfg).metrics
-        write_json(rd / "metrics.json", metrics)
-    return metrics, seen + recipe.extra_examples, bundle
-
-
-class PostInputs:
-    """What a post-training step reads: the selection split's logits and targets."""
-
-    def __init__(self, bundle, splits: Splits, cfg: Config):
-        self.bundle, self.splits, self.cfg = bundle, splits, cfg
-        self.labels = splits.labels
-        l2i = {n: i for i, n in enumerate(splits.labels)}
-        self.selection_targets = np.array([l2i[y] for y in splits.selection.labels]) if cfg.data.task == "classification" else None
-
-    def selection_logits(self, model):
-        from .. import runtime
-        from ..evaluate import forward_all
-        from ..tasks import get_task
-
-        tmod = get_task(self.cfg.data.task)
-        l2i = {n: i for i, n in enumerate(self.labels)}
-        feats = tmod.encode(self.bundle.tokenizer, self.splits.selection, l2i, self.cfg.data.max_length)
-        pad = getattr(self.bundle.tokenizer, "pad_token_id", 0) or 0
-        logits, _, _ = forward_all(model, feats, pad, self.cfg.data.task, self.cfg.train.eval_batch_size,
-                                   runtime.resolve_precision(self.cfg.train.precision))
-        return np.stack(logits) if logits else np.zeros((0, len(self.labels)))
-
-
 # --------------------------------------------------------------------------- round 0 and replay
 
 
@@ -616,16 +510,16 @@ def baseline(run_dir: Path, cfg: Config, splits: Splits, pool: Dataset | None, q
     rd.mkdir(parents=True, exist_ok=True)
     say(quiet, "round 0: training the baseline")
     recipe = Recipe(cfg, train=splits.train, pool=pool)
-    write_json(rd / "plan.json", {"actions": [], "ranking": [], "addressed": [], "changes": []})
+    write_json(rd / rundir.PLAN, {"actions": [], "ranking": [], "addressed": [], "changes": []})
     metrics, seen, _ = train_round(rd, cfg, recipe, splits, None, quiet)
-    rundir.save_recipe(rd, recipe)
+    states.save_recipe(rd, recipe)
     decision = {"round": 0, "promoted": True, "reason": "baseline: the first champion", "champion_round": 0,
                 "selection": metrics["selection"][cfg.selection_metric], "seconds": time.time() - t0,
                 "examples_trained": seen, "labels_used": 0, "actions": []}
     checkpoint("0:before_decision")
-    write_json(rd / "decision.json", decision)
+    write_json(rd / rundir.DECISION, decision)
     rundir.set_champion(run_dir, 0)
-    rundir.record(run_dir, decision, cfg)
+    states.record(run_dir, decision, cfg)
     return State([decision], 0, recipe, seen, 0, {})
 
 
@@ -641,30 +535,30 @@ def replay(run_dir: str | Path, r: int, work_dir: str | Path | None = None) -> R
     from ..config import load_config
     from ..findings import Finding
     from ..modeling import load_bundle
-    from ..train import RunError
+    from ..rundir import RunError
     from .pool import load_data, make_oracle
 
     run_dir = Path(run_dir)
     rd = round_dir(run_dir, r)
-    if r < 1 or not (rd / "plan.json").is_file():
+    if r < 1 or not (rd / rundir.PLAN).is_file():
         raise RunError(f"{rd} has no plan.json to replay; pass a round >= 1 of a loop run")
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / rundir.CONFIG)
     data = load_data(cfg)
     oracle = make_oracle(cfg, run_dir, data.hidden)
-    if oracle is not None and (rd / "decision.json").is_file():
+    if oracle is not None and (rd / rundir.DECISION).is_file():
         # Answer exactly what the round was answered (a queue may have grown since; asking it
         # again would also rewrite the run's label_queue.csv).
-        oracle = ColumnOracle(read_json(rd / "decision.json").get("acquired", {}))
-    decisions = [read_json(round_dir(run_dir, k) / "decision.json") for k in range(r)]
-    state = rundir.state_after(run_dir, cfg, data.splits, data.pool, decisions)
+        oracle = ColumnOracle(read_json(rd / rundir.DECISION).get("acquired", {}))
+    decisions = [read_json(round_dir(run_dir, k) / rundir.DECISION) for k in range(r)]
+    state = states.state_after(run_dir, cfg, data.splits, data.pool, decisions)
     rnd = Round(r, run_dir, cfg, data.splits, state, oracle, data.pool, quiet=True)
-    champ = load_bundle(rnd.base_dir / "model")  # what round r diagnosed and built on
+    champ = load_bundle(rnd.base_dir / rundir.MODEL)  # what round r diagnosed and built on
     rnd.base_out = evaluate(champ, data.splits.selection, cfg)
     rnd.predict, rnd.embed = predictor(champ, cfg), embedder(cfg)
-    rnd.findings = [Finding.from_json(f) for f in read_json(rd / "findings.json")["findings"]]
+    rnd.findings = [Finding.from_json(f) for f in read_json(rd / rundir.FINDINGS)["findings"]]
     inputs = action_inputs(rnd)
     inputs.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="replay-"))
     recipe = start_recipe(state)
-    for action in from_plan(read_json(rd / "plan.json")["actions"]):
+    for action in from_plan(read_json(rd / rundir.PLAN)["actions"]):
         recipe = action.apply(recipe, inputs)
     return recipe

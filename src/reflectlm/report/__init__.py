@@ -12,7 +12,7 @@ matplotlib, torch's SummaryWriter and mlflow load inside the functions that use 
 """
 
 from .html import SECTIONS, write_report
-from .rundir import Round, Run, load_run
+from .runs import Round, Run, load_run
 from .tensorboard import write_tensorboard
 from .terminal import list_runs, show, summarize
 from .tracking import log_mlflow

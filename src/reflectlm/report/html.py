@@ -19,8 +19,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import rundir
 from ..atomic import write_text
-from .rundir import Round, Run, _num, load_run
+from .runs import Round, Run, _num, load_run
 
 SECTIONS = {  # id -> heading, in page order (tests assert every one is present)
     "headline": "Headline",
@@ -78,7 +79,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     returns its path. Safe to call after every round: the file is replaced atomically."""
     run = load_run(run_dir)
     page = render(run)
-    out = Path(output) if output is not None else run.path / "report.html"
+    out = Path(output) if output is not None else run.path / rundir.REPORT
     write_text(out, page)
     return out
 
@@ -180,10 +181,6 @@ def _card(key: str, value: str, note: str = "") -> str:
             + (f'<div class="n">{note}</div>' if note else "") + "</div>")
 
 
-def _main_metrics(task: str) -> list[str]:
-    return ["entity_f1", "entity_precision", "entity_recall"] if task == "ner" else ["accuracy", "macro_f1"]
-
-
 def _gain(now, before, baseline: bool) -> str:
     if baseline:
         return "the round-0 model (no gain to report)"
@@ -224,7 +221,7 @@ def _headline(run: Run) -> str:
               _e(f"status: {run.status}")),
         _card(f"selection {metric}", _f(sel), _gain(sel, sel0, baseline)),
     ]
-    for k in _main_metrics(run.task):
+    for k in run.spec.report_metrics:
         if k in test:
             cards.append(_card(f"test {k}", _f(test[k]), _gain(test[k], test0.get(k), baseline)))
     cards += [
@@ -352,60 +349,78 @@ def _decisions(run: Run) -> str:
 
 
 def _errors(run: Run) -> str:
-    from .plots import confusion_heatmap, error_order, ner_error_kinds, per_class_bars
+    """Errors by the task's groups: a confusion matrix where the metrics carry one (classes), a
+    table of the groups where they do not (entity types, question types), and the task's error kinds."""
+    from .plots import per_class_bars
 
     champ = run.champion
     if champ is None or not champ.metrics:
         return _note("no metrics yet")
     split, cur, base = run.champion_eval()
+    spec = run.spec
     parts = [f'<p class="sub">the champion ({_e(_round_label(champ))}) on the {split} split</p>']
-    if run.task == "ner" or "per_type" in cur:
-        per_type = cur.get("per_type") or {}
-        if per_type:
-            parts.append(_img(per_class_bars(per_type, (base or {}).get("per_type"), "f1", "per-entity-type F1"),
-                              "per-entity-type F1"))
-            rows = [[_e(t), _f(v.get("precision")), _f(v.get("recall")), _f(v.get("f1")), str(v.get("support", "–"))]
-                    for t, v in sorted(per_type.items())]
-            parts.append(_table(["entity type", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}))
-        _, diag = run.diagnosis()
-        kinds = next((f for f in (diag or {}).get("findings", []) if f.get("kind") == "ner_error_kinds"), None)
-        if kinds:
-            ev = kinds.get("evidence") or {}
-            order = list((ev.get("counts") or {}).keys())
-            if ev.get("per_type") and order:
-                parts.append(_img(ner_error_kinds(ev["per_type"], order), "entity errors by kind"))
-            rows = [[_e(k), str(v), _pct((ev.get("rates") or {}).get(k))] for k, v in (ev.get("counts") or {}).items()]
-            parts.append("<h3>Error kinds</h3>" + _table(["kind", "count", "rate"], rows, {1, 2}))
-        elif diag is not None and any(f.get("check") == "performance" for f in diag.get("findings", [])):
-            parts.append(_note("the diagnosis found no entity errors on the selection split"))
-        else:
-            parts.append(_note("the error-kind breakdown comes from `reflectlm diagnose` (not run on this model yet)"))
-        return "\n".join(parts)
-    conf, labels = cur.get("confusion"), cur.get("labels") or run.info.get("labels") or list(cur.get("per_class") or {})
-    if conf and labels and len(conf) == len(labels):
-        import numpy as np
-
-        parts.append(_img(confusion_heatmap(conf, labels, title=f"{split} confusion"), "confusion matrix"))
-        c = np.asarray(conf)
-        off = [(int(c[i, j]), labels[i], labels[j]) for i in range(len(labels)) for j in range(len(labels))
-               if i != j and c[i, j] > 0]
-        off.sort(key=lambda t: (-t[0], t[1], t[2]))
-        if off:
-            sup = c.sum(1)
-            idx = {n: i for i, n in enumerate(labels)}
-            rows = [[_e(a), _e(b), str(n), _pct(n / max(sup[idx[a]], 1))] for n, a, b in off[:10]]
-            parts.append("<h3>Most frequent confusions</h3>" + _table(["true", "predicted as", "count", "share of true"],
-                                                                      rows, {2, 3}))
-        else:
-            parts.append(_note(f"no confusions: every {split} example is classified correctly"))
-        sup = c.sum(1)
-        worst = [f"{labels[i]} ({_pct(1 - c[i, i] / sup[i])})" for i in error_order(c)[:5] if sup[i] and c[i, i] < sup[i]]
-        if worst:
-            parts.append(f'<p class="muted">highest error rates: {_e(", ".join(worst))}</p>')
-    if cur.get("per_class"):
-        parts.append(_img(per_class_bars(cur["per_class"], (base or {}).get("per_class"), "f1", "per-class F1"),
-                          "per-class F1"))
+    groups, title = cur.get(spec.group_metrics) or {}, f"per-{spec.group_name.replace(' ', '-')} F1"
+    confusion = _confusion(run, split, cur)
+    parts += confusion
+    if groups:
+        parts.append(_img(per_class_bars(groups, (base or {}).get(spec.group_metrics), "f1", title), title))
+        if not confusion:
+            cols = [c for c in ("precision", "recall", "exact_match", "f1", "support", "n")
+                    if any(c in v for v in groups.values())]
+            rows = [[_e(g)] + [str(v.get(c, "–")) if c in ("support", "n") else _f(v.get(c)) for c in cols]
+                    for g, v in sorted(groups.items())]
+            parts.append(_table([spec.group_name] + [c.replace("_", " ") for c in cols], rows,
+                                set(range(1, len(cols) + 1))))
+    if spec.error_kinds:
+        parts += _error_kinds(run)
     return "\n".join(parts)
+
+
+def _error_kinds(run: Run) -> list[str]:
+    from .plots import ner_error_kinds
+
+    _, diag = run.diagnosis()
+    kinds = next((f for f in (diag or {}).get("findings", []) if f.get("kind") == "error_kinds"), None)
+    if kinds:
+        ev = kinds.get("evidence") or {}
+        order = list((ev.get("counts") or {}).keys())
+        parts = []
+        if ev.get("per_type") and order:
+            parts.append(_img(ner_error_kinds(ev["per_type"], order), "errors by kind"))
+        rows = [[_e(k), str(v), _pct((ev.get("rates") or {}).get(k))] for k, v in (ev.get("counts") or {}).items()]
+        return parts + ["<h3>Error kinds</h3>" + _table(["kind", "count", "rate"], rows, {1, 2})]
+    if diag is not None and any(f.get("check") == "performance" for f in diag.get("findings", [])):
+        return [_note("the diagnosis found no errors of these kinds on the selection split")]
+    return [_note("the error-kind breakdown comes from `reflectlm diagnose` (not run on this model yet)")]
+
+
+def _confusion(run: Run, split: str, cur: dict) -> list[str]:
+    """The confusion heatmap, the most frequent confusions and the worst classes, where the metrics
+    carry a confusion matrix (one class per example)."""
+    from .plots import confusion_heatmap, error_order
+
+    conf, labels = cur.get("confusion"), cur.get("labels") or run.info.get("labels") or list(cur.get("per_class") or {})
+    if not (conf and labels and len(conf) == len(labels)):
+        return []
+    import numpy as np
+
+    parts = [_img(confusion_heatmap(conf, labels, title=f"{split} confusion"), "confusion matrix")]
+    c = np.asarray(conf)
+    off = [(int(c[i, j]), labels[i], labels[j]) for i in range(len(labels)) for j in range(len(labels))
+           if i != j and c[i, j] > 0]
+    off.sort(key=lambda t: (-t[0], t[1], t[2]))
+    sup = c.sum(1)
+    if off:
+        idx = {n: i for i, n in enumerate(labels)}
+        rows = [[_e(a), _e(b), str(n), _pct(n / max(sup[idx[a]], 1))] for n, a, b in off[:10]]
+        parts.append("<h3>Most frequent confusions</h3>" + _table(["true", "predicted as", "count", "share of true"],
+                                                                  rows, {2, 3}))
+    else:
+        parts.append(_note(f"no confusions: every {split} example is classified correctly"))
+    worst = [f"{labels[i]} ({_pct(1 - c[i, i] / sup[i])})" for i in error_order(c)[:5] if sup[i] and c[i, i] < sup[i]]
+    if worst:
+        parts.append(f'<p class="muted">highest error rates: {_e(", ".join(worst))}</p>')
+    return parts
 
 
 # --------------------------------------------------------------------------- 5. findings
@@ -504,9 +519,8 @@ def _findings(run: Run) -> str:
 
 
 def _top_targets(run: Run):
-    from .rundir import read_json
 
-    t = read_json(run.path / "targets.json")
+    t = rundir.read_json(run.path / rundir.TARGETS, None)
     return t if isinstance(t, list) else None
 
 
@@ -622,7 +636,7 @@ def _reproduce(run: Run) -> str:
         cmds.append(("the command that made this run", original))
     verb = "run" if run.kind == "loop" else "train"
     cmds.append(("the same run from its resolved config",
-                 shlex.join(["reflectlm", verb, str(run.path / "config.toml"), "--output-dir", f"{run.path}-again"])))
+                 shlex.join(["reflectlm", verb, str(run.path / rundir.CONFIG), "--output-dir", f"{run.path}-again"])))
     if run.kind == "train":
         cmds.append(("its diagnosis", shlex.join(["reflectlm", "diagnose", str(run.path)])))
     cmds.append(("this report", shlex.join(["reflectlm", "report", str(run.path)])))

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import rundir
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions", "--hide-scrollbars",
          "--mute-audio", "--enable-logging=stderr", "--v=0"]
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m reflectlm.report.screenshot", description=__doc__.split("\n\n")[0])
-    ap.add_argument("report", type=Path, help="report.html")
+    ap.add_argument("report", type=Path, help=f"the run's {rundir.REPORT}")
     ap.add_argument("out", type=Path, help="PNG to write")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=None, help="window height in pixels (default: the full page)")

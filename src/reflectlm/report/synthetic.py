@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import rundir
+
 
 def _w(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2), encoding="utf-8")
@@ -93,76 +95,87 @@ def make_synthetic_run(path: str | Path, classes: int = 77, n_train: int = 9000,
     metric = "macro_f1"
     config = ('[data]\ntask = "classification"\ntrain = "banking77/train.csv"\n\n[model]\nname = "minilm"\n\n'
               f'[train]\nepochs = {epochs}\nlr = 5e-05\nbatch_size = 32\n\n[loop]\nmax_rounds = {rounds - 1}\n')
-    (run / "config.toml").write_text(config, encoding="utf-8")
+    (run / rundir.CONFIG).write_text(config, encoding="utf-8")
     champion, champ_sel, summary_rounds = 0, None, []
     acc = 0.86
     layer_names = ["embeddings"] + [f"layer.{i}" for i in range(layers - 2)] + ["head"]
     for r in range(rounds):
-        d = run / "rounds" / f"{r:02d}"
+        d = run / rundir.ROUNDS / f"{r:02d}"
         d.mkdir(parents=True, exist_ok=True)
-        (d / "config.toml").write_text(config, encoding="utf-8")
+        (d / rundir.CONFIG).write_text(config, encoding="utf-8")
         promoted = r == 0 or r % 2 == 1
         acc_r = acc + (0.012 * r if promoted else -0.004)
         m = _metrics(rng, labels, n_eval, acc_r, epochs, metric)
-        _w(d / "metrics.json", m)
-        gold = np.clip(rng.beta(5, 1.5, size=(epochs, n_train)) * np.linspace(0.6, 1.0, epochs)[:, None], 1e-4, 1)
-        np.savez_compressed(d / "dynamics.npz", ids=np.array(ids), gold_prob=gold.astype(np.float32),
-                            loss=(-np.log(gold)).astype(np.float32), correct=(gold > 0.5).astype(np.float32))
-        g = np.exp(rng.normal(0, 0.5, size=(steps, layers))) * np.linspace(1, 0.3, steps)[:, None]
-        np.savez_compressed(d / "gradients.npz", layers=np.array(layer_names), step=np.arange(1, steps + 1) * 10,
-                            lr=np.full(steps, 5e-5, np.float32), loss=np.linspace(4.3, 0.4, steps).astype(np.float32),
-                            grad_norm=g.astype(np.float32), weight_norm=np.full((steps, layers), 30.0, np.float32),
-                            update_ratio=(g * 1e-4).astype(np.float32))
+        _w(d / rundir.METRICS, m)
+        _records(rng, d, ids, epochs, steps, layer_names)
         sel = m["selection"][metric]
         actions = [] if r == 0 else [{"action": ["fix_labels", "reweight_classes", "regularize"][r % 3],
                                       "params": {"max_fraction": 0.05} if r % 3 == 0 else {"power": 0.5},
                                       "addresses": ["label_issues", "high_error_class"]}]
-        _w(d / "plan.json", {"actions": actions, "ranking": []})
+        _w(d / rundir.PLAN, {"actions": actions, "ranking": []})
         if r > 0:
-            _w(d / "findings.json", _findings(rng, labels, ids, texts, given))
-            diff = sel - champ_sel
-            _w(d / "compare.json", {"metric": metric, "mode": "superiority", "champion": champ_sel, "challenger": sel,
-                                    "difference": diff, "ci_low": diff - 0.008, "ci_high": diff + 0.008,
-                                    "p_bootstrap": 0.01 if promoted else 0.6,
-                                    "mcnemar": {"b": 40, "c": 22 if promoted else 44,
-                                                "p_value": 0.03 if promoted else 0.7},
-                                    "alpha": 0.05, "margin": 0.0, "guardrail": {"ok": True}, "promote": promoted,
-                                    "reason": "significantly better" if promoted else "not significantly better",
-                                    "n": n_eval})
+            _w(d / rundir.FINDINGS, _findings(rng, labels, ids, texts, given))
+            _w(d / rundir.COMPARE, _compare(metric, champ_sel, sel, promoted, n_eval))
         if promoted:
             champion, champ_sel = r, sel
-            (d / "model").mkdir(exist_ok=True)
-            (d / "model" / "SYNTHETIC").write_text("no weights: synthetic run\n", encoding="utf-8")
-        _w(d / "decision.json", {"round": r, "promoted": promoted, "reason": "baseline" if r == 0 else
+            (d / rundir.MODEL).mkdir(exist_ok=True)
+            (d / rundir.MODEL / "SYNTHETIC").write_text("no weights: synthetic run\n", encoding="utf-8")
+        _w(d / rundir.DECISION, {"round": r, "promoted": promoted, "reason": "baseline" if r == 0 else
                                  ("significantly better" if promoted else "not significantly better"),
                                  "champion_round": champion, "selection": sel, "seconds": 300.0,
                                  "examples_trained": n_train * epochs})
         if r == rounds - 1:
             bins = [{"lower": b / 15, "upper": (b + 1) / 15, "count": 100, "confidence": (b + 0.5) / 15,
                      "accuracy": min(1.0, (b + 0.5) / 15 * 0.9)} for b in range(15)]
-            _w(d / "calibration.json", {"temperature": 1.3, "ece_before": 0.041, "ece_after": 0.012,
+            _w(d / rundir.CALIBRATION, {"temperature": 1.3, "ece_before": 0.041, "ece_after": 0.012,
                                         "bins_before": bins, "bins_after": [{**b, "accuracy": b["confidence"]} for b in bins]})
         summary_rounds.append({"round": r, "actions": [a["action"] for a in actions], "selection": sel,
                                "promoted": promoted, "difference": None if r == 0 else sel - summary_rounds[0]["selection"],
                                "ci_low": None, "ci_high": None, "p_mcnemar": None, "reason": ""})
-    link = run / "champion"
+    link = run / rundir.CHAMPION
     if link.is_symlink() or link.exists():
         link.unlink()
-    os.symlink(Path("rounds") / f"{champion:02d}", link)
-    first = json.loads((run / "rounds" / "00" / "metrics.json").read_text())
-    last = json.loads((run / "rounds" / f"{champion:02d}" / "metrics.json").read_text())
-    _w(run / "summary.json", {"selection_metric": metric, "champion_round": champion, "stop_reason": "max_rounds reached",
+    os.symlink(rundir.round_link(champion), link)
+    first = json.loads((run / rundir.ROUNDS / "00" / rundir.METRICS).read_text())
+    last = json.loads((run / rundir.ROUNDS / f"{champion:02d}" / rundir.METRICS).read_text())
+    _w(run / rundir.SUMMARY, {"selection_metric": metric, "champion_round": champion, "stop_reason": "max_rounds reached",
                               "wall_seconds": 300.0 * rounds, "examples_trained": n_train * epochs * rounds,
                               "test": last["test"], "round0_test": first["test"], "rounds": summary_rounds,
                               "action_values": [{"finding_kind": "label_issues", "action": "fix_labels", "n": 2,
                                                  "mean_gain": 0.011, "promotions": 1},
                                                 {"finding_kind": "high_error_class", "action": "reweight_classes",
                                                  "n": 1, "mean_gain": -0.002, "promotions": 0}]})
-    _w(run / "run.json", {"kind": "loop", "status": "finished", "task": "classification", "labels": labels,
+    _w(run / rundir.RUN, _record(labels, n_train, n_eval, rounds, champion))
+    return run
+
+
+def _records(rng, d: Path, ids: list[str], epochs: int, steps: int, layer_names: list[str]) -> None:
+    """A round's dynamics.npz and gradients.npz, shaped as train.fit writes them."""
+    n_train, layers = len(ids), len(layer_names)
+    gold = np.clip(rng.beta(5, 1.5, size=(epochs, n_train)) * np.linspace(0.6, 1.0, epochs)[:, None], 1e-4, 1)
+    np.savez_compressed(d / rundir.DYNAMICS, ids=np.array(ids), gold_prob=gold.astype(np.float32),
+                        loss=(-np.log(gold)).astype(np.float32), correct=(gold > 0.5).astype(np.float32))
+    g = np.exp(rng.normal(0, 0.5, size=(steps, layers))) * np.linspace(1, 0.3, steps)[:, None]
+    np.savez_compressed(d / rundir.GRADIENTS, layers=np.array(layer_names), step=np.arange(1, steps + 1) * 10,
+                        lr=np.full(steps, 5e-5, np.float32), loss=np.linspace(4.3, 0.4, steps).astype(np.float32),
+                        grad_norm=g.astype(np.float32), weight_norm=np.full((steps, layers), 30.0, np.float32),
+                        update_ratio=(g * 1e-4).astype(np.float32))
+
+
+def _compare(metric: str, champ_sel: float, sel: float, promoted: bool, n_eval: int) -> dict:
+    diff = sel - champ_sel
+    return {"metric": metric, "mode": "superiority", "champion": champ_sel, "challenger": sel,
+            "difference": diff, "ci_low": diff - 0.008, "ci_high": diff + 0.008, "p_bootstrap": 0.01 if promoted else 0.6,
+            "mcnemar": {"b": 40, "c": 22 if promoted else 44, "p_value": 0.03 if promoted else 0.7},
+            "alpha": 0.05, "margin": 0.0, "guardrail": {"ok": True}, "promote": promoted,
+            "reason": "significantly better" if promoted else "not significantly better", "n": n_eval}
+
+
+def _record(labels: list[str], n_train: int, n_eval: int, rounds: int, champion: int) -> dict:
+    return {"kind": "loop", "status": "finished", "task": "classification", "labels": labels,
                           "data": {"train": {"source": "banking77/train.csv", "examples": n_train},
                                    "selection": {"source": "banking77/train.csv", "examples": n_eval},
                                    "test": {"source": "banking77/test.csv", "examples": n_eval}},
                           "command": ["reflectlm", "run", "configs/banking77.toml"], "versions": {"reflectlm": "0.1.0"},
                           "created": "2026-01-01T00:00:00+00:00", "stop_reason": "max_rounds reached",
-                          "wall_seconds": 300.0 * rounds, "champion_round": champion})
-    return run
+                          "wall_seconds": 300.0 * rounds, "champion_round": champion}

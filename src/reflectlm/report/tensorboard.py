@@ -18,7 +18,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .rundir import Run, _num, load_run
+from .. import rundir
+from .runs import Run, _num, load_run
 
 
 def write_tensorboard(run_dir: str | Path) -> Path:
@@ -27,7 +28,7 @@ def write_tensorboard(run_dir: str | Path) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     run = load_run(run_dir)
-    tb = run.path / "tb"
+    tb = run.path / rundir.TENSORBOARD
     if tb.exists():
         shutil.rmtree(tb)
     tb.mkdir(parents=True)

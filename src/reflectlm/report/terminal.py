@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .rundir import _num, is_run_dir, load_run
+from .. import rundir
+from .runs import _num, is_run_dir, load_run
 
 
 def summarize(run_dir: str | Path) -> dict:
@@ -31,7 +32,7 @@ def summarize(run_dir: str | Path) -> dict:
         "selection": sel, "gain": None if sel is None or sel0 is None else sel - sel0,
         "test": {k: v for k, v in test.items() if _num(v) is not None},
         "rounds_run": len(run.challengers), "stop_reason": run.stop_reason(), "wall_seconds": run.wall_seconds(),
-        "rounds": rounds, "report": str(run.path / "report.html") if (run.path / "report.html").is_file() else None,
+        "rounds": rounds, "report": str(run.path / rundir.REPORT) if (run.path / rundir.REPORT).is_file() else None,
     }
 
 

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .rundir import Run, _num, load_run
+from .. import rundir
+from .runs import Run, _num, load_run
 
 EXPERIMENT = "reflectlm"
 RUN_TAG = "reflectlm.run_dir"
@@ -59,14 +60,14 @@ def log_mlflow(run_dir: str | Path, tracking_uri: str | None = None, *, experime
     for i in range(0, len(metrics), 1000):  # ... and 1000 metrics per call
         client.log_batch(rid, metrics=metrics[i: i + 1000])
 
-    for name in ("report.html", "summary.json", "run.json", "config.toml"):
+    for name in (rundir.REPORT, rundir.SUMMARY, rundir.RUN, rundir.CONFIG):
         if (run.path / name).is_file():
             client.log_artifact(rid, str(run.path / name))
     champ = run.champion
     name = model_name or f"reflectlm-{run.name}"
     versions = {}
-    if champ is not None and (champ.path / "model").is_dir():
-        client.log_artifacts(rid, str(champ.path / "model"), "champion")
+    if champ is not None and (champ.path / rundir.MODEL).is_dir():
+        client.log_artifacts(rid, str(champ.path / rundir.MODEL), "champion")
         versions["champion"] = f"{mrun.info.artifact_uri}/champion"
     last = run.challengers[-1] if run.challengers else None
     if last is not None:
@@ -90,7 +91,7 @@ def log_mlflow(run_dir: str | Path, tracking_uri: str | None = None, *, experime
                 rnd = run.champion_round if alias == "champion" else last.number
                 v = client.create_model_version(name, source, run_id=rid,
                                                 tags={"round": str(rnd), "weights": str(alias == "champion" or
-                                                                                        (last.path / "model").is_dir())})
+                                                                                        (last.path / rundir.MODEL).is_dir())})
                 made[source] = v.version
             client.set_registered_model_alias(name, alias, made[source])
     client.log_batch(rid, tags=[RunTag("reflectlm.registered_model", name)] if versions else [])

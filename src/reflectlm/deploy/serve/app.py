@@ -8,13 +8,15 @@ answered as 500 internal_error with that id.
 
 Routes: POST /v1/predict, POST /v1/feedback, GET /v1/model, GET /healthz, GET /readyz,
 GET /metrics (Prometheus), GET / (a small page to try the model), /docs and /openapi.json.
+
+What a request holds and what a prediction or a correction looks like is the served task's
+(task.input_fields, task.api_schema): `{"texts": [...]}` for a text task, `{"inputs": [{...}]}` for
+any task (a question with its context), and one input's fields at the top level for one input.
 """
 
-from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -24,16 +26,16 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ... import rundir
 from ..masking import MaskingFilter, mask
 from ..store import StoreUnavailable
 from .auth import AuthError, KeyRing, RateLimiter, retry_after
 from .batching import MicroBatcher, Overloaded
 
 log = logging.getLogger("reflectlm.serve")
-_WORD = re.compile(r"\S+")  # the words an NER model sees (evaluate.text_dataset splits on whitespace)
 
 
 class ApiError(Exception):
@@ -47,42 +49,6 @@ class ApiError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PredictRequest(_Strict):
-    texts: list[str] = Field(..., min_length=1, description="texts to label (limits: serve.max_texts, "
-                                                              "serve.max_text_chars)")
-
-
-class Span(_Strict):
-    type: str
-    start: int = Field(..., ge=0, description="character offset of the first character")
-    end: int = Field(..., ge=0, description="character offset after the last character")
-
-
-class Entity(Span):
-    text: str
-    score: float
-
-
-class Prediction(BaseModel):
-    id: str = Field(..., description="send it back with POST /v1/feedback to correct this prediction")
-    confidence: float
-    low_confidence: bool
-    label: str | None = None
-    probabilities: dict[str, float] | None = None
-    entities: list[Entity] | None = None
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
-    model: str
-
-
-class FeedbackRequest(_Strict):
-    prediction_id: str = Field(..., min_length=1, max_length=64)
-    label: str | None = Field(None, description="classification: the correct label")
-    entities: list[Span] | None = Field(None, description="NER: the correct entity spans (character offsets)")
 
 
 class FeedbackResponse(BaseModel):
@@ -105,6 +71,7 @@ class ErrorBody(BaseModel):
 class ModelInfo(BaseModel):
     task: str
     labels: list[str]
+    input_fields: list[str]
     format: str
     precision: str
     max_texts: int
@@ -116,6 +83,51 @@ class Health(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 500, 503)}
+
+
+def schemas(task) -> dict:
+    """The request and response models of the served task (tasks/base.py Task.api_schema)."""
+    fields = task.input_fields
+    api = task.api_schema()
+    item = create_model("Input", __base__=_Strict, **{f: (str, ...) for f in fields})
+    one = {f: (str | None, Field(None, description=f"one input's {f} (instead of inputs)")) for f in fields
+           if fields != ("text",)}
+    texts = {"texts": (list[str] | None, Field(None, min_length=1, description="texts to label (limits: "
+                                                                               "serve.max_texts, serve.max_text_chars)"))}
+    request = create_model("PredictRequest", __base__=_Strict, **(texts if fields == ("text",) else {}),
+                           inputs=(list[item] | None, Field(None, min_length=1, description="inputs, each with "
+                                                                                           f"{', '.join(fields)}")),
+                           **one)
+    prediction = create_model(
+        "Prediction", id=(str, Field(..., description="send it back with POST /v1/feedback to correct this prediction")),
+        confidence=(float, ...), low_confidence=(bool, ...),
+        **{k: (t | None, None) for k, (t, _) in api["prediction"].items()})
+    response = create_model("PredictResponse", predictions=(list[prediction], ...), model=(str, ...))
+    feedback = create_model("FeedbackRequest", __base__=_Strict,
+                            prediction_id=(str, Field(..., min_length=1, max_length=64)), **api["correction"])
+    return {"request": request, "response": response, "feedback": feedback}
+
+
+def request_items(body, task) -> list:
+    """The raw inputs of a predict request, whichever form it took."""
+    data = body.model_dump()
+    single = {f: data.get(f) for f in task.input_fields if f in data}
+    forms = [data.get("texts") is not None, data.get("inputs") is not None, any(v is not None for v in single.values())]
+    if sum(forms) != 1:
+        how = ("texts (a list of strings), inputs (a list of objects) or one input's fields"
+               if "texts" in data else f"inputs (a list of {{{', '.join(task.input_fields)}}}) or one input's fields")
+        raise ApiError(422, "invalid_request", f"send exactly one of {how}")
+    if data.get("texts") is not None:
+        return list(data["texts"])
+    if data.get("inputs") is not None:
+        rows = data["inputs"]
+    else:
+        missing = [f for f, v in single.items() if v is None]
+        if missing:
+            raise ApiError(422, "invalid_request", f"one input needs {', '.join(task.input_fields)}; missing "
+                                                   f"{', '.join(missing)}")
+        rows = [single]
+    return [r["text"] for r in rows] if task.input_fields == ("text",) else rows
 
 
 # --------------------------------------------------------------------------- state
@@ -141,7 +153,7 @@ def _metrics():
                              buckets=(.002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10)),
         "batch": Histogram("reflectlm_batch_size", "texts per model forward", registry=reg,
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)),
-        "labels": Counter("reflectlm_predicted_label", "predictions by label (NER: entity types)", ["label"],
+        "labels": Counter("reflectlm_predicted_label", "predictions by label (the task's summary label)", ["label"],
                           registry=reg),
         "predictions": Counter("reflectlm_predictions", "texts predicted", registry=reg),
         "low": Counter("reflectlm_low_confidence", "texts predicted below serve.low_confidence", registry=reg),
@@ -152,6 +164,21 @@ def _metrics():
         "drift": Gauge("reflectlm_drift_alert", "1 while a drift check is alerting", ["check"], registry=reg),
         "drift_value": Gauge("reflectlm_drift_value", "latest value of each drift check", ["check"], registry=reg),
     }
+
+
+def served_task(served: Path, predictor=None):
+    """The task of what is served, read from its model bundle (no model is loaded)."""
+    from ...modeling import ModelError
+    from ...tasks import get_task
+
+    if predictor is not None:
+        return get_task(predictor.task)
+    model = rundir.model_of(served) or rundir.model_of(Path(served) / rundir.MODEL)
+    meta = rundir.read_json(model / rundir.BUNDLE, None) if model is not None else None
+    if meta is None:
+        raise ModelError(f"{served} holds no model: pass a run directory (from `reflectlm run` or `reflectlm train`), "
+                         f"a model bundle, or an export directory from `reflectlm export` (with {rundir.EXPORT})")
+    return get_task(meta["task"])
 
 
 # --------------------------------------------------------------------------- the app
@@ -172,6 +199,21 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     registry, m = _metrics()
     if sc.mask_pii and not any(isinstance(f, MaskingFilter) for f in log.filters):
         log.addFilter(MaskingFilter(sc.pii_region))
+    task = served_task(served, predictor)
+    app = FastAPI(title="ReflectLM model service", version="1", lifespan=_lifespan(state, m, predictor),
+                  description="Predictions from a ReflectLM champion, corrections back into the next run. "
+                              "Send the API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
+    app.state.reflectlm = state
+    app.state.metrics_registry = registry
+    error = _error_handlers(app, m)
+    _middleware(app, m, sc, error)
+    _predict_routes(app, state, m, task, schemas(task))
+    _info_routes(app, state, registry)
+    return app
+
+
+def _lifespan(state: _State, m: dict, predictor):
+    sc = state.settings.serve
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -180,11 +222,12 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
         from ..store import ProductionStore
 
         loop = asyncio.get_running_loop()
-        state.predictor = predictor or await loop.run_in_executor(None, load_predictor, served, sc.threads)
-        state.store = await loop.run_in_executor(None, ProductionStore(sc.store or served / "serving.sqlite").open)
-        state.store.set_meta(served=str(served.resolve()), task=state.predictor.task, labels=state.predictor.labels,
-                             low_confidence=sc.low_confidence, masked=sc.mask_pii)
-        reference = await loop.run_in_executor(None, reference_sample, state.predictor, served)
+        state.predictor = predictor or await loop.run_in_executor(None, load_predictor, state.served, sc.threads)
+        store = ProductionStore(sc.store or state.served / rundir.SERVING_STORE)
+        state.store = await loop.run_in_executor(None, store.open)
+        state.store.set_meta(served=str(state.served.resolve()), task=state.predictor.task,
+                             labels=state.predictor.labels, low_confidence=sc.low_confidence, masked=sc.mask_pii)
+        reference = await loop.run_in_executor(None, reference_sample, state.predictor, state.served)
         if reference is not None:
             def on_result(result):
                 for name, c in result.get("checks", {}).items():
@@ -193,14 +236,15 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
                 if "low_confidence" in result.get("checks", {}):
                     m["low_rate"].set(result["checks"]["low_confidence"]["value"])
 
-            state.monitor = LiveMonitor(reference, settings.monitor, sc.low_confidence, on_result)
+            state.monitor = LiveMonitor(reference, state.settings.monitor, sc.low_confidence, on_result)
         else:
-            log.warning("no run directory behind %s: drift monitoring is off", served)
-        state.batcher = MicroBatcher(_run_batch, sc.max_batch, sc.max_wait_ms / 1000.0, sc.max_queue_texts,
+            log.warning("no run directory behind %s: drift monitoring is off", state.served)
+        state.batcher = MicroBatcher(lambda items, contexts: _run_batch(state, m, items, contexts), sc.max_batch,
+                                     sc.max_wait_ms / 1000.0, sc.max_queue_texts,
                                      on_batch=lambda n, s: m["batch"].observe(n))
         await state.batcher.start()
         state.ready = True
-        log.info("serving %s (%s %s, %s labels) with store %s", served, state.predictor.info.get("format"),
+        log.info("serving %s (%s %s, %s labels) with store %s", state.served, state.predictor.info.get("format"),
                  state.predictor.info.get("precision"), len(state.predictor.labels), state.store.name)
         try:
             yield
@@ -209,51 +253,47 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
             await state.batcher.stop()
             state.store.close()
 
-    def _run_batch(texts: list[str], contexts: list[dict]) -> list[dict]:
-        """On the batch worker thread: one forward, then the store, metrics and monitor."""
-        from ..monitor import text_label
+    return lifespan
 
-        p = state.predictor
-        probs, emb = p.run(texts)
-        readable = p.readable(texts, probs)
-        conf = p.confidence(probs)
-        rows = []
-        for text, r, c in zip(texts, readable, conf):
-            stored = mask(text, sc.pii_region, keep_words=p.task == "ner") if sc.mask_pii else text
-            # NER entities are stored without their text (it may hold personal data)
-            output = ({"label": r["label"]} if p.task != "ner" else
-                      {"entities": [{k: e[k] for k in ("type", "start", "end", "score")} for e in r["entities"]]})
-            words = [[w.start(), w.end()] for w in _WORD.finditer(text)] if p.task == "ner" else None
-            rows.append({"text": stored, "output": output, "confidence": float(c),
-                         "low_confidence": bool(c < sc.low_confidence), "words": words})
-        keys = [ctx.get("key") for ctx in contexts]
-        ids: list[str] = []
-        start = 0
-        while start < len(rows):  # one insert per run of texts from the same key
-            end = start
-            while end < len(rows) and keys[end] == keys[start]:
-                end += 1
-            ids += state.store.add_predictions(rows[start:end], keys[start])
-            start = end
-        labels = [text_label(p.task, r) for r in readable]
-        for lab, row in zip(labels, rows):
-            m["labels"].labels(lab).inc()
-            if row["low_confidence"]:
-                m["low"].inc()
-                log.info("low confidence %.2f (%s): %s", row["confidence"], lab, row["text"][:200])
-        m["predictions"].inc(len(rows))
-        if state.monitor is not None:
-            state.monitor.add(labels, conf, emb)
-        return [{"id": i, "low_confidence": row["low_confidence"], **r} for i, row, r in zip(ids, rows, readable)]
 
-    app = FastAPI(title="ReflectLM model service", version="1", lifespan=lifespan,
-                  description="Predictions from a ReflectLM champion, corrections back into the next run. "
-                              "Send the API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
-    app.state.reflectlm = state
-    app.state.metrics_registry = registry
+def _run_batch(state: _State, m: dict, items: list, contexts: list[dict]) -> list[dict]:
+    """On the batch worker thread: one forward, then the store, metrics and monitor."""
+    sc = state.settings.serve
+    p = state.predictor
+    task = p.spec
+    outputs, emb = p.run(items)
+    readable = p.readable(items, outputs)
+    conf = p.confidence(outputs)
 
-    # ----------------------------------------------------------------- errors
+    def masked(text: str, keep_words: bool = False) -> str:
+        return mask(text, sc.pii_region, keep_words=keep_words) if sc.mask_pii else text
 
+    rows = []
+    for item, r, c in zip(items, readable, conf):
+        row = task.stored_row(item, r, masked)
+        rows.append({**row, "confidence": float(c), "low_confidence": bool(c < sc.low_confidence)})
+    keys = [ctx.get("key") for ctx in contexts]
+    ids: list[str] = []
+    start = 0
+    while start < len(rows):  # one insert per run of inputs from the same key
+        end = start
+        while end < len(rows) and keys[end] == keys[start]:
+            end += 1
+        ids += state.store.add_predictions(rows[start:end], keys[start])
+        start = end
+    labels = [task.summary_label(r) for r in readable]
+    for lab, row in zip(labels, rows):
+        m["labels"].labels(lab).inc()
+        if row["low_confidence"]:
+            m["low"].inc()
+            log.info("low confidence %.2f (%s): %s", row["confidence"], lab, row["text"][:200])
+    m["predictions"].inc(len(rows))
+    if state.monitor is not None:
+        state.monitor.add(labels, conf, emb)
+    return [{"id": i, "low_confidence": row["low_confidence"], **r} for i, row, r in zip(ids, rows, readable)]
+
+
+def _error_handlers(app: FastAPI, m: dict):
     def error(status: int, code: str, message: str, headers: dict | None = None, request_id: str | None = None):
         m["errors"].labels(code).inc()
         body = {"error": {"code": code, "message": message, "status": status}}
@@ -286,17 +326,27 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception):
+        return unexpected(e)
+
+    def unexpected(e: Exception):
         rid = uuid.uuid4().hex[:12]
         log.error("request %s failed: %s: %s", rid, type(e).__name__, e, exc_info=e)
         return error(500, "internal_error", f"internal error; the server log has the details under request id {rid}",
                      request_id=rid)
 
-    # ----------------------------------------------------------------- middleware
+    error.unexpected = unexpected
+    return error
 
+
+ROUTES = {"/v1/predict", "/v1/feedback", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/docs",
+          "/openapi.json"}
+
+
+def _middleware(app: FastAPI, m: dict, sc, error) -> None:
     @app.middleware("http")
     async def _limits_and_metrics(request: Request, call_next):
         t0 = time.perf_counter()
-        route = request.url.path if request.url.path in _ROUTES else "other"
+        route = request.url.path if request.url.path in ROUTES else "other"
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > sc.max_body_bytes):
             response = error(413, "body_too_large", f"the request body is larger than {sc.max_body_bytes} bytes "
@@ -305,12 +355,15 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
             try:
                 response = await call_next(request)
             except Exception as e:  # noqa: BLE001 - last line of defence: never a trace to the client
-                response = await _unexpected(request, e)
+                response = error.unexpected(e)
         m["requests"].labels(route, str(response.status_code)).inc()
         m["latency"].labels(route).observe(time.perf_counter() - t0)
         return response
 
-    # ----------------------------------------------------------------- auth
+
+def _guards(state: _State):
+    """authenticate(request) -> the key's name (or None without auth); require_ready()."""
+    sc = state.settings.serve
 
     def authenticate(request: Request) -> str | None:
         if state.keys is None:
@@ -332,25 +385,38 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
         if not state.ready:
             raise ApiError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "1"})
 
-    # ----------------------------------------------------------------- routes
+    return authenticate, require_ready
 
-    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=ERRORS,
-              summary="Label a batch of texts")
-    async def predict(body: PredictRequest, request: Request):
-        key = authenticate(request)
-        require_ready()
-        if len(body.texts) > sc.max_texts:
-            raise ApiError(413, "too_many_texts", f"{len(body.texts)} texts in one request; the limit is {sc.max_texts} "
-                                                  "(serve.max_texts): split the batch")
-        for i, t in enumerate(body.texts):
+
+def _check_items(items: list, sc, task) -> None:
+    if len(items) > sc.max_texts:
+        raise ApiError(413, "too_many_texts", f"{len(items)} texts in one request; the limit is {sc.max_texts} "
+                                              "(serve.max_texts): split the batch")
+    for i, item in enumerate(items):
+        for name, t in (item.items() if isinstance(item, dict) else [("text", item)]):
+            what = f"text {i}" if name == "text" else f"input {i}'s {name}"
             if len(t) > sc.max_text_chars:
-                raise ApiError(413, "text_too_long", f"text {i} has {len(t)} characters; the limit is "
+                raise ApiError(413, "text_too_long", f"{what} has {len(t)} characters; the limit is "
                                                      f"{sc.max_text_chars} (serve.max_text_chars)")
             if not t.strip():
-                raise ApiError(422, "empty_text", f"text {i} is empty or blank; send text to label")
-        m["queue"].set(state.batcher.pending + len(body.texts))
+                raise ApiError(422, "empty_text", f"{what} is empty or blank; send text to label")
+
+
+def _predict_routes(app: FastAPI, state: _State, m: dict, task, models: dict) -> None:
+    sc = state.settings.serve
+    authenticate, require_ready = _guards(state)
+    Request_, Response_, Feedback_ = models["request"], models["response"], models["feedback"]
+
+    @app.post("/v1/predict", response_model=Response_, response_model_exclude_none=True, responses=ERRORS,
+              summary="Predict for a batch of inputs")
+    async def predict(body: Request_, request: Request):
+        key = authenticate(request)
+        require_ready()
+        items = request_items(body, task)
+        _check_items(items, sc, task)
+        m["queue"].set(state.batcher.pending + len(items))
         try:
-            results = await state.batcher.submit(body.texts, {"key": key}, sc.request_timeout_s)
+            results = await state.batcher.submit(items, {"key": key}, sc.request_timeout_s)
         except Overloaded as e:
             raise ApiError(503, "overloaded", f"the server is at capacity ({state.batcher.pending} texts queued); "
                                               "retry after the indicated time",
@@ -362,28 +428,21 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=201, responses=ERRORS,
               summary="Correct a past prediction")
-    def feedback(body: FeedbackRequest, request: Request):
+    def feedback(body: Feedback_, request: Request):
         # A plain def: FastAPI runs it on a worker thread, so the store's commit does not block the loop.
         key = authenticate(request)
         require_ready()
-        p = state.predictor
         row = state.store.prediction(body.prediction_id)
         if row is None:
             raise ApiError(404, "unknown_prediction", f"no prediction with id {body.prediction_id!r}; send an id that "
                                                       "POST /v1/predict returned")
-        tags = None
-        if p.task == "ner":
-            if body.entities is None or body.label is not None:
-                raise ApiError(422, "invalid_feedback", "this is an NER model: send entities (a list of "
-                                                        "{type, start, end}, possibly empty), not label")
-            tags = _spans_to_tags(body.entities, row["words"] or [], p.labels)
-        else:
-            if body.label is None or body.entities is not None:
-                raise ApiError(422, "invalid_feedback", "send label (the correct class) for a classification model")
-            if body.label not in p.labels:
-                raise ApiError(422, "unknown_label", f"label {body.label!r} is not one of the model's labels: "
-                                                     f"{', '.join(p.labels[:30])}")
-        fid = state.store.add_feedback(body.prediction_id, body.label, tags, key)
+        try:
+            value = task.correction(body.model_dump(exclude={"prediction_id"}), row, state.predictor.labels)
+        except ValueError as e:
+            code, message = e.args if len(e.args) == 2 else ("invalid_feedback", str(e))
+            raise ApiError(422, code, message) from None
+        label, other = (value, None) if isinstance(value, str) else (None, value)
+        fid = state.store.add_feedback(body.prediction_id, label, other, key)
         m["feedback"].inc()
         return {"status": "stored", "feedback_id": fid, "prediction_id": body.prediction_id}
 
@@ -392,9 +451,12 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
         authenticate(request)
         require_ready()
         p = state.predictor
-        return {"task": p.task, "labels": p.labels, "format": p.info.get("format", "torch"),
-                "precision": p.info.get("precision", "fp32"), "max_texts": sc.max_texts, "max_text_chars": sc.max_text_chars}
+        return {"task": p.task, "labels": p.labels, "input_fields": list(task.input_fields),
+                "format": p.info.get("format", "torch"), "precision": p.info.get("precision", "fp32"),
+                "max_texts": sc.max_texts, "max_text_chars": sc.max_text_chars}
 
+
+def _info_routes(app: FastAPI, state: _State, registry) -> None:
     @app.get("/healthz", response_model=Health, summary="The process is alive")
     async def healthz():
         return {"status": "ok"}
@@ -418,10 +480,6 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
 
         return HTMLResponse(PAGE)
 
-    _ROUTES = {"/v1/predict", "/v1/feedback", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/docs",
-               "/openapi.json"}
-    return app
-
 
 def load_keys(sc) -> KeyRing:
     """The API keys serve.auth asks for (serve.api_keys_file and REFLECTLM_API_KEYS), or an error that says how."""
@@ -433,25 +491,6 @@ def load_keys(sc) -> KeyRing:
                           "serve.api_keys_file (`reflectlm keys add NAME --file keys.toml`), or serve.auth = false "
                           "to serve without keys on a trusted machine")
     return keys
-
-
-def _spans_to_tags(entities: list, words: list, labels: list[str]) -> list[str]:
-    """Character-offset spans -> one BIO tag per word of the served text (a span covers the words
-    it overlaps). Raises ApiError 422 for a span outside the text or an unknown type."""
-    types = {lab[2:] for lab in labels if lab != "O"}
-    tags = ["O"] * len(words)
-    end_of_text = words[-1][1] if words else 0
-    for e in sorted(entities, key=lambda e: e.start):
-        if e.type not in types:
-            raise ApiError(422, "unknown_label", f"entity type {e.type!r} is not one of {', '.join(sorted(types))}")
-        if not 0 <= e.start < e.end <= end_of_text:
-            raise ApiError(422, "invalid_span", f"span [{e.start}, {e.end}) is not inside the text (0..{end_of_text})")
-        covered = [i for i, (s, t) in enumerate(words) if s < e.end and t > e.start]
-        if not covered or any(tags[i] != "O" for i in covered):
-            raise ApiError(422, "invalid_span", f"span [{e.start}, {e.end}) covers no word or overlaps another span")
-        for k, i in enumerate(covered):
-            tags[i] = ("B-" if k == 0 else "I-") + e.type
-    return tags
 
 
 def serve(served: str | Path, settings=None, host: str | None = None, port: int | None = None,

@@ -26,6 +26,8 @@ import logging
 import time
 from pathlib import Path
 
+from ... import rundir
+
 log = logging.getLogger("reflectlm.serve")
 
 
@@ -56,7 +58,7 @@ def application(served: str | Path, settings, keys=None):
     sc, rc = settings.serve, settings.serve.ray
     served = Path(served).resolve()  # replicas do not share our working directory
     settings = settings.model_copy(deep=True)
-    settings.serve.store = sc.store if sc.store and "://" in sc.store else str(Path(sc.store or served / "serving.sqlite").resolve())
+    settings.serve.store = sc.store if sc.store and "://" in sc.store else str(Path(sc.store or served / rundir.SERVING_STORE).resolve())
     if settings.serve.threads is None:
         # Ray sets OMP_NUM_THREADS=1 in workers that have none: the replica's CPUs are its threads.
         settings.serve.threads = max(1, int(rc.num_cpus))

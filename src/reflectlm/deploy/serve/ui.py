@@ -1,6 +1,8 @@
-"""GET /: one small page where a person types a text, sees the prediction and sends a correction.
-No external resources (it must work offline and behind a strict content security policy); the
-key is kept in sessionStorage only; every value is set with textContent, never as HTML."""
+"""GET /: one small page where a person types an input, sees the prediction and sends a correction.
+What it asks for follows the served task (GET /v1/model's input_fields): a text, or a question and
+its context, whose answer it highlights in the context. No external resources (it must work
+offline and behind a strict content security policy); the key is kept in sessionStorage only;
+every value is set with textContent, never as HTML."""
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ReflectLM</title>
@@ -9,7 +11,9 @@ PAGE = """<!DOCTYPE html>
 body{font-family:system-ui,sans-serif;max-width:720px;margin:2em auto;padding:0 1em;color:#222}
 textarea,input,select,button{font:inherit;padding:.4em;margin:.2em 0}
 textarea{width:100%;height:6em;box-sizing:border-box}
-#result{margin:1em 0;padding:.8em;background:#f4f6f8;border-radius:6px;min-height:1.5em}
+#context{height:10em}
+#result{margin:1em 0;padding:.8em;background:#f4f6f8;border-radius:6px;min-height:1.5em;white-space:pre-wrap}
+mark{background:#ffe08a;padding:0 .1em}
 .bar{display:inline-block;height:.7em;background:#4a7bd0;margin-left:.5em}
 #status{color:#555}
 </style></head>
@@ -17,10 +21,13 @@ textarea{width:100%;height:6em;box-sizing:border-box}
 <h1>ReflectLM</h1>
 <p><label>API key <input id="key" type="password" size="40" autocomplete="off"></label></p>
 <p><textarea id="text" placeholder="Type a text to label"></textarea></p>
+<p id="context-box" hidden><textarea id="context" placeholder="The context the answer is in"></textarea></p>
 <p><button id="predict">Predict</button></p>
 <div id="result"></div>
 <p id="correct" hidden><label>Correct label <select id="label"></select></label>
 <button id="send">Send correction</button></p>
+<p id="correct-answer" hidden><label>Correct answer <input id="answer" size="40"></label>
+<button id="send-answer">Send correction</button></p>
 <p id="status" role="status"></p>
 <script>
 (function(){
@@ -32,11 +39,21 @@ function status(msg){document.getElementById('status').textContent=msg;}
 function call(method,path,body){
  return fetch(path,{method:method,headers:headers(),body:body?JSON.stringify(body):undefined})
   .then(function(r){return r.json().then(function(j){if(!r.ok){throw new Error(j.error?j.error.message:r.status);}return j;});});}
+function hasContext(){return info&&info.input_fields.indexOf('context')>=0;}
 function loadInfo(){return info?Promise.resolve(info):call('GET','/v1/model').then(function(j){info=j;
  var sel=document.getElementById('label');sel.textContent='';
  j.labels.forEach(function(l){var o=document.createElement('option');o.value=l;o.textContent=l;sel.appendChild(o);});
+ if(hasContext()){document.getElementById('context-box').hidden=false;
+  document.getElementById('text').placeholder='Type a question about the context below';}
  return j;});}
-function show(p){var box=document.getElementById('result');box.textContent='';
+function showAnswer(p,context){var box=document.getElementById('result');box.textContent='';
+ var head=document.createElement('div');head.id='predicted';
+ head.textContent=(p.answer||'(no answer)')+' ('+(100*p.score).toFixed(1)+'%)';box.appendChild(head);
+ var ctx=document.createElement('div');ctx.appendChild(document.createTextNode(context.slice(0,p.start)));
+ var mark=document.createElement('mark');mark.id='highlight';mark.textContent=context.slice(p.start,p.end);ctx.appendChild(mark);
+ ctx.appendChild(document.createTextNode(context.slice(p.end)));box.appendChild(ctx);}
+function show(p,context){var box=document.getElementById('result');box.textContent='';
+ if(p.answer!==undefined){showAnswer(p,context);return;}
  if(p.entities){var line=document.createElement('div');
   line.textContent=p.entities.length?p.entities.map(function(e){return e.text+' ['+e.type+' '+e.score.toFixed(2)+']';}).join(', '):'(no entities)';
   box.appendChild(line);return;}
@@ -46,16 +63,22 @@ function show(p){var box=document.getElementById('result');box.textContent='';
   .forEach(function(l){var row=document.createElement('div');row.textContent=l;var bar=document.createElement('span');
    bar.className='bar';bar.style.width=(200*p.probabilities[l]).toFixed(0)+'px';row.appendChild(bar);box.appendChild(row);});}
 document.getElementById('predict').addEventListener('click',function(){
- var text=document.getElementById('text').value;status('');
- loadInfo().then(function(){return call('POST','/v1/predict',{texts:[text]});}).then(function(j){
-  last=j.predictions[0];show(last);
-  document.getElementById('correct').hidden=!!last.entities;
-  if(!last.entities){document.getElementById('label').value=last.label;}
+ var text=document.getElementById('text').value, context=document.getElementById('context').value;status('');
+ loadInfo().then(function(){
+  var body=hasContext()?{inputs:[{question:text,context:context}]}:{texts:[text]};
+  return call('POST','/v1/predict',body);}).then(function(j){
+  last=j.predictions[0];show(last,context);
+  document.getElementById('correct').hidden=!!last.entities||last.answer!==undefined;
+  document.getElementById('correct-answer').hidden=last.answer===undefined;
+  if(last.label!==undefined){document.getElementById('label').value=last.label;}
+  if(last.answer!==undefined){document.getElementById('answer').value=last.answer;}
   status('prediction '+last.id);}).catch(function(e){status('error: '+e.message);});});
+function send(body){call('POST','/v1/feedback',body)
+  .then(function(j){status('correction stored (#'+j.feedback_id+')');}).catch(function(e){status('error: '+e.message);});}
 document.getElementById('send').addEventListener('click',function(){
- if(!last){return;}
- call('POST','/v1/feedback',{prediction_id:last.id,label:document.getElementById('label').value})
-  .then(function(j){status('correction stored (#'+j.feedback_id+')');}).catch(function(e){status('error: '+e.message);});});
+ if(last){send({prediction_id:last.id,label:document.getElementById('label').value});}});
+document.getElementById('send-answer').addEventListener('click',function(){
+ if(last){send({prediction_id:last.id,answer:document.getElementById('answer').value});}});
 })();
 </script>
 </body></html>

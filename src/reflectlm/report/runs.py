@@ -14,37 +14,12 @@ going, or it crashed) reads as far as it got: readers return None or [] for what
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-
-def read_json(path: Path):
-    """The parsed file, or None when it is missing or half-written (the loop writes atomically,
-    but a copy taken mid-run or an older writer may not)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def read_npz(path: Path) -> dict | None:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
-        return None
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return None
+from .. import rundir
 
 
 @dataclass
@@ -56,48 +31,48 @@ class Round:
 
     @cached_property
     def metrics(self) -> dict | None:
-        return read_json(self.path / "metrics.json")
+        return rundir.read_json(self.path / rundir.METRICS, None)
 
     @cached_property
     def plan(self) -> dict | None:
-        return read_json(self.path / "plan.json")
+        return rundir.read_json(self.path / rundir.PLAN, None)
 
     @cached_property
     def findings(self) -> dict | None:
-        record = read_json(self.path / "findings.json")
+        record = rundir.read_json(self.path / rundir.FINDINGS, None)
         if isinstance(record, list):  # a bare list of findings
             record = {"findings": record}
         return record
 
     @cached_property
     def targets(self) -> list | None:
-        return read_json(self.path / "targets.json")
+        return rundir.read_json(self.path / rundir.TARGETS, None)
 
     @cached_property
     def compare(self) -> dict | None:
-        return read_json(self.path / "compare.json")
+        return rundir.read_json(self.path / rundir.COMPARE, None)
 
     @cached_property
     def decision(self) -> dict | None:
-        return read_json(self.path / "decision.json")
+        return rundir.read_json(self.path / rundir.DECISION, None)
 
     @cached_property
     def calibration(self) -> dict | None:
-        return read_json(self.path / "calibration.json")
+        return rundir.read_json(self.path / rundir.CALIBRATION, None)
 
     @cached_property
     def config_text(self) -> str | None:
-        return _read_text(self.path / "config.toml")
+        return rundir.read_text(self.path / rundir.CONFIG)
 
     def dynamics(self) -> dict | None:  # not cached: up to (E, N) x 3 arrays per round
-        return read_npz(self.path / "dynamics.npz")
+        return rundir.read_npz(self.path / rundir.DYNAMICS)
 
     def gradients(self) -> dict | None:
-        return read_npz(self.path / "gradients.npz")
+        return rundir.read_npz(self.path / rundir.GRADIENTS)
 
     @property
     def has_model(self) -> bool:
-        return (self.path / "model").is_dir()
+        return (self.path / rundir.MODEL).is_dir()
 
     def selection(self, metric: str | None) -> float | None:
         """This round's selection metric (its best epoch), from metrics.json or decision.json."""
@@ -141,7 +116,7 @@ class Run:
 
     @cached_property
     def config_text(self) -> str | None:
-        return _read_text(self.path / "config.toml") or (self.rounds[0].config_text if self.rounds else None)
+        return rundir.read_text(self.path / rundir.CONFIG) or (self.rounds[0].config_text if self.rounds else None)
 
     @cached_property
     def config(self) -> dict:
@@ -154,16 +129,29 @@ class Run:
 
     @property
     def task(self) -> str:
-        return (self.info.get("task") or self.config.get("data", {}).get("task")
-                or ("ner" if any("entity_f1" in ((r.metrics or {}).get("selection") or {}) for r in self.rounds)
-                    else "classification"))
+        """The run's data.task: its record, its config, else the task whose default metric its rounds were
+        selected by (an older run directory records neither)."""
+        from ..tasks import TASKS
+
+        given = self.info.get("task") or self.config.get("data", {}).get("task")
+        if given:
+            return given
+        selected = {k for r in self.rounds for k in ((r.metrics or {}).get("selection") or {})}
+        return next((name for name, t in TASKS.items() if t.default_metric in selected), "classification")
+
+    @property
+    def spec(self):
+        """The run's Task (tasks/): what its metrics, groups and error kinds are."""
+        from ..tasks import get_task
+
+        return get_task(self.task)
 
     @property
     def metric(self) -> str | None:
         for source in (self.summary, *(r.metrics for r in self.rounds)):
             if source and source.get("selection_metric"):
                 return source["selection_metric"]
-        return "entity_f1" if self.task == "ner" else "macro_f1"
+        return self.spec.default_metric
 
     @property
     def round0(self) -> Round | None:
@@ -174,7 +162,7 @@ class Run:
         """The round whose model is the champion now: the `champion` link (the loop moves it at
         every promotion), summary.json, the latest decision, run.json, in that order; 0 when
         nothing has been promoted."""
-        link = self.path / "champion"
+        link = self.path / rundir.CHAMPION
         if link.is_symlink() or link.is_dir():
             try:
                 return int(link.resolve().name)
@@ -247,7 +235,7 @@ class Run:
     def diagnosis(self) -> tuple[Round | None, dict | None]:
         """The most recent diagnosis: the run's own findings.json (a diagnosed training run, or one
         the loop wrote at the end), else the latest round that has one."""
-        top = read_json(self.path / "findings.json")
+        top = rundir.read_json(self.path / rundir.FINDINGS, None)
         if self.kind == "loop" and top is not None:
             return None, top if isinstance(top, dict) else {"findings": top}
         for r in reversed(self.rounds):
@@ -261,8 +249,8 @@ class Run:
         if self.summary and self.summary.get("action_values"):
             return list(self.summary["action_values"])
         stores = sorted(self.path.parent.glob("*/store.sqlite"))
-        if self.path / "store.sqlite" not in stores and (self.path / "store.sqlite").is_file():
-            stores.append(self.path / "store.sqlite")
+        if self.path / rundir.STORE not in stores and (self.path / rundir.STORE).is_file():
+            stores.append(self.path / rundir.STORE)
         return _action_values_from_stores(stores, self.task)
 
     def wall_seconds(self) -> float | None:
@@ -287,8 +275,8 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory; pass a run directory such as runs/<name>")
-    info = read_json(path / "run.json") or {}
-    rounds_dir = path / "rounds"
+    info = rundir.read_json(path / rundir.RUN, None) or {}
+    rounds_dir = path / rundir.ROUNDS
     if info.get("kind") == "loop" or rounds_dir.is_dir():
         rounds = []
         if rounds_dir.is_dir():
@@ -296,16 +284,16 @@ def load_run(run_dir: str | Path) -> Run:
                 if p.is_dir() and p.name.isdigit():
                     rounds.append(Round(int(p.name), p))
         rounds.sort(key=lambda r: r.number)
-        return Run(path, "loop", info, read_json(path / "summary.json"), rounds)
-    if not ((path / "metrics.json").is_file() or (path / "run.json").is_file() or (path / "config.toml").is_file()):
+        return Run(path, "loop", info, rundir.read_json(path / rundir.SUMMARY, None), rounds)
+    if not ((path / rundir.METRICS).is_file() or (path / rundir.RUN).is_file() or (path / rundir.CONFIG).is_file()):
         raise FileNotFoundError(f"{path} is not a run directory (no run.json, metrics.json or rounds/); pass the "
                                 "directory that `reflectlm train` or `reflectlm run` wrote")
     return Run(path, "train", info, None, [Round(0, path)])
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "run.json").is_file() or (path / "rounds").is_dir()
-                              or (path / "metrics.json").is_file())
+    return path.is_dir() and ((path / rundir.RUN).is_file() or (path / rundir.ROUNDS).is_dir()
+                              or (path / rundir.METRICS).is_file())
 
 
 def _action_values_from_stores(stores: list[Path], task: str | None) -> list[dict]:
