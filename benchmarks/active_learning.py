@@ -65,7 +65,7 @@ def _tree(work: Path, train: Path, seed: int, epochs: int, threads) -> dict:
 
 
 def _test_accuracy(model_dir: Path, test, cfg) -> float:
-    from reflectlm.loop.round import evaluate
+    from reflectlm.loop.challenger import evaluate
     from reflectlm.modeling import load_bundle
 
     return float(evaluate(load_bundle(model_dir), test, cfg).metrics["accuracy"])

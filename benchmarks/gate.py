@@ -118,7 +118,7 @@ def train_one(seed: int, out: Path, quiet: bool = True, class_weights: list[floa
     from reflectlm.evaluate import evaluate_features
     from reflectlm.modeling import build
     from reflectlm.tasks import get_task
-    from reflectlm.train import fit
+    from reflectlm.train import FitInputs, fit
 
     train, selection, test, labels = _splits()
     l2i = {n: i for i, n in enumerate(labels)}
@@ -128,13 +128,14 @@ def train_one(seed: int, out: Path, quiet: bool = True, class_weights: list[floa
     tc = TrainConfig(seed=seed, class_weights=class_weights or [], **{k: v for k, v in TRAIN.items() if k != "metric"})
     feats, sel = (task.encode(bundle.tokenizer, d, l2i, MAX_LENGTH) for d in (train, selection))
     t0 = time.perf_counter()
-    result = fit(bundle.model, feats, (selection, sel), tc, task="classification", labels=labels,
-                 pad_id=bundle.tokenizer.pad_token_id, metric=TRAIN["metric"], quiet=quiet)
+    result = fit(bundle.model, FitInputs(task, labels, feats, (selection, sel), bundle.tokenizer.pad_token_id,
+                                         TRAIN["metric"]), tc, quiet=quiet)
     probs = {}
     for name, ds in (("selection", selection), ("test", test)):
         f = task.encode(bundle.tokenizer, ds, l2i, MAX_LENGTH)
-        probs[name] = evaluate_features(bundle.model, ds, f, labels, bundle.tokenizer.pad_token_id, "classification",
-                                        tc.eval_batch_size, result.precision).probs.astype(np.float32)
+        probs[name] = evaluate_features(bundle.model, ds, f, task=task, labels=labels,
+                                        pad_id=bundle.tokenizer.pad_token_id, batch_size=tc.eval_batch_size,
+                                        precision=result.precision).probs.astype(np.float32)
     tmp = out.with_name(out.stem + ".tmp.npz")
     np.savez_compressed(tmp, selection=probs["selection"], test=probs["test"], seconds=time.perf_counter() - t0,
                         best_epoch=result.best_epoch, precision=result.precision)

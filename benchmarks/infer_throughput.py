@@ -51,7 +51,7 @@ def train_model(out_dir: str) -> None:
     from reflectlm.data import stratified_sample
     from reflectlm.modeling import build, save_bundle
     from reflectlm.tasks import get_task
-    from reflectlm.train import fit
+    from reflectlm.train import FitInputs, fit
 
     full = _split("train")
     labels = sorted(set(full.labels))
@@ -60,8 +60,8 @@ def train_model(out_dir: str) -> None:
     task = get_task("classification")
     l2i = {n: i for i, n in enumerate(labels)}
     feats = task.encode(bundle.tokenizer, train, l2i, 128)
-    fit(bundle.model, feats, (train.subset(range(200)), feats[:200]), TrainConfig(epochs=1, seed=SEED),
-        task="classification", labels=labels, pad_id=bundle.tokenizer.pad_token_id, metric="accuracy", quiet=True)
+    fit(bundle.model, FitInputs(task, labels, feats, (train.subset(range(200)), feats[:200]),
+                                bundle.tokenizer.pad_token_id, "accuracy"), TrainConfig(epochs=1, seed=SEED), quiet=True)
     save_bundle(bundle, out_dir)
 
 

@@ -83,7 +83,7 @@ def fine_tune(train, selection, labels: list[str], epochs: int, seed: int, quiet
     from reflectlm.config import ModelConfig, TrainConfig
     from reflectlm.modeling import build
     from reflectlm.tasks import get_task
-    from reflectlm.train import fit
+    from reflectlm.train import FitInputs, fit
 
     torch.manual_seed(seed)
     tc = TrainConfig(epochs=epochs, seed=seed, precision=precision)
@@ -92,8 +92,8 @@ def fine_tune(train, selection, labels: list[str], epochs: int, seed: int, quiet
     l2i = {n: i for i, n in enumerate(labels)}
     feats = task.encode(bundle.tokenizer, train, l2i, 128)
     sel = task.encode(bundle.tokenizer, selection, l2i, 128)
-    result = fit(bundle.model, feats, (selection, sel), tc, task="classification", labels=labels,
-                 pad_id=bundle.tokenizer.pad_token_id, metric="macro_f1", quiet=quiet)
+    result = fit(bundle.model, FitInputs(task, labels, feats, (selection, sel), bundle.tokenizer.pad_token_id,
+                                         "macro_f1"), tc, quiet=quiet)
 
     def predict_texts(texts: list[str]) -> np.ndarray:  # as diagnose.context_from_run builds it
         from reflectlm.data import Dataset

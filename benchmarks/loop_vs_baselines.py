@@ -252,7 +252,7 @@ def score_rounds(run_dir: Path, work: Path, rounds: list[dict], tree: dict) -> d
     the run, as the gate's audit: the loop itself never sees test)."""
     from reflectlm.config import load_config
     from reflectlm.data import load
-    from reflectlm.loop.round import evaluate
+    from reflectlm.loop.challenger import evaluate
     from reflectlm.modeling import load_bundle
 
     cfg = load_config(tree=tree)

@@ -96,7 +96,7 @@ def run_ours(dropout: str | None = None, overrides: dict | None = None) -> dict:
     from reflectlm.config import ModelConfig, TrainConfig
     from reflectlm.modeling import build
     from reflectlm.tasks import get_task
-    from reflectlm.train import fit
+    from reflectlm.train import FitInputs, fit
 
     train, selection, labels = _data()
     tc = TrainConfig(epochs=EPOCHS, seed=SEED, **(overrides or {}))  # our defaults; dynamics + telemetry on
@@ -109,8 +109,8 @@ def run_ours(dropout: str | None = None, overrides: dict | None = None) -> dict:
     sel = task.encode(bundle.tokenizer, selection, l2i, 128)
     shape = model_shape(bundle.model)
     t0 = time.perf_counter()
-    result = fit(bundle.model, feats, (selection, sel), tc, task="classification", labels=labels,
-                 pad_id=bundle.tokenizer.pad_token_id, metric="accuracy", quiet=True)
+    result = fit(bundle.model, FitInputs(task, labels, feats, (selection, sel), bundle.tokenizer.pad_token_id,
+                                         "accuracy"), tc, quiet=True)
     wall = time.perf_counter() - t0
     epochs_run = result.examples_seen / len(feats)
     flops = epochs_run * model_flops([len(f["input_ids"]) for f in feats], **shape)
@@ -164,7 +164,7 @@ def run_trainer(setup: str) -> dict:
         wall = time.perf_counter() - t0
     task = get_task("classification")
     sel = task.encode(tok, selection, l2i, 128)
-    acc = evaluate_features(trainer.model.eval(), selection, sel, labels, tok.pad_token_id, "classification",
+    acc = evaluate_features(trainer.model.eval(), selection, sel, task=task, labels=labels, pad_id=tok.pad_token_id,
                             precision="fp32").metrics["accuracy"]
     flops = EPOCHS * model_flops([len(r["input_ids"]) for r in rows], **shape)
     return {"samples_per_s": len(rows) * EPOCHS / wall, "accuracy": acc, "peak_rss_mb": _peak_rss_mb(),

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny BERT (2 layers, hidden 32) saved as a local model directory, and small
-synthetic classification / NER datasets whose labels a model can learn in a few epochs."""
+synthetic classification / NER / question-answering datasets a model can learn in a few epochs."""
 
 from __future__ import annotations
 
@@ -92,6 +92,47 @@ def ner_conll(tmp_path) -> Path:
     return path
 
 
+QA_SLOTS = {"colour": ["red", "green", "blue", "white"], "animal": ["cat", "dog", "bird", "horse"],
+            "place": ["lake", "hill", "farm", "town"]}
+
+
+def make_qa_rows(n: int, seed: int = 0, long_every: int = 4, articles: int = 10, facts: int = 1) -> list[dict]:
+    """SQuAD-layout questions on short paragraphs that state `facts` facts ("the colour is red3 .")
+    among filler words; the question names the slot of one of them. One fact is what a tiny random
+    BERT learns to point at in a few epochs (with three, picking the right one by the question takes
+    it far longer). Every `long_every`-th paragraph has a long filler head, so the fact sits past a
+    short window (several windows)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        order = rng.sample(list(QA_SLOTS), facts)
+        facts_of = {k: rng.choice(QA_SLOTS[k]) + str(rng.randint(0, 9)) for k in order}
+        head = " ".join(rng.choice(FILLER) for _ in range(rng.randint(30, 50) if long_every and i % long_every == 0
+                                                                         else rng.randint(1, 4)))
+        context = head + " " + " ".join(f"the {k} is {facts_of[k]} ." for k in order) + " " + rng.choice(FILLER)
+        slot = rng.choice(order)
+        start = context.index(f"the {slot} is ") + len(f"the {slot} is ")
+        rows.append({"id": f"q{i}", "title": f"article{i % articles}", "question": f"what is the {slot} ?",
+                     "context": context, "answers": {"text": [facts_of[slot]], "answer_start": [start]}})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def qa_jsonl(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "qa.jsonl", make_qa_rows(240))
+
+
+# The tiny BERT knows 128 positions: QA windows of 64 tokens, 24 apart.
+QA_DATA = {"max_length": 64, "doc_stride": 24}
+
+
 @pytest.fixture
 def tiny_config(tiny_bert_dir):
     """Build a validated Config for the tiny model: tiny_config(train_path, task, **train_overrides)."""
@@ -99,7 +140,8 @@ def tiny_config(tiny_bert_dir):
 
     def make(train: Path, task: str = "classification", **train_kw):
         tree = {
-            "data": {"task": task, "train": str(train), "selection_fraction": 0.2, "test_fraction": 0.2},
+            "data": {"task": task, "train": str(train), "selection_fraction": 0.2, "test_fraction": 0.2,
+                     **(QA_DATA if task == "qa" else {})},
             # dropout 0.1 (BERT's own): the random-init tiny model learns the toy tasks reliably
             # with it; the default (off) is chosen for pretrained encoders, measured on real data.
             "model": {"name": str(tiny_bert_dir), "dropout": 0.1},
@@ -150,6 +192,31 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
                     p[j, labels.index(tag)] += 0.7
                 out.append(p / p.sum(1, keepdims=True))
             return out
+    elif task == "qa":
+        labels = []
+
+        def sentences(m, off):
+            rows = make_qa_rows(m if len(classes) != 1 else 4 * m, seed + off, long_every=0)
+            if len(classes) == 1:  # one question type: colour questions only
+                rows = [r for r in rows if "colour" in r["question"]][:m]
+            return Dataset(task="qa", ids=[f"q{off + i}" for i in range(m)], labels=[r["answers"] for r in rows],
+                           texts=[r["question"] for r in rows], tokens=None, lines=list(range(1, m + 1)),
+                           fields={"context": [r["context"] for r in rows], "title": [r["title"] for r in rows]})
+
+        train, selection = sentences(n, 0), sentences(max(n // 2, 0), 10_000)
+
+        def answer(context: str, question: str, right: bool) -> dict:
+            slot = question.split()[3] if len(question.split()) > 3 else "colour"
+            at = context.find(f"the {slot} is ")
+            other = context.find(" is ", at + 4) if not right else -1
+            s = (other + 4 if other >= 0 else at + len(f"the {slot} is ")) if at >= 0 else 0
+            e = context.find(" ", s) if context.find(" ", s) >= 0 else len(context)
+            p = float(rng.uniform(0.5, 0.95))
+            return {"text": context[s:e], "start": s, "end": e, "score": p, "gold_prob": None,
+                    "candidates": [(context[s:e], s, e, p), ("x", 0, 1, 1.0 - p)]}
+
+        def probs_for(ds):
+            return [answer(c, q, rng.random() < 0.8) for q, c in zip(ds.texts, ds.fields["context"])]
     else:
         labels = classes
 
@@ -182,6 +249,9 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
                 "selection_entity_f1": 0.4 + 0.05 * e} for e in range(E)]
 
     def predict_texts(texts):
+        if task == "qa":  # raw inputs: {question, context}; the answer is right for 4 in 5 (by hash)
+            return [answer(x["context"], x["question"], int(hashlib.sha1(x["question"].encode() + x["context"].encode())
+                                                                .hexdigest(), 16) % 5 > 0) for x in texts]
         if task == "ner":
             fake = Dataset(task="ner", ids=[str(i) for i in range(len(texts))], labels=[["O"] * len(t.split()) for t in texts],
                            texts=list(texts), tokens=[t.split() for t in texts])
@@ -200,7 +270,7 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
 
     sel_probs = probs_for(selection)
     return Context(task=task, labels=labels, train=train, selection=selection, selection_probs=sel_probs,
-                   selection_metrics=None, oof_probs=probs_for(train),
+                   selection_metrics=None, oof_probs=None if task == "qa" else probs_for(train),
                    cv={"mode": "fast", "folds": 5, "fold_metrics": [0.8, 0.82, 0.79, 0.81, 0.8], "seconds": 1.0},
                    dynamics=dynamics, gradients=gradients, history=history,
                    train_config={"lr": 1e-4, "epochs": E, "freeze": "none"},
@@ -216,10 +286,13 @@ def _train_tiny_run(root: Path, tiny_bert_dir: Path, task: str) -> Path:
         data = root / "ner.conll"
         data.write_text("".join("".join(f"{w}\t{t}\n" for w, t in s) + "\n" for s in make_ner_sentences(160)),
                         encoding="utf-8")
+    elif task == "qa":
+        data = write_jsonl(root / "qa.jsonl", make_qa_rows(300))
     else:
         data = root / "cls.csv"
         data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in make_cls_rows(300)), encoding="utf-8")
-    tree = {"data": {"task": task, "train": str(data), "selection_fraction": 0.25, "test_fraction": 0.15},
+    tree = {"data": {"task": task, "train": str(data), "selection_fraction": 0.25, "test_fraction": 0.15,
+                     **(QA_DATA if task == "qa" else {})},
             "model": {"name": str(tiny_bert_dir), "dropout": 0.1},
             "train": {"epochs": 4, "batch_size": 16, "lr": 1e-2, "head_lr": 0.0, "telemetry_every": 0,
                       "precision": "fp32", "record_dynamics": False},
@@ -235,6 +308,11 @@ def tiny_cls_run(tmp_path_factory, tiny_bert_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ner_run(tmp_path_factory, tiny_bert_dir) -> Path:
     return _train_tiny_run(tmp_path_factory.mktemp("ner-run"), tiny_bert_dir, "ner")
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_run(tmp_path_factory, tiny_bert_dir) -> Path:
+    return _train_tiny_run(tmp_path_factory.mktemp("qa-run"), tiny_bert_dir, "qa")
 
 
 @pytest.fixture(scope="module")

@@ -273,3 +273,32 @@ def test_ner_rare_entities_the_out_of_fold_head_misses_are_not_flagged():
     p, r = precision_recall(pooled, flipped)
     assert alone.evidence["count"] >= 40 and p_alone < 0.35, (alone.evidence["count"], p_alone)
     assert pooled.evidence["count"] <= 20 and p >= 0.6 and r >= 0.75, (pooled.evidence["count"], p, r)
+
+
+def test_span_answers_the_model_places_elsewhere_are_flagged():
+    """QA: a question whose given answer the fine-tuned model confidently replaces by another span
+    (no shared token) is flagged, with the span it prefers; the rest are not."""
+    from conftest import make_context
+
+    from reflectlm.diagnose.label_issues import LabelIssues
+
+    ctx = make_context("qa", 40, ("colour", "animal", "place"), seed=1)
+    wrong = {}
+    base = ctx.predict_texts
+
+    def predict(items):
+        out = base(items)
+        for i, (o, item) in enumerate(zip(out, items)):
+            if i % 5 == 0:  # the model is sure of another span
+                o.update(text="elsewhere", start=0, end=9, score=0.9)
+                wrong[ctx.train.ids[i]] = True
+            else:
+                o.update(text=ctx.train.labels[i]["text"][0], score=0.9)
+        return out
+
+    ctx.predict_texts = predict
+    (f,) = LabelIssues().run(ctx)
+    assert set(f.evidence["flagged"]) == set(wrong) and f.evidence["count"] == len(wrong)
+    assert all(f.evidence["suggested"][i][0] == "elsewhere" for i in wrong)
+    assert min(f.scores[i] for i in wrong) > max(s for i, s in f.scores.items() if i not in wrong)
+    assert "the trained model's answers" in f.summary and "questions" in f.summary

@@ -441,3 +441,44 @@ def test_early_learning_term_matches_hand_computation_and_resists_a_wrong_label(
     z.grad = None
     (F.cross_entropy(z, torch.tensor([2])) + 3.0 * cls.early_learning_term(z, torch.tensor([[0.9, 0.05, 0.05]]))).backward()
     assert ce[0, 2] < z.grad[0, 2] < 0 and z.grad[0, 0] < ce[0, 0]
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+def test_every_task_implements_the_whole_interface():
+    """Each TASKS entry has every member of tasks.base.Task, with the Protocol's parameter names, so
+    no caller meets a task that lacks what another has."""
+    import inspect
+
+    from reflectlm.tasks.base import CAPABILITY_MEMBERS, Task
+
+    every = {n for n in dir(Task) if not n.startswith("_")} | set(Task.__annotations__)
+    for name, task in TASKS.items():
+        assert task.name == name
+        members = {m for m in every if m not in CAPABILITY_MEMBERS or CAPABILITY_MEMBERS[m] in task.capabilities}
+        missing = sorted(m for m in members if not hasattr(task, m))
+        assert not missing, f"{name} lacks {missing}"
+        for m in members:
+            proto = getattr(Task, m, None)
+            if callable(proto):
+                want = list(inspect.signature(proto).parameters)[1:]
+                got = list(inspect.signature(getattr(task, m)).parameters)
+                assert got[: len(want)] == want or "options" in want, f"{name}.{m}{got} vs Task.{m}{want}"
+        assert task.default_metric in task.metric_names and task.report_metrics
+        assert isinstance(task.capabilities, frozenset)
+
+
+def test_checks_and_actions_declare_what_they_require_and_the_tasks_say_what_applies():
+    from reflectlm.actions import ACTIONS
+    from reflectlm.diagnose import DIAGNOSTICS
+    from reflectlm.tasks import applies
+
+    for table in (ACTIONS, DIAGNOSTICS):
+        for name, cls in table.items():
+            assert isinstance(cls.requires, tuple), f"{name} declares requires"
+    qa, cls = TASKS["qa"], TASKS["classification"]
+    assert all(applies(cls, a) for a in ACTIONS.values())  # classification can take every action
+    assert {n for n, a in ACTIONS.items() if not applies(qa, a)} == {
+        "fix_labels", "correct_noise", "early_learning", "self_training", "reweight_classes", "calibrate"}
+    assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval"}

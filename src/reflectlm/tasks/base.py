@@ -229,6 +229,10 @@ class Task(Protocol):
         """Per-example (n_i, C) blocks of the head's probabilities -> the task's outputs."""
 
 
+# Members a task has only with a capability (the others every task has).
+CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv"}
+
+
 def applies(task: Task, thing) -> bool:
     """Whether a check or action (its `requires`, a set of capabilities) runs for this task."""
     return set(getattr(thing, "requires", ())) <= set(task.capabilities)
