@@ -6,7 +6,6 @@ paired test of per-question F1, training and the loop on a tiny BERT, and the sh
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -475,10 +475,10 @@ def test_checks_and_actions_declare_what_they_require_and_the_tasks_say_what_app
     from reflectlm.tasks import applies
 
     for table in (ACTIONS, DIAGNOSTICS):
-        for name, cls in table.items():
-            assert isinstance(cls.requires, tuple), f"{name} declares requires"
-    qa, cls = TASKS["qa"], TASKS["classification"]
-    assert all(applies(cls, a) for a in ACTIONS.values())  # classification can take every action
+        for name, member in table.items():
+            assert isinstance(member.requires, tuple), f"{name} declares requires"
+    qa, clf = TASKS["qa"], TASKS["classification"]
+    assert all(applies(clf, a) for a in ACTIONS.values())  # classification can take every action
     assert {n for n, a in ACTIONS.items() if not applies(qa, a)} == {
         "fix_labels", "correct_noise", "early_learning", "self_training", "reweight_classes", "calibrate"}
     assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval"}
