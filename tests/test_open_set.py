@@ -131,3 +131,24 @@ def test_open_set_metrics_by_hand():
     assert m["auroc"] == pytest.approx(6 / 8)
     # at <= 5 % false rejection (none of the 4 in-scope rejected): only 0.9 is above 0.8 -> recall 1/2
     assert m["oos_recall_at_5pct_false_rejection"] == pytest.approx(0.5)
+
+
+def test_features_are_what_the_output_layer_reads_and_logits_match_the_evaluator(tiny_bert_dir):
+    import torch
+
+    from reflectlm.config import ModelConfig
+    from reflectlm.data import Dataset
+    from reflectlm.evaluate import evaluate_bundle
+    from reflectlm.modeling import build
+
+    bundle = build(ModelConfig(name=str(tiny_bert_dir)), "classification", ["a", "b", "c"], max_length=32)
+    texts = ["great service", "my card was declined at the shop", "hello"]
+    ds = Dataset(task="classification", ids=["1", "2", "3"], labels=[None] * 3, texts=texts, tokens=None)
+    logits, feats = O.logits_and_features(bundle, ds, precision="fp32")
+    assert logits.shape == (3, 3) and feats.shape == (3, 32)
+    probs = evaluate_bundle(bundle, ds, precision="fp32", labelled=False).probs
+    np.testing.assert_allclose(O._softmax(logits.astype(np.float64)), probs, atol=1e-5)
+    # the head maps the caught features to the logits
+    with torch.no_grad():
+        head = bundle.model.classifier(torch.from_numpy(feats)).numpy()
+    np.testing.assert_allclose(head, logits, atol=1e-4)
