@@ -42,12 +42,6 @@ class OpenSetError(ValueError):
     """Bad open-set input or settings; the message says how to fix it."""
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -66,7 +60,9 @@ class MSP:
         return self
 
     def raw(self, logits, features=None):
-        return 1.0 - _softmax(np.asarray(logits, np.float64)).max(1)
+        from .tasks.base import softmax
+
+        return 1.0 - softmax(np.asarray(logits, np.float64), axis=1).max(1)
 
     def state(self) -> dict:
         return {}
