@@ -133,24 +133,83 @@ def test_open_set_metrics_by_hand():
     assert m["oos_recall_at_5pct_false_rejection"] == pytest.approx(0.5)
 
 
-def test_features_are_what_the_output_layer_reads_and_logits_match_the_evaluator(tiny_bert_dir):
+def test_features_are_what_the_output_layer_reads_in_training_and_serving_alike(tiny_bert_dir):
     import torch
 
     from reflectlm.config import ModelConfig
     from reflectlm.data import Dataset
+    from reflectlm.deploy.predictor import from_bundle, torch_forward
     from reflectlm.evaluate import evaluate_bundle
     from reflectlm.modeling import build
+    from reflectlm.tasks.base import softmax
 
     bundle = build(ModelConfig(name=str(tiny_bert_dir)), "classification", ["a", "b", "c"], max_length=32)
     texts = ["great service", "my card was declined at the shop", "hello"]
     ds = Dataset(task="classification", ids=["1", "2", "3"], labels=[None] * 3, texts=texts, tokens=None)
-    logits, feats = O.logits_and_features(bundle, ds, precision="fp32")
+    from reflectlm.fit_open_set import logits_and_features
+
+    logits, feats = logits_and_features(bundle, ds, precision="fp32")
     assert logits.shape == (3, 3) and feats.shape == (3, 32)
     probs = evaluate_bundle(bundle, ds, precision="fp32", labelled=False).probs
-    from reflectlm.tasks.base import softmax
-
     np.testing.assert_allclose(softmax(logits, axis=1), probs, atol=1e-5)
     # the head maps the caught features to the logits
     with torch.no_grad():
         head = bundle.model.classifier(torch.from_numpy(feats)).numpy()
     np.testing.assert_allclose(head, logits, atol=1e-4)
+    # and a served model's forward returns the same features beside its logits
+    p = from_bundle(bundle, torch_forward(bundle.model, "classification"), {})
+    from reflectlm.evaluate import encode_bundle
+    from reflectlm.tasks import get_task, model_inputs
+
+    task = get_task("classification")
+    batch = task.collate(encode_bundle(bundle, ds, labelled=False), 0)
+    z, _, served = p.forward({k: v.numpy() for k, v in model_inputs(batch).items()})
+    np.testing.assert_allclose(served, feats, atol=1e-5)
+    np.testing.assert_allclose(z, logits, atol=1e-5)
+
+
+def test_fold_puts_the_decision_and_the_score_in_the_probability_rows():
+    ftr, ytr, ztr, foos, zoos = _toy(0)
+    labels = ["a", "b", "oos"]  # out of scope: a class of the label list with no training examples
+    z3 = lambda z: np.concatenate([z, np.full((len(z), 1), -9.0)], 1)  # noqa: E731
+    fitted = O.fit(ftr, ytr, z3(ztr), ftr, z3(ztr), ytr, labels=labels, detectors=["mahalanobis"])
+    assert fitted.oos_class == 2
+    typical = np.argsort(fitted.raw(z3(ztr), ftr))[:5]  # the five most typical in-scope examples
+    f = np.concatenate([ftr[typical], foos[:5]])
+    z = z3(np.concatenate([ztr[typical], zoos[:5]]))
+    from reflectlm.tasks.base import softmax
+
+    probs, scores = fitted.fold(softmax(z, axis=1), z, f)
+    rejected = fitted.rejects(z, f)
+    assert rejected[5:].all() and not rejected[:5].any()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs[rejected].argmax(1) == 2).all()
+    np.testing.assert_allclose(probs[rejected, 2], np.maximum(scores[rejected], 0.51), atol=1e-6)
+    np.testing.assert_allclose(probs[~rejected], softmax(z, axis=1)[~rejected], atol=1e-6)
+    rows = O.annotate([{"label": labels[k], "confidence": 1.0} for k in probs.argmax(1)], scores, fitted)
+    assert [r["out_of_scope"] for r in rows] == list(rejected)
+    assert all(r["label"] is None for r in rows[5:]) and rows[0]["label"] in ("a", "b")
+    fitted.fallback = "handoff"
+    rows = O.annotate([{"label": "oos", "confidence": 1.0}], scores[5:6], fitted)
+    assert rows[0] == {"label": "handoff", "confidence": 1.0, "out_of_scope": True,
+                       "out_of_scope_score": pytest.approx(float(scores[5]))}
+
+
+def test_the_threshold_keeps_in_scope_accuracy_within_the_allowed_drop():
+    # 20 in-scope examples (all right), 10 out of scope; the detector's scores interleave
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(10, int), np.ones(10, int), np.full(10, 2)]
+    logits = np.zeros((30, 2))
+    logits[np.arange(30), np.r_[np.zeros(10, int), np.ones(10, int), rng.integers(0, 2, 10)]] = 5.0
+    scores = np.r_[np.linspace(0.0, 0.95, 20), np.linspace(0.5, 1.0, 10)]
+
+    class Fixed(O.OpenSet):
+        def score(self, logits, features=None, raw=None):
+            return scores
+
+    fixed = Fixed(O.MSP(), np.zeros(1), 1.0)
+    t_free, _ = O.best_threshold(scores, logits, y, fixed, "macro_f1", 2)
+    t_kept, _ = O.best_threshold(scores, logits, y, fixed, "macro_f1", 2, max_accuracy_drop=0.05)
+    rejected = lambda t: scores > t  # noqa: E731
+    assert rejected(t_free)[:20].mean() > 0.05  # the free choice turns away more than 1 in 20 in-scope
+    assert rejected(t_kept)[:20].mean() <= 0.05 and t_kept >= t_free

@@ -181,7 +181,7 @@ def test_an_unexpected_error_is_a_500_without_a_trace(tiny_cls_run, tmp_path, ca
 
         def boom(*a, **k):
             raise RuntimeError("secret internals at /home/x/model.py line 12")
-        state.predictor.run = boom
+        state.predictor.scored = boom
         r = c.post("/v1/predict", json={"texts": ["hi"]})
         msg = assert_error(r, 500, "internal_error")
         assert "secret internals" not in r.text and "request id" in msg

@@ -480,5 +480,6 @@ def test_checks_and_actions_declare_what_they_require_and_the_tasks_say_what_app
     qa, clf = TASKS["qa"], TASKS["classification"]
     assert all(applies(clf, a) for a in ACTIONS.values())  # classification can take every action
     assert {n for n, a in ACTIONS.items() if not applies(qa, a)} == {
-        "fix_labels", "correct_noise", "early_learning", "self_training", "reweight_classes", "calibrate"}
-    assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval"}
+        "fix_labels", "correct_noise", "early_learning", "self_training", "reweight_classes", "calibrate",
+        "detect_out_of_scope"}
+    assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval", "out_of_scope"}

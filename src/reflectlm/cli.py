@@ -285,7 +285,7 @@ def label_import_cmd(
         from .data import load_splits
 
         cfg = load_config(run / rundir.CONFIG)
-        labels = load_splits(cfg.data, cfg.train.seed).labels
+        labels = load_splits(cfg.data, cfg.train.seed, cfg.open_set).labels
     out = import_labels(run, file, labels)
     print(f"imported {out['imported']} new labels ({out['total']} of {out['queued']} queued examples answered); "
           f"continue with: reflectlm run <config> --resume --output-dir {run}")

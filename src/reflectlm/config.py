@@ -258,6 +258,40 @@ class LoopConfig(_Section):
     ray: RayTaskConfig = RayTaskConfig()
 
 
+class OpenSetConfig(_Section):
+    """Out-of-scope detection for a classifier (open_set.py): "none of these intents"."""
+
+    # Fit a detector after training, so predict, serve and export can answer "out of scope". The
+    # loop's detect_out_of_scope action turns it on when the selection split has out-of-scope
+    # examples the champion absorbs into intents.
+    enabled: bool = False
+    # The label that marks out-of-scope examples in the data. Selection and test examples with it
+    # need no training examples; training examples with it make out-of-scope a class as well.
+    label: str = Field("oos", min_length=1)
+    # Without out-of-scope selection examples: the share of in-scope selection messages the
+    # threshold may turn away. With them, the threshold maximises the selection metric instead.
+    max_false_rejection: float = Field(0.05, gt=0.0, lt=1.0)
+    threshold: float | None = Field(None, ge=0.0, le=1.0)  # a fixed threshold on the [0, 1] score; None: chosen
+    # With out-of-scope selection examples: the chosen threshold keeps in-scope selection accuracy
+    # within this of the same model without a detector (a customer asking a real question must
+    # still be answered); 1.0: no limit, the selection metric alone decides.
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0)
+    detectors: list[str] = Field(default_factory=lambda: ["msp", "energy", "mahalanobis", "knn"])
+    # What predict and serve answer as the label of an out-of-scope input; None: null (and
+    # out_of_scope: true). It must not be one of the intents.
+    fallback: str | None = None
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, v: list[str]) -> list[str]:
+        from .open_set import DETECTORS
+
+        bad = [d for d in v if d not in DETECTORS]
+        if bad or not v:
+            raise ValueError(f"open_set.detectors {bad or v} : choose one or more of {', '.join(DETECTORS)}")
+        return v
+
+
 class RunConfig(_Section):
     name: str | None = None  # run directory name; None: derived from the config file and time
     output_dir: str = "runs"
@@ -342,6 +376,7 @@ class MonitorConfig(_Section):
     ks_alpha: float = Field(0.01, gt=0.0, lt=1.0)  # KS test on the confidence distribution
     auc_threshold: float = Field(0.75, gt=0.5, le=1.0)  # domain classifier ROC AUC on embeddings
     low_confidence_increase: float = Field(0.15, gt=0.0, le=1.0)  # absolute rise over the reference rate
+    out_of_scope_increase: float = Field(0.10, gt=0.0, le=1.0)  # out-of-scope share: absolute rise over the reference
     webhook: str | None = None  # POSTed a JSON alert when a check turns on
 
 
@@ -378,6 +413,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     run: RunConfig = RunConfig()
     loop: LoopConfig = LoopConfig()
+    open_set: OpenSetConfig = OpenSetConfig()
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
@@ -387,6 +423,9 @@ class Config(_Section):
         if self.train.metric is not None and self.train.metric not in names:
             raise ValueError(f"train.metric = {self.train.metric!r} is not computed for data.task = "
                              f"{self.data.task!r}; use one of {', '.join(map(repr, names))} (or leave it unset)")
+        if self.open_set.enabled and "class_probs" not in TASKS[self.data.task].capabilities:
+            raise ValueError(f"open_set.enabled = true needs one class per example (text classification); "
+                             f"data.task = {self.data.task!r} has none: remove [open_set] or set enabled = false")
         return self
 
     @property

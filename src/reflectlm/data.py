@@ -202,8 +202,8 @@ def split_off(ds: Dataset, n_held: int, seed: int, what: str = "a held-out split
     return split(ds, n_held, seed, what, strata=t.strata(ds), groups=t.groups(ds), keys=t.keys(ds))
 
 
-def _check_vocab(task, train: Dataset, others: list[tuple[str, Dataset]]) -> None:
-    known = set(task.label_names(train))
+def _check_vocab(task, train: Dataset, others: list[tuple[str, Dataset]], open_label: str | None = None) -> None:
+    known = set(task.label_names(train)) | ({open_label} if open_label else set())
     problems = []
     for name, ds in others:
         problems += [f"{label!r} (e.g. {where_of(ds, i)}, {name})"
@@ -211,12 +211,17 @@ def _check_vocab(task, train: Dataset, others: list[tuple[str, Dataset]]) -> Non
     if problems:
         raise DataError(
             f"labels that never occur in training ({train.source}): {', '.join(problems)}. "
-            "Fix: add training examples with these labels, or remove them from the selection/test data."
+            "Fix: add training examples with these labels, or remove them from the selection/test data"
+            + (f" (out-of-scope examples: label them {open_label!r}, open_set.label)." if open_label else ".")
         )
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Load train (sampled if cfg.sample), load or carve selection and test, validate, warn."""
+def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
+    """Load train (sampled if cfg.sample), load or carve selection and test, validate, warn.
+
+    open_set: the config's [open_set] (OpenSetConfig). For a task with one class per example, its
+    label (default "oos") marks out-of-scope examples: they may sit in selection and test without
+    training examples, and the label joins the label list when enabled or when any split has it."""
     task = get_task(cfg.task)
     columns = {k: getattr(cfg, k) for k in COLUMNS}
     train = load(cfg.train, cfg.task, format=cfg.format, **columns)
@@ -252,11 +257,16 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
             train, given[name] = split_off(train, n_held, seed, what=f"a {name} split")
 
     selection, test = given["selection"], given["test"]
-    _check_vocab(task, train, [("selection", selection), ("test", test)])
+    open_label = open_set.label if open_set is not None and "class_probs" in task.capabilities else None
+    _check_vocab(task, train, [("selection", selection), ("test", test)], open_label)
     keys = {name: task.keys(ds) for name, ds in (("train", train), ("selection", selection), ("test", test))}
     warnings += [w for w in (duplicate_warning(train, keys["train"]),
                              leakage_warning(train, "train", selection, "selection", keys["train"], keys["selection"]),
                              leakage_warning(train, "train", test, "test", keys["train"], keys["test"]),
                              leakage_warning(selection, "selection", test, "test", keys["selection"], keys["test"]))
                  if w]
-    return Splits(train=train, selection=selection, test=test, labels=task.label_list(train), warnings=warnings)
+    labels = task.label_list(train)
+    if open_label and open_label not in labels and (
+            open_set.enabled or any(open_label in ds.labels for ds in (train, selection, test))):
+        labels = sorted([*labels, open_label])  # out of scope: a class, with or without training examples
+    return Splits(train=train, selection=selection, test=test, labels=labels, warnings=warnings)

@@ -19,6 +19,7 @@ class Outputs:
     probs: object  # the task's per-example outputs: (N, C) probabilities; NER per-word (n_words, C); QA answers
     loss: np.ndarray | None  # (features,) per-feature loss, when gold labels were given
     metrics: dict | None
+    scores: np.ndarray | None = None  # (N,) out-of-scope scores in [0, 1], where the model has a detector
 
 
 def length_sorted_batches(features: list[dict], batch_size: int) -> list[list[int]]:
@@ -29,10 +30,12 @@ def length_sorted_batches(features: list[dict], batch_size: int) -> list[list[in
 
 @torch.inference_mode()
 def forward_all(model, features: list[dict], pad_id: int, task, batch_size: int = 128, precision: str = "fp32",
-                quiet: bool = True, label_smoothing: float = 0.0):
+                quiet: bool = True, label_smoothing: float = 0.0, pooled: bool = False):
     """Run the model over all features. Returns per-feature float32 logits in feature order
     ((C,), or (T_i, ...) for per-position heads) and, if the features carry labels, per-feature
-    losses (F,) and counts (F,)."""
+    losses (F,) and counts (F,). pooled=True adds a fourth value: per-feature (D,) inputs of the
+    output layer (open_set.HeadInput: what the out-of-scope detectors read), or None for a model
+    without one linear head over the sequence."""
     from .ui import progress
 
     task = get_task(task)
@@ -44,12 +47,20 @@ def forward_all(model, features: list[dict], pad_id: int, task, batch_size: int 
     losses = np.zeros(n, dtype=np.float64)
     counts = np.zeros(n, dtype=np.float64)
     has_labels = n > 0 and _has_labels(features[0])
+    from .open_set import HeadInput
+
+    catch = HeadInput(model, task) if pooled else None
+    means: list | None = [None] * n if catch is not None and catch.layer is not None else None
     with progress(n, "evaluate", quiet) as bar:
         for idx in length_sorted_batches(features, batch_size):
             batch = task.collate([features[i] for i in idx], pad_id)
-            with runtime.compute(precision, "infer", dev):
+            with runtime.compute(precision, "infer", dev), (catch or _nothing()):
                 out = model(**{k: v.to(dev) for k, v in model_inputs(batch).items()})
             logits = task.logits(out)
+            if means is not None:
+                caught = catch.value().float().cpu().numpy()  # (B, D)
+                for j, i in enumerate(idx):
+                    means[i] = caught[j]
             if has_labels:
                 loss, _, _, count = task.per_example(logits, batch["labels"].to(dev), label_smoothing)
                 losses[idx] = loss.cpu().numpy()
@@ -60,7 +71,16 @@ def forward_all(model, features: list[dict], pad_id: int, task, batch_size: int 
                 logits_out[i] = arr[j, : lengths[j]] if arr.ndim == 3 else arr[j]
             bar.advance(len(idx))
     model.train(was_training)
-    return logits_out, (losses if has_labels else None), (counts if has_labels else None)
+    out = logits_out, (losses if has_labels else None), (counts if has_labels else None)
+    return (*out, means) if pooled else out
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _has_labels(f: dict) -> bool:
@@ -72,17 +92,32 @@ def _has_labels(f: dict) -> bool:
 
 def evaluate_features(model, ds, features: list[dict], *, task, labels: list[str], pad_id: int,
                       batch_size: int = 128, precision: str = "fp32", quiet: bool = True,
-                      options: dict | None = None) -> Outputs:
+                      options: dict | None = None, open_set=None) -> Outputs:
     """The task's outputs on `ds` (already encoded as `features`) and, when it is labelled, its metrics.
-    options: the bundle's encoding options (e.g. QA's answer length), for decoding."""
+    options: the bundle's encoding options (e.g. QA's answer length), for decoding. open_set: the
+    model's out-of-scope detector (open_set.OpenSet), whose decisions the outputs then carry, and
+    whose numbers the metrics gain under "open_set"."""
+    from . import open_set as O
+
     task = get_task(task)
-    logits, losses, counts = forward_all(model, features, pad_id, task, batch_size, precision, quiet)
+    ran = forward_all(model, features, pad_id, task, batch_size, precision, quiet, pooled=open_set is not None)
+    logits, losses, counts = ran[:3]
+    pooled = ran[3] if open_set is not None else None
     probs = task.outputs(ds, features, logits, **(options or {}))
+    scores = None
+    if open_set is not None:
+        z = O.by_example(logits, features, len(ds), len(labels))
+        f = None if pooled is None else O.by_example(pooled, features, len(ds), None)
+        plain = probs
+        probs, scores = open_set.fold(probs, z, f)
     if losses is None:
-        return Outputs(probs, None, None)
+        return Outputs(probs, None, None, scores)
     # Token-level tasks average over tagged words (QA over windows), as the training loss does.
     mean_loss = float((losses * counts).sum() / max(counts.sum(), 1.0))
-    return Outputs(probs, losses, task.metrics(ds, probs, labels, loss=mean_loss))
+    metrics = task.metrics(ds, probs, labels, loss=mean_loss)
+    if open_set is not None:
+        metrics["open_set"] = O.split_metrics(ds, labels, probs, plain, open_set.ranking_score(z, f), open_set)
+    return Outputs(probs, losses, metrics, scores)
 
 
 def encode_bundle(bundle, ds, labelled: bool = True) -> list[dict]:
@@ -100,7 +135,7 @@ def evaluate_bundle(bundle, ds, *, batch_size: int = 128, precision: str = "auto
     return evaluate_features(bundle.model, ds, feats, task=bundle.task, labels=bundle.labels,
                              pad_id=pad_id(bundle.tokenizer), batch_size=batch_size,
                              precision=runtime.resolve_precision(precision), quiet=quiet,
-                             options=bundle.meta.get("options"))
+                             options=bundle.meta.get("options"), open_set=bundle.open_set)
 
 
 def bundle_probs(bundle, items, *, batch_size: int = 128, precision: str = "auto"):
@@ -132,8 +167,14 @@ def predict(model_or_run: str | Path, items, *, batch_size: int = 128, precision
 
     bundle = load_bundle(model_or_run)
     items = list(items)
-    probs = bundle_probs(bundle, items, batch_size=batch_size, precision=precision)
-    return get_task(bundle.task).readable(items, probs, bundle.labels)
+    task = get_task(bundle.task)
+    out = evaluate_bundle(bundle, task.from_inputs(items), batch_size=batch_size, precision=precision, labelled=False)
+    rows = task.readable(items, out.probs, bundle.labels)
+    if bundle.open_set is not None:  # out_of_scope, its score, the fallback label (open_set.py)
+        from .open_set import annotate
+
+        rows = annotate(rows, out.scores, bundle.open_set)
+    return rows
 
 
 def pad_id(tokenizer) -> int:

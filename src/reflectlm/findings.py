@@ -45,6 +45,7 @@ LR_TOO_LOW = "lr_too_low"
 # confidence and robustness
 MISCALIBRATION = "miscalibration"
 NOISE_SENSITIVITY = "noise_sensitivity"
+OUT_OF_SCOPE = "out_of_scope"  # messages of no intent answered with one (open_set.py)
 # Not diagnosed: what an action answers when it is asked for rather than found necessary
 # (an action's `unprompted` declaration names one of these).
 MODEL_SIZE = "model_size"  # compression asked for in loop.actions

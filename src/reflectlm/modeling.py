@@ -156,6 +156,7 @@ class Bundle:
     model: nn.Module
     tokenizer: object
     meta: dict
+    open_set: object = None  # open_set.OpenSet: the out-of-scope detector fitted on this model, or None
 
     @property
     def labels(self) -> list[str]:
@@ -201,6 +202,7 @@ def build(model_cfg, task: str, labels: list[str], train_ds=None, max_length: in
                              "transfer needs the same task and label set")
         if model_cfg.dropout != "pretrained" and prior.meta["kind"] == "transformer":
             set_dropout(prior.model, model_cfg.dropout)  # e.g. regularize on top of transfer
+        prior.open_set = None  # fitted on the features before this training: train fits it again
         return prior
     # A span head has two outputs per position (start, end) and no label list.
     head_labels = {"num_labels": num_labels, "id2label": dict(enumerate(labels)),
@@ -243,6 +245,9 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
         bundle.model.save_pretrained(path)  # config.json + model.safetensors
     bundle.tokenizer.save_pretrained(path)
     (path / BUNDLE_FILE).write_text(json.dumps(bundle.meta, indent=2), encoding="utf-8")
+    from . import open_set
+
+    open_set.save(bundle.open_set, path)
     return path
 
 
@@ -290,7 +295,9 @@ def load_bundle(path: str | Path) -> Bundle:
         model = getattr(transformers, get_task(meta["task"]).auto_model).from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(path)
     model.eval()
-    return Bundle(model, tok, meta)
+    from . import open_set
+
+    return Bundle(model, tok, meta, open_set.load(path))
 
 
 # --------------------------------------------------------------------------- layers

@@ -147,16 +147,19 @@ class KNN:
     bank: np.ndarray | None = None  # (N, D) unit training features
 
     def fit(self, features, labels=None, logits=None):
-        self.bank = _unit(np.asarray(features, np.float32))
+        self.bank, self._index = _unit(np.asarray(features, np.float32)), None
         if len(self.bank) < self.k:
             raise OpenSetError(f"knn needs at least k = {self.k} training examples, got {len(self.bank)}")
         return self
 
+    _index: object = field(default=None, repr=False, compare=False)
+
     def raw(self, logits, features):
         from sklearn.neighbors import NearestNeighbors
 
-        nn = NearestNeighbors(n_neighbors=self.k).fit(self.bank)  # euclidean on unit vectors: cosine order
-        dist, _ = nn.kneighbors(_unit(np.asarray(features, np.float32)))
+        if self._index is None:  # built once, on first use (euclidean on unit vectors: cosine order)
+            self._index = NearestNeighbors(n_neighbors=self.k).fit(self.bank)
+        dist, _ = self._index.kneighbors(_unit(np.asarray(features, np.float32)))
         return dist[:, -1].astype(np.float64) ** 2 / 2.0  # = 1 - cosine similarity of the k-th neighbour
 
     def state(self) -> dict:
@@ -193,6 +196,7 @@ class OpenSet:
     oos_class: int | None = None  # the classifier's own out-of-scope class, where it was trained with one
     chosen_by: str = ""
     selection: dict = field(default_factory=dict)  # each candidate's selection numbers
+    fallback: str | None = None  # the label predict and serve answer for an input out of scope (None: null)
 
     def raw(self, logits, features=None) -> np.ndarray:
         """(N,) the detector's own score; higher = more out of scope."""
@@ -220,6 +224,29 @@ class OpenSet:
             out |= np.asarray(logits).argmax(1) == self.oos_class
         return out
 
+    def fold(self, probs, logits, features=None) -> tuple[np.ndarray, np.ndarray]:
+        """(probability rows with the decision in them, scores (N,) in [0, 1]).
+
+        probs: (N, C) over a label list that holds the out-of-scope label (oos_class). A rejected
+        row puts c = max(score, 0.51) on it and scales the intents by 1 - c, so its top class is
+        "out of scope" with the detector's score as its probability; an accepted row is unchanged."""
+        if self.oos_class is None:
+            raise OpenSetError(f"the model's label list has no {self.label!r} class to put out-of-scope "
+                               "predictions in; train it with open_set.enabled = true")
+        p = np.asarray(probs, np.float64).copy()
+        scores = self.score(logits, features)
+        rej = self.rejects(logits, features, scores)
+        own = rej & (p.argmax(1) == self.oos_class) if len(p) else rej
+        move = rej & ~own
+        if move.any():
+            c = np.maximum(scores[move], 0.51)
+            rows = p[move]
+            rows[:, self.oos_class] = 0.0
+            rows = rows / np.maximum(rows.sum(1, keepdims=True), 1e-12) * (1.0 - c)[:, None]
+            rows[:, self.oos_class] = c
+            p[move] = rows
+        return p.astype(np.float32), scores
+
     def to_json(self) -> tuple[dict, dict]:
         """(open_set.json's content, the arrays for open_set.npz)."""
         arrays = {"reference": self.reference.astype(np.float64)}
@@ -227,14 +254,25 @@ class OpenSet:
             arrays.update(self.detector.arrays())
         meta = {"detector": self.detector.name, "params": self.detector.state(), "threshold": float(self.threshold),
                 "label": self.label, "oos_class": self.oos_class, "chosen_by": self.chosen_by,
-                "selection": self.selection}
+                "selection": self.selection, "fallback": self.fallback}
         return meta, arrays
 
     @classmethod
     def from_json(cls, meta: dict, arrays: dict) -> OpenSet:
         det = DETECTORS[meta["detector"]].from_state(meta.get("params", {}), arrays)
         return cls(det, np.asarray(arrays["reference"], np.float64), float(meta["threshold"]), meta["label"],
-                   meta.get("oos_class"), meta.get("chosen_by", ""), meta.get("selection", {}))
+                   meta.get("oos_class"), meta.get("chosen_by", ""), meta.get("selection", {}), meta.get("fallback"))
+
+
+def annotate(rows: list[dict], scores, open_set: OpenSet) -> list[dict]:
+    """A classifier's readable predictions with the detector's answer: out_of_scope, its score, and
+    for an input out of scope the fallback label (None: null) in place of the open class's name."""
+    out = []
+    for r, s in zip(rows, np.asarray(scores, np.float64)):
+        oos = r.get("label") == open_set.label
+        out.append({**r, "label": open_set.fallback if oos else r.get("label"), "out_of_scope": bool(oos),
+                    "out_of_scope_score": float(s)})
+    return out
 
 
 def in_scope_logits(logits, oos_class: int | None) -> np.ndarray:
@@ -261,7 +299,7 @@ def check_settings(label: str, labels: list[str], max_false_rejection: float, th
 def fit(train_features, train_labels, train_logits, sel_features, sel_logits, sel_labels, *, labels: list[str],
         sel_oos=None, label: str = DEFAULT_LABEL, detectors=tuple(DETECTORS),
         max_false_rejection: float = DEFAULT_MAX_FALSE_REJECTION, metric: str = "macro_f1",
-        threshold: float | None = None) -> OpenSet:
+        threshold: float | None = None, max_accuracy_drop: float = 1.0) -> OpenSet:
     """Fit each detector on the training data, choose one and its threshold on the selection split.
 
     *_labels are class indices into `labels`. Out-of-scope selection examples are those of the
@@ -283,6 +321,8 @@ def fit(train_features, train_labels, train_logits, sel_features, sel_logits, se
     ztr = in_scope_logits(train_logits, oos_class)
     ytr_in = ytr[tr_in] if oos_class is None else np.where(ytr[tr_in] > oos_class, ytr[tr_in] - 1, ytr[tr_in])
     candidates = {}
+    if train_features is None or sel_features is None:  # a model without pooled features (the LSTM baseline)
+        detectors = [d for d in detectors if not DETECTORS[d].needs_features] or ["msp"]
     for name in detectors:
         det = make_detector(name)
         det.fit(None if train_features is None else np.asarray(train_features)[tr_in], ytr_in, ztr[tr_in])
@@ -304,8 +344,11 @@ def fit(train_features, train_labels, train_logits, sel_features, sel_logits, se
         out.chosen_by += f"; threshold {threshold} as configured"
     elif sel_oos.any():
         scores = out.score(sel_logits, sel_features)
-        out.threshold, best = best_threshold(scores, np.asarray(sel_logits), ysel, out, metric, oos_index)
+        out.threshold, best = best_threshold(scores, np.asarray(sel_logits), ysel, out, metric, oos_index,
+                                             max_accuracy_drop)
         out.chosen_by += f"; threshold maximising selection {metric} with out-of-scope as a class ({best:.4f})"
+        if max_accuracy_drop < 1.0:
+            out.chosen_by += f" while in-scope accuracy stays within {max_accuracy_drop:g} of no detector"
     else:
         out.chosen_by += f"; threshold rejecting {max_false_rejection:.0%} of in-scope selection examples"
     return out
@@ -318,23 +361,45 @@ def decide(logits, scores, open_set: OpenSet, oos_index: int) -> np.ndarray:
     return pred
 
 
-def best_threshold(scores, logits, y, open_set: OpenSet, metric: str, oos_index: int) -> tuple[float, float]:
+def best_threshold(scores, logits, y, open_set: OpenSet, metric: str, oos_index: int,
+                   max_accuracy_drop: float = 1.0) -> tuple[float, float]:
     """The threshold among the observed scores that maximises `metric` (accuracy or macro-F1 with
-    out-of-scope as one more class, index oos_index); ties go to the higher threshold (fewer
-    rejections)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    ids = list(range(max(np.asarray(logits).shape[1], oos_index + 1)))
-    best_t, best_v = 1.0, -np.inf
-    for t in np.unique(np.concatenate([scores, [1.0]]))[::-1]:
-        open_set.threshold = float(t)
-        pred = decide(logits, scores, open_set, oos_index)
-        v = (accuracy_score(y, pred) if metric == "accuracy" else
-             f1_score(y, pred, labels=ids, average="macro", zero_division=0))
+    out-of-scope as one more class, index oos_index), among those that keep in-scope accuracy within
+    max_accuracy_drop of the model without a detector; ties go to the higher threshold (fewer
+    rejections). Thresholds at or above 1 reject nothing the classifier itself keeps in scope."""
+    y = np.asarray(y)
+    k = max(np.asarray(logits).shape[1], oos_index + 1)
+    inside = y != oos_index
+    base_pred = decide(logits, np.zeros(len(y)), _with_threshold(open_set, 1.0), oos_index)
+    base_acc = float((base_pred[inside] == y[inside]).mean()) if inside.any() else 1.0
+    best_t, best_v = 1.0, score_of(y, base_pred, metric, k)
+    for t in np.unique(scores)[::-1]:
+        t = float(t)
+        if t >= 1.0:
+            continue
+        pred = decide(logits, scores, _with_threshold(open_set, t), oos_index)
+        if inside.any() and (pred[inside] == y[inside]).mean() < base_acc - max_accuracy_drop - 1e-12:
+            break  # lower thresholds reject more in-scope examples: accuracy only falls further
+        v = score_of(y, pred, metric, k)
         if v > best_v + 1e-12:
-            best_t, best_v = float(t), float(v)
+            best_t, best_v = t, v
     open_set.threshold = best_t
     return best_t, best_v
+
+
+def _with_threshold(open_set: OpenSet, t: float) -> OpenSet:
+    open_set.threshold = t
+    return open_set
+
+
+def score_of(y: np.ndarray, pred: np.ndarray, metric: str, k: int) -> float:
+    """Accuracy, or macro-F1 over k classes (a class absent from both counts 0, as scikit-learn's
+    f1_score with labels=range(k) and zero_division=0): one pass of bincounts per threshold."""
+    if metric == "accuracy":
+        return float((y == pred).mean())
+    tp = np.bincount(y[y == pred], minlength=k)
+    denom = np.bincount(pred, minlength=k) + np.bincount(y, minlength=k)
+    return float(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean())
 
 
 def _auroc(is_oos: np.ndarray, raw: np.ndarray) -> float | None:
@@ -348,7 +413,7 @@ def _auroc(is_oos: np.ndarray, raw: np.ndarray) -> float | None:
 # --------------------------------------------------------------------------- metrics
 
 
-def metrics(y_true, pred, scores, oos_index: int, argmax_pred=None, n_known: int | None = None) -> dict:
+def metrics(y_true, pred, scores, oos_index: int, argmax_pred=None, n_classes: int | None = None) -> dict:
     """Open-set numbers of predictions where `oos_index` is "out of scope".
 
     y_true, pred: class indices (out-of-scope examples and rejections are oos_index); scores: (N,)
@@ -360,7 +425,9 @@ def metrics(y_true, pred, scores, oos_index: int, argmax_pred=None, n_known: int
 
     y, p, s = np.asarray(y_true), np.asarray(pred), np.asarray(scores, np.float64)
     oos, rej = y == oos_index, p == oos_index
-    known = sorted(set(range(n_known if n_known is not None else oos_index + 1)) - {oos_index})
+    # The known classes: every class index but the open one (n_classes: the label list's length,
+    # where the open class sits among the intents; else the open class is the last index).
+    known = sorted(set(range(n_classes if n_classes is not None else oos_index + 1)) - {oos_index})
     out = {"n": int(len(y)), "n_out_of_scope": int(oos.sum()),
            "in_scope_accuracy": float((p[~oos] == y[~oos]).mean()) if (~oos).any() else None,
            "false_rejection": float(rej[~oos].mean()) if (~oos).any() else None}
@@ -382,46 +449,110 @@ def metrics(y_true, pred, scores, oos_index: int, argmax_pred=None, n_known: int
     return out
 
 
+def split_metrics(ds, labels: list[str], probs, plain_probs, ranking, open_set: OpenSet) -> dict:
+    """metrics() of a labelled split: probs carry the detector's decisions (OpenSet.fold),
+    plain_probs are the same model's without it, ranking its OpenSet.ranking_score."""
+    l2i = {n: i for i, n in enumerate(labels)}
+    y = np.array([l2i[v] for v in ds.labels], dtype=int)
+    pred = np.asarray(probs).argmax(1) if len(y) else np.zeros(0, int)
+    plain = np.asarray(plain_probs).argmax(1) if len(y) else np.zeros(0, int)
+    out = metrics(y, pred, ranking, open_set.oos_class, argmax_pred=plain, n_classes=len(labels))
+    out.update(detector=open_set.detector.name, threshold=float(open_set.threshold), label=open_set.label)
+    return out
+
+
 # --------------------------------------------------------------------------- features
 
 
-def logits_and_features(bundle, ds, *, batch_size: int = 128, precision: str = "auto", quiet: bool = True):
-    """(logits (N, C), features (N, D)) of a classifier bundle on a Dataset: the features are what
-    its output layer reads (BERT-style: the pooled [CLS] vector), caught by a forward hook, so any
-    architecture with a linear head works."""
+class HeadInput:
+    """A context manager that catches what a classifier's output layer reads (BERT-style: the pooled
+    [CLS] vector after its dropout) during one forward: the features the detectors use. Measured on
+    BANKING77's open-intent protocol (seed 0), Mahalanobis on these reaches test AUROC 0.943 against
+    0.880 on the masked mean of the last hidden state. The layer is found by name once, so a
+    quantised copy of the model (whose Linear is another type) is caught the same way. layer is None
+    for a task without a sequence head or a model without such a layer: no features then."""
+
+    def __init__(self, model, task, name: str | None = None):
+        self.model, self._caught, self._hook = model, [], None
+        self.name = name if name is not None else head_name(model, task)
+        self.layer = None if self.name is None else model.get_submodule(self.name)
+
+    def __enter__(self):
+        self._caught.clear()
+        if self.layer is not None:
+            self._hook = self.layer.register_forward_hook(lambda m, inp, out: self._caught.append(inp[0]))
+        return self
+
+    def __exit__(self, *exc):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        return False
+
+    def value(self):
+        return self._caught[-1] if self._caught else None
+
+
+def head_name(model, task) -> str | None:
+    """The dotted name of a sequence classifier's output layer, or None."""
     import torch
 
-    from . import runtime
-    from .actions.calibrate import output_layer
-    from .evaluate import encode_bundle, length_sorted_batches, pad_id
-    from .tasks import get_task, model_inputs
+    from .tasks import get_task
 
-    task = get_task(bundle.task)
-    feats = encode_bundle(bundle, ds, labelled=False)
-    model = bundle.model
-    layer = output_layer(model, len(bundle.labels))
-    caught: list = []
-    hook = layer.register_forward_hook(lambda m, inp, out: caught.append(inp[0].detach()))
-    dev = next(model.parameters()).device
-    prec = runtime.resolve_precision(precision)
-    n = len(feats)
-    logits = np.zeros((n, len(bundle.labels)), np.float32)
-    features = None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for idx in length_sorted_batches(feats, batch_size):
-                batch = task.collate([feats[i] for i in idx], pad_id(bundle.tokenizer))
-                caught.clear()
-                with runtime.compute(prec, "infer", dev):
-                    out = model(**{k: v.to(dev) for k, v in model_inputs(batch).items()})
-                z = task.logits(out).float().cpu().numpy()
-                f = caught[-1].float().cpu().numpy()
-                if features is None:
-                    features = np.zeros((n, f.shape[-1]), np.float32)
-                logits[idx], features[idx] = z, f
-    finally:
-        hook.remove()
-        model.train(was_training)
-    return logits, (np.zeros((0, 0), np.float32) if features is None else features)
+    if get_task(task).head != "sequence":
+        return None
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    found = None
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and (n is None or m.out_features == n):
+            found = name
+    return found
+
+
+def by_example(rows: list, feats: list[dict], n: int, width: int | None) -> np.ndarray:
+    """Per-feature rows in example order (a task with one class per example has one feature each)."""
+    if not rows:
+        return np.zeros((n, width or 0), np.float32)
+    out = np.zeros((n, len(rows[0])), np.float32)
+    for f, r in zip(feats, rows):
+        out[f["index"]] = r
+    return out
+
+
+# --------------------------------------------------------------------------- the model bundle's detector
+
+
+def save(open_set: OpenSet | None, model_dir) -> None:
+    """open_set.json and open_set.npz in a model bundle directory (none: both removed)."""
+    from pathlib import Path
+
+    from . import rundir
+    from .atomic import write_json
+
+    model_dir = Path(model_dir)
+    meta_path, arrays_path = model_dir / rundir.OPEN_SET, model_dir / rundir.OPEN_SET_ARRAYS
+    if open_set is None:
+        meta_path.unlink(missing_ok=True)
+        arrays_path.unlink(missing_ok=True)
+        return
+    meta, arrays = open_set.to_json()
+    np.savez(arrays_path, **arrays)
+    write_json(meta_path, meta)
+
+
+def load(model_dir) -> OpenSet | None:
+    from pathlib import Path
+
+    from . import rundir
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / rundir.OPEN_SET
+    if not meta_path.is_file():
+        return None
+    import json
+
+    with np.load(model_dir / rundir.OPEN_SET_ARRAYS) as z:
+        arrays = {k: z[k] for k in z.files}
+    return OpenSet.from_json(json.loads(meta_path.read_text(encoding="utf-8")), arrays)
+
+

@@ -62,6 +62,8 @@ RULES: dict[str, Rule] = {
     K.MISCALIBRATION: Rule(0.3,
                            "confidences do not match accuracy; temperature scaling fixes it without changing predictions"),
     K.NOISE_SENSITIVITY: Rule(0.5, "realistic typos and casing change predictions"),
+    K.OUT_OF_SCOPE: Rule(0.9, "a message that belongs to no intent gets a confident wrong one; a detector on the "
+                              "model's own features can turn it away"),
 }
 
 

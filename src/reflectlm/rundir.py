@@ -29,6 +29,7 @@ TARGETS = "targets.json"
 PLAN = "plan.json"
 RECIPE = "recipe.json"
 CALIBRATION = "calibration.json"
+OUT_OF_SCOPE = "out_of_scope.json"  # a round's detect_out_of_scope: the detector chosen, cross-fitted
 TUNE = "tune.json"
 COMPARE = "compare.json"
 DECISION = "decision.json"
@@ -48,6 +49,8 @@ EXPORTS = "exports"
 EXPORT = "export.json"
 SERVING_STORE = "serving.sqlite"
 BUNDLE = "reflectlm.json"  # inside model/: what the model is (modeling.py)
+OPEN_SET = "open_set.json"  # inside model/: the out-of-scope detector, its threshold (open_set.py)
+OPEN_SET_ARRAYS = "open_set.npz"  # inside model/: the detector's fitted arrays (class means, reference scores)
 
 RUN_FILES = {
     CONFIG: "the resolved config this run used",
@@ -70,6 +73,7 @@ ROUND_FILES = {
     PLAN: "the actions with their parameters, the ranking behind them and what they changed",
     RECIPE: "promoted rounds and a round the next one builds on: the config tree later challengers start from",
     CALIBRATION: "when the plan calibrated: temperature and reliability before / after",
+    OUT_OF_SCOPE: "when the plan fitted an out-of-scope detector: the one chosen, its threshold, cross-fitted numbers",
     TUNE: "when the plan tuned (tune_hparams): every trial's settings, scores per epoch, where it stopped",
     COMPARE: "rounds >= 1: the A/B test against the champion",
     DECISION: "promoted or rejected, and why (written last: the round is finished)",
@@ -79,7 +83,7 @@ ROUND_FILES = {
 }
 
 # What a round's kept challenger hands up to the round (several challengers): its trained files.
-TRAINED_FILES = (CONFIG, RUN, METRICS, DYNAMICS, GRADIENTS, TRAIN_DATA, CALIBRATION, TUNE, MODEL)
+TRAINED_FILES = (CONFIG, RUN, METRICS, DYNAMICS, GRADIENTS, TRAIN_DATA, CALIBRATION, OUT_OF_SCOPE, TUNE, MODEL)
 
 LOOP_FILES = {
     CONFIG: "the resolved config",

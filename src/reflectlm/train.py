@@ -579,9 +579,20 @@ def train(cfg: Config, output_dir: str | Path | None = None, *, splits=None, qui
     runtime.set_threads(cfg.train.threads)
     runtime.seed_everything(cfg.train.seed)
     if splits is None:
-        splits = data_mod.load_splits(cfg.data, cfg.train.seed)
+        splits = data_mod.load_splits(cfg.data, cfg.train.seed, cfg.open_set)
+    if cfg.open_set.enabled:  # a bad setting fails now, not after the training it would waste
+        from .open_set import check_settings
+
+        o = cfg.open_set
+        check_settings(o.label, splits.labels, o.max_false_rejection, o.threshold, o.fallback)
     run_dir, info = _open(cfg, splits, output_dir, stem, existing)
     bundle, result = fit_config(cfg, splits.train, splits.selection, splits.labels, quiet=quiet)
+    if cfg.open_set.enabled:  # after training: the detector reads the trained model's features
+        from .fit_open_set import fit_bundle
+
+        bundle.open_set = fit_bundle(bundle, splits.train, splits.selection, cfg.open_set,
+                                     metric=cfg.selection_metric, batch_size=cfg.train.eval_batch_size,
+                                     precision=result.precision)
     metrics = _metrics(cfg, splits, bundle, result)
     info.update(status="finished", wall_seconds=time.time() - started, best_epoch=result.best_epoch,
                 stopped_early=result.stopped_early)
@@ -630,11 +641,18 @@ def _metrics(cfg: Config, splits, bundle: Bundle, result: FitResult) -> dict:
                "train_samples_per_s": result.examples_seen / max(result.train_seconds, 1e-9),
                "examples_trained": result.examples_seen, "precision": result.precision, "attention": result.attention,
                "recording_seconds": result.overhead_seconds}
+    def scored(ds) -> dict:
+        return evaluate_features(bundle.model, ds, encode(bundle, cfg, ds, splits.labels), task=cfg.data.task,
+                                 labels=splits.labels, pad_id=pad_id(bundle.tokenizer),
+                                 batch_size=cfg.train.eval_batch_size, precision=result.precision,
+                                 options=bundle.meta.get("options"), open_set=bundle.open_set).metrics
+
+    if bundle.open_set is not None:  # the selection numbers with the detector's decisions in them
+        metrics["selection"] = scored(splits.selection)
+        meta, _ = bundle.open_set.to_json()
+        metrics["open_set"] = {k: meta[k] for k in ("detector", "threshold", "label", "chosen_by", "selection")}
     if splits.test is not None:  # nothing above looked at it
-        metrics["test"] = evaluate_features(bundle.model, splits.test, encode(bundle, cfg, splits.test, splits.labels),
-                                            task=cfg.data.task, labels=splits.labels, pad_id=pad_id(bundle.tokenizer),
-                                            batch_size=cfg.train.eval_batch_size, precision=result.precision,
-                                            options=bundle.meta.get("options")).metrics
+        metrics["test"] = scored(splits.test)
     return metrics
 
 

@@ -17,6 +17,7 @@ from .augment_noise import AugmentNoise
 from .base import NON_INFERIORITY, SUPERIORITY, ActionInputs, Recipe
 from .calibrate import Calibrate
 from .correct_noise import CorrectNoise
+from .detect_out_of_scope import DetectOutOfScope
 from .domain_pretraining import DomainPretraining
 from .drop_suspects import DropSuspects
 from .early_learning import EarlyLearning
@@ -59,6 +60,7 @@ ACTIONS = {
     "tune_hparams": TuneHparams,
     "transfer": Transfer,
     "calibrate": Calibrate,
+    "detect_out_of_scope": DetectOutOfScope,
     "prune": Prune,
 }
 

@@ -27,8 +27,9 @@ SUPERIORITY = "superiority"
 NON_INFERIORITY = "non_inferiority"
 
 
-# The config sections a recipe carries (the run's [loop] is not the challenger's: rounds run it).
-SECTIONS = ("data", "model", "train", "run")
+# The config sections a recipe carries (the run's [loop] is not the challenger's: rounds run it;
+# [open_set] is: the detect_out_of_scope action turns it on, and later challengers keep it).
+SECTIONS = ("data", "model", "train", "run", "open_set")
 
 
 @dataclass

@@ -59,7 +59,7 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
     model_dir, cfg = _source(run)
     margin = cfg.loop.margin if margin is None else float(margin)
     n_bootstrap = n_bootstrap or cfg.loop.n_bootstrap
-    selection = load_splits(cfg.data, cfg.train.seed).selection
+    selection = load_splits(cfg.data, cfg.train.seed, cfg.open_set).selection
     if threads:
         torch.set_num_threads(threads)
 
@@ -104,7 +104,7 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
 
     info = {"source": str(model_dir.resolve()), "run": str(run.resolve()), "task": cfg.data.task,
             "metric": comparison["metric"], "margin": margin, "selection_examples": len(selection),
-            "prune": pruned, "attempts": attempts,
+            "prune": pruned, "attempts": attempts, "open_set": _open_set_info(champion_bundle),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if accepted is None:
         _refuse(out, name, info, prune, quantize)
@@ -119,6 +119,15 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
     info["champion"]["selection_metric"] = comparison["champion"]
     _write_json(out / EXPORT_FILE, info)
     return {**json.loads((out / EXPORT_FILE).read_text(encoding="utf-8")), "output": str(out)}
+
+
+def _open_set_info(bundle) -> dict | None:
+    """The out-of-scope detector every variant carries (its scores read the variant's own pooled
+    embedding, so the gate above judges the detector's decisions with the rest)."""
+    if bundle.open_set is None:
+        return None
+    meta, _ = bundle.open_set.to_json()
+    return {k: meta[k] for k in ("detector", "threshold", "label", "fallback")}
 
 
 def _check_request(prune, quantize, onnx) -> None:
@@ -232,21 +241,27 @@ def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, 
 
 
 class _WithPooled(nn.Module):
-    """The task's logits and the masked mean of the last hidden state, from one forward (the
-    monitor's embedding)."""
+    """The task's logits, the masked mean of the last hidden state (the monitor's embedding) and,
+    for a sequence head, the output layer's input (what out-of-scope detectors read), from one
+    forward."""
 
     def __init__(self, model: nn.Module, task: str, inputs: tuple[str, ...]):
+        from ..open_set import HeadInput
         from ..tasks import get_task
 
         super().__init__()
         self.model, self.task, self.inputs = model, get_task(task), inputs
+        self.catch = HeadInput(model, task)
 
     def forward(self, *args):
         kw = dict(zip(self.inputs, args))
-        out = self.model(**kw, output_hidden_states=True)
+        with self.catch:
+            out = self.model(**kw, output_hidden_states=True)
         h = out.hidden_states[-1]  # (B, T, H)
         m = kw["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        return self.task.logits(out), (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        head = self.catch.value()
+        return (self.task.logits(out), pooled) + (() if head is None else (head,))
 
 
 def export_onnx(model: nn.Module, path: Path, task: str, opset: int = 17, model_inputs=None) -> Path:
@@ -267,11 +282,14 @@ def export_onnx(model: nn.Module, path: Path, task: str, opset: int = 17, model_
     axes = {k: {0: "batch", 1: "sequence"} for k in inputs}
     # One row per text (a sequence head), else one per position.
     axes.update(logits={0: "batch"} if spec.head == "sequence" else {0: "batch", 1: "sequence"}, pooled={0: "batch"})
+    names = ["logits", "pooled"] + (["features"] if wrapped.catch.layer is not None else [])
+    if wrapped.catch.layer is not None:
+        axes["features"] = {0: "batch"}
     import warnings
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about python control flow on shapes: axes are dynamic
-        torch.onnx.export(wrapped, example, str(path), input_names=list(inputs), output_names=["logits", "pooled"],
+        torch.onnx.export(wrapped, example, str(path), input_names=list(inputs), output_names=names,
                           dynamic_axes=axes, opset_version=opset, dynamo=False)
     if previous and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(previous)

@@ -64,7 +64,7 @@ def attach_feedback(cfg, run_dir: Path, store_path: str | Path):
 
     task = get_task(cfg.data.task)
     run_dir = Path(run_dir)
-    splits = load_splits(cfg.data, cfg.train.seed)
+    splits = load_splits(cfg.data, cfg.train.seed, cfg.open_set)
     corrections, pool_items, counts = read_store(store_path, cfg.data.task, splits.labels)
     merged = _merge(task, splits, corrections)
     out = run_dir / rundir.FEEDBACK

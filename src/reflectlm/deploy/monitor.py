@@ -7,6 +7,8 @@ Checks (each a value, a threshold and an alert flag):
 - confidence_psi and confidence_ks: the confidence distribution, PSI over the reference's deciles
   and the two-sample Kolmogorov-Smirnov test;
 - low_confidence: the share of texts below serve.low_confidence, against the reference's share;
+- out_of_scope_rate: for a model with an out-of-scope detector, the share of texts it turns away,
+  against the reference's share (a new kind of request, or a detector that no longer fits);
 - embedding_auc: a domain classifier (logistic regression, 5-fold out-of-fold) that tells
   reference from current by the encoder's pooled embeddings; ROC AUC 0.5 = indistinguishable.
   This is Evidently's default method for embedding drift.
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import rundir
+from ..tasks.base import OUT_OF_SCOPE
 
 log = logging.getLogger("reflectlm.serve")
 EPS = 1e-4
@@ -107,6 +110,10 @@ def drift(reference: Sample, current: Sample, cfg, low_confidence: float) -> dic
     c_low = float(np.mean(current.confidence < low_confidence))
     check("low_confidence", c_low, r_low + cfg.low_confidence_increase, c_low > r_low + cfg.low_confidence_increase,
           reference=r_low)
+    r_oos, c_oos = (float(np.mean([lab == OUT_OF_SCOPE for lab in s.labels])) for s in (reference, current))
+    if r_oos or c_oos:  # a model with an out-of-scope detector (open_set.py): its rejection rate
+        check("out_of_scope_rate", c_oos, r_oos + cfg.out_of_scope_increase, c_oos > r_oos + cfg.out_of_scope_increase,
+              reference=r_oos)
     if reference.embeddings is not None and current.embeddings is not None:
         v = domain_auc(reference.embeddings, current.embeddings)
         check("embedding_auc", v, cfg.auc_threshold, v > cfg.auc_threshold)
@@ -132,13 +139,13 @@ def reference_sample(predictor, served: str | Path) -> Sample | None:
     if run is None or not (run / rundir.CONFIG).is_file():
         return None
     cfg = load_config(run / rundir.CONFIG)
-    sel = load_splits(cfg.data, cfg.train.seed).selection
+    sel = load_splits(cfg.data, cfg.train.seed, cfg.open_set).selection
     return sample_of(predictor, [predictor.spec.inputs(sel, i) for i in range(len(sel))])
 
 
 def sample_of(predictor, items: list) -> Sample:
-    outputs, emb = predictor.run(items)
-    readable = predictor.readable(items, outputs)
+    outputs, emb, scores = predictor.scored(items)
+    readable = predictor.readable(items, outputs, scores)
     return Sample([predictor.spec.summary_label(r) for r in readable], predictor.confidence(outputs), emb)
 
 

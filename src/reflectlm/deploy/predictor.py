@@ -27,11 +27,15 @@ class Predictor:
     labels: list[str]
     tokenizer: object
     max_length: int
-    # {input name: (B, T) int64} -> (logits (B, C) | (B, T, C) | (B, T, 2), pooled (B, H) | None)
+    # {input name: (B, T) int64} -> (logits (B, C) | (B, T, C) | (B, T, 2), pooled (B, H) | None,
+    # the output layer's input (B, D) for a sequence head | None: what out-of-scope detectors read)
     forward: Callable
     info: dict = field(default_factory=dict)  # what was loaded: path, format, precision
     batch_size: int = 64
     options: dict = field(default_factory=dict)  # the bundle's encoding options (tasks: encode_options)
+    # open_set.OpenSet: the bundle's out-of-scope detector, read from the pooled embedding the
+    # forward returns (every backend alike), or None
+    open_set: object = None
 
     @property
     def spec(self):
@@ -41,7 +45,13 @@ class Predictor:
 
     def run(self, items: list) -> tuple[object, np.ndarray | None]:
         """The task's outputs for raw inputs and their pooled embeddings (N, H) (a multi-window input:
-        its first window's)."""
+        its first window's). With a detector, the outputs carry its decisions (OpenSet.fold)."""
+        outputs, pooled, _ = self.scored(items)
+        return outputs, pooled
+
+    def scored(self, items: list) -> tuple[object, np.ndarray | None, np.ndarray | None]:
+        """run()'s outputs and embeddings, and the out-of-scope scores (N,) in [0, 1] (None without a
+        detector)."""
         from ..evaluate import length_sorted_batches, pad_id
         from ..tasks import model_inputs
 
@@ -50,10 +60,15 @@ class Predictor:
         feats = task.encode(self.tokenizer, ds, None, self.max_length, **self.options)
         logits: list = [None] * len(feats)
         pooled: np.ndarray | None = None
+        heads: np.ndarray | None = None
         for idx in length_sorted_batches(feats, self.batch_size):
             batch = task.collate([feats[i] for i in idx], pad_id(self.tokenizer))
             arrays = {k: v.numpy() for k, v in model_inputs(batch).items()}
-            out, emb = self.forward(arrays)
+            out, emb, head = self.forward(arrays)
+            if head is not None and self.open_set is not None:
+                if heads is None:
+                    heads = np.zeros((len(feats), head.shape[1]), dtype=np.float32)
+                heads[idx] = head
             out = np.asarray(out, dtype=np.float32)
             lengths = arrays["attention_mask"].sum(1)
             for j, i in enumerate(idx):
@@ -64,19 +79,39 @@ class Predictor:
                 for j, i in enumerate(idx):
                     if feats[i].get("record", True):  # one window per input speaks for it
                         pooled[feats[i]["index"]] = emb[j]
-        return task.outputs(ds, feats, logits, **self.options), pooled
+        outputs = task.outputs(ds, feats, logits, **self.options)
+        if self.open_set is None:
+            return outputs, pooled, None
+        if heads is None and self.open_set.detector.needs_features and len(feats):
+            raise RuntimeError(f"the {self.open_set.detector.name} detector reads the output layer's input, which "
+                               f"this backend ({self.info.get('format')}) does not return: export the model again")
+        z = np.zeros((len(ds), len(self.labels)), dtype=np.float32)
+        f = None if heads is None else np.zeros((len(ds), heads.shape[1]), dtype=np.float32)
+        for i, feat in enumerate(feats):  # one feature per example for a task with one class per example
+            z[feat["index"]] = logits[i]
+            if f is not None:
+                f[feat["index"]] = heads[i]
+        outputs, scores = self.open_set.fold(outputs, z, f)
+        return outputs, pooled, scores
 
-    def readable(self, items: list, outputs) -> list[dict]:
-        """Predictions in the API's shape (the task's schema), each with its confidence."""
-        return self.spec.readable(list(items), outputs, self.labels)
+    def readable(self, items: list, outputs, scores=None) -> list[dict]:
+        """Predictions in the API's shape (the task's schema), each with its confidence; with a
+        detector, out_of_scope, its score, and the configured fallback label (or null) for an input
+        out of scope."""
+        rows = self.spec.readable(list(items), outputs, self.labels)
+        if self.open_set is not None and scores is not None:
+            from ..open_set import annotate
+
+            rows = annotate(rows, scores, self.open_set)
+        return rows
 
     def confidence(self, outputs) -> np.ndarray:
         """(N,) how sure the model is of each prediction (tasks/base.py Task.confidence)."""
         return self.spec.confidence(outputs)
 
     def predict(self, items: list) -> list[dict]:
-        outputs, _ = self.run(items)
-        return self.readable(items, outputs)
+        outputs, _, scores = self.scored(items)
+        return self.readable(items, outputs, scores)
 
 
 # --------------------------------------------------------------------------- backends
@@ -88,21 +123,27 @@ def torch_forward(model, task: str, precision: str = "fp32") -> Callable:
 
     from ..tasks import get_task
 
+    from ..open_set import HeadInput
+
     spec = get_task(task)
     dtype = torch.bfloat16 if precision == "bf16" else None
+    catch = HeadInput(model, task)
 
     @torch.inference_mode()
     def forward(arrays: dict):
         inputs = {k: torch.from_numpy(v) for k, v in arrays.items()}
         transformer = hasattr(model, "config")
-        out = model(**inputs, **({"output_hidden_states": True} if transformer else {}))
+        with catch:
+            out = model(**inputs, **({"output_hidden_states": True} if transformer else {}))
+        head = catch.value()
         pooled = None
         if transformer and getattr(out, "hidden_states", None) is not None:
             h = out.hidden_states[-1].float()  # (B, T, H)
             m = inputs["attention_mask"][..., None].float()
             pooled = ((h * m).sum(1) / m.sum(1).clamp(min=1.0)).numpy()  # (B, H)
         logits = spec.logits(out)
-        return (logits.float() if dtype is not None or logits.dtype != torch.float32 else logits).numpy(), pooled
+        return ((logits.float() if dtype is not None or logits.dtype != torch.float32 else logits).numpy(), pooled,
+                None if head is None else head.float().numpy())
 
     return forward
 
@@ -116,10 +157,11 @@ def onnx_forward(path: Path, threads: int | None = None) -> Callable:
     opts.log_severity_level = 3  # no warnings about unused initialisers on stdout
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
+    outputs = [o for o in ("logits", "pooled", "features") if o in {x.name for x in session.get_outputs()}]
 
     def forward(arrays: dict):
-        logits, pooled = session.run(["logits", "pooled"], {k: arrays[k].astype(np.int64) for k in names})
-        return logits, pooled
+        got = dict(zip(outputs, session.run(outputs, {k: arrays[k].astype(np.int64) for k in names})))
+        return got["logits"], got.get("pooled"), got.get("features")
 
     return forward
 
@@ -138,7 +180,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def from_bundle(bundle, forward: Callable, info: dict) -> Predictor:
     return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], forward, info,
-                     options=bundle.meta.get("options", {}))
+                     options=bundle.meta.get("options", {}), open_set=bundle.open_set)
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:

@@ -24,6 +24,7 @@ from .dynamics import DataMap
 from .fit import Fit
 from .gradients import GradientHealth
 from .label_issues import LabelIssues
+from .out_of_scope import OutOfScope
 from .performance import HeldOutPerformance
 from .robustness import Robustness
 
@@ -38,6 +39,7 @@ DIAGNOSTICS = {
     "calibration": Calibration,
     "balance": BalanceAndData,
     "robustness": Robustness,
+    "out_of_scope": OutOfScope,
 }
 
 __all__ = ["DIAGNOSTICS", "Context", "Diagnosis", "Finding", "Skip", "build_context", "context_from_run", "diagnose",
@@ -78,7 +80,7 @@ def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path |
 
     ctx = Context(task=cfg.data.task, labels=labels, train=train, selection=selection, seed=cfg.train.seed,
                   train_config=train_config if train_config is not None else cfg.train.model_dump(),
-                  predict_texts=predict, embed_texts=embed)
+                  predict_texts=predict, embed_texts=embed, open_label=cfg.open_set.label)
     if selection_out is not None:
         ctx.selection_probs, ctx.selection_metrics = selection_out.probs, selection_out.metrics
     if artifacts is not None:
@@ -120,7 +122,7 @@ def context_from_run(run_dir: str | Path, needs: set[str], cv: str = "fast", qui
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {rundir.CONFIG}); pass the directory "
                                 "that `reflectlm train` wrote")
     cfg = load_config(run_dir / rundir.CONFIG)
-    splits = data_mod.load_splits(cfg.data, cfg.train.seed)
+    splits = data_mod.load_splits(cfg.data, cfg.train.seed, cfg.open_set)
     bundle = load_bundle(run_dir)
     batch, precision = cfg.train.eval_batch_size, cfg.train.precision
     out = (evaluate_bundle(bundle, splits.selection, batch_size=batch, precision=precision, quiet=quiet)

@@ -43,6 +43,7 @@ class Context:
     train_config: dict | None = None  # the run's [train] section
     predict_texts: Callable[[list], Any] | None = None  # raw inputs (task.inputs) -> outputs like selection_probs
     embed_texts: Callable[[list[str]], np.ndarray] | None = None  # texts -> (N, D) unit vectors
+    open_label: str | None = None  # the label marking out-of-scope examples (open_set.label)
     seed: int = 0
 
     def __post_init__(self) -> None:

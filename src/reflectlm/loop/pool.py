@@ -29,7 +29,7 @@ def load_data(cfg: Config, quiet: bool = True, describe=None) -> LoopData:
     splits are loaded, before the pool adds its warnings (the engine records the data in run.json)."""
     from ..data import load_splits
 
-    splits = load_splits(cfg.data, cfg.train.seed)
+    splits = load_splits(cfg.data, cfg.train.seed, cfg.open_set)
     if describe is not None:
         describe(splits)
     pool, hidden = load_pool(cfg, splits, quiet) or (None, None)  # (de-duplicated against train, selection and test)

@@ -27,6 +27,9 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 
+OUT_OF_SCOPE = "(out of scope)"  # the summary label (drift monitor, /metrics) of a prediction out of scope (open_set.py)
+
+
 class Task(Protocol):
     """One task. Instances hold no state: every method is a function of its arguments."""
 

@@ -336,22 +336,32 @@ class Classification:
         return row_uncertainty(np.asarray(outputs), strategy)
 
     def summary_label(self, readable: dict) -> str:
-        return readable["label"]
+        from .base import OUT_OF_SCOPE
+
+        return OUT_OF_SCOPE if readable.get("out_of_scope") else readable["label"]
 
     def prediction_text(self, readable: dict) -> str:
-        return readable["label"]
+        from .base import OUT_OF_SCOPE
+
+        return OUT_OF_SCOPE if readable.get("out_of_scope") else readable["label"]
 
     def gold_text(self, ds, i: int) -> str:
         return ds.labels[i]
 
     def stored_row(self, item, readable: dict, mask) -> dict:
-        return {"text": mask(_text_of(item)), "output": {"label": readable["label"]}}
+        out = {"label": readable["label"]}
+        if readable.get("out_of_scope"):
+            out["out_of_scope"] = True
+        return {"text": mask(_text_of(item)), "output": out}
 
     def stored_input(self, text: str) -> str:
         return text
 
     def api_schema(self) -> dict:
-        return {"prediction": {"label": (str, ...), "probabilities": (dict[str, float], ...)},
+        # With an out-of-scope detector (open_set.py): out_of_scope, its score in [0, 1], and label
+        # null (or open_set.fallback) for an input that belongs to no intent.
+        return {"prediction": {"label": (str | None, ...), "probabilities": (dict[str, float], ...),
+                               "out_of_scope": (bool, False), "out_of_scope_score": (float, None)},
                 "correction": {"label": (str | None, None)}}
 
     def correction(self, body: dict, stored: dict, labels: list[str]):

@@ -261,8 +261,8 @@ def _run_batch(state: _State, m: dict, items: list, contexts: list[dict]) -> lis
     sc = state.settings.serve
     p = state.predictor
     task = p.spec
-    outputs, emb = p.run(items)
-    readable = p.readable(items, outputs)
+    outputs, emb, scores = p.scored(items)
+    readable = p.readable(items, outputs, scores)
     conf = p.confidence(outputs)
 
     def masked(text: str, keep_words: bool = False) -> str:
@@ -407,7 +407,7 @@ def _predict_routes(app: FastAPI, state: _State, m: dict, task, models: dict) ->
     authenticate, require_ready = _guards(state)
     Request_, Response_, Feedback_ = models["request"], models["response"], models["feedback"]
 
-    @app.post("/v1/predict", response_model=Response_, response_model_exclude_none=True, responses=ERRORS,
+    @app.post("/v1/predict", response_model=Response_, response_model_exclude_unset=True, responses=ERRORS,
               summary="Predict for a batch of inputs")
     async def predict(body: Request_, request: Request):
         key = authenticate(request)

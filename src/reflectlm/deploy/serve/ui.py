@@ -57,7 +57,9 @@ function show(p,context){var box=document.getElementById('result');box.textConte
  if(p.entities){var line=document.createElement('div');
   line.textContent=p.entities.length?p.entities.map(function(e){return e.text+' ['+e.type+' '+e.score.toFixed(2)+']';}).join(', '):'(no entities)';
   box.appendChild(line);return;}
- var head=document.createElement('div');head.id='predicted';head.textContent=p.label+' ('+(100*p.confidence).toFixed(1)+'%)';
+ var head=document.createElement('div');head.id='predicted';
+ head.textContent=p.out_of_scope?'out of scope'+(p.label?' \u2192 '+p.label:'')+' (score '+(100*p.out_of_scope_score).toFixed(1)+'%)'
+  :p.label+' ('+(100*p.confidence).toFixed(1)+'%)';
  box.appendChild(head);
  Object.keys(p.probabilities).sort(function(a,b){return p.probabilities[b]-p.probabilities[a];}).slice(0,5)
   .forEach(function(l){var row=document.createElement('div');row.textContent=l;var bar=document.createElement('span');
@@ -70,7 +72,7 @@ document.getElementById('predict').addEventListener('click',function(){
   last=j.predictions[0];show(last,context);
   document.getElementById('correct').hidden=!!last.entities||last.answer!==undefined;
   document.getElementById('correct-answer').hidden=last.answer===undefined;
-  if(last.label!==undefined){document.getElementById('label').value=last.label;}
+  if(last.label!==undefined&&last.label!==null){document.getElementById('label').value=last.label;}
   if(last.answer!==undefined){document.getElementById('answer').value=last.answer;}
   status('prediction '+last.id);}).catch(function(e){status('error: '+e.message);});});
 function send(body){call('POST','/v1/feedback',body)
