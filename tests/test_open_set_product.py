@@ -185,3 +185,54 @@ def test_a_fallback_that_is_an_intent_is_refused_before_training(tiny_config, tm
     cfg = load_config(tree={**cfg.model_dump(), "open_set": {"enabled": True, "fallback": "pos"}})
     with pytest.raises(O.OpenSetError, match="fallback label 'pos' is also an intent"):
         train(cfg, tmp_path / "run")
+
+
+def test_the_loop_finds_absorbed_out_of_scope_messages_and_promotes_a_detector(tmp_path, tiny_bert_dir):
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    rows = make_cls_rows(420, seed=4)
+    tree = {"data": {"task": "classification", "train": str(write_csv(tmp_path / "train.csv", rows[:300])),
+                     "selection": str(write_csv(tmp_path / "sel.csv", rows[300:360] + oos_rows(40, 3))),
+                     "test": str(write_csv(tmp_path / "test.csv", rows[360:] + oos_rows(20, 4)))},
+            "model": {"name": str(tiny_bert_dir), "dropout": 0.1},
+            "train": {"epochs": 4, "batch_size": 16, "lr": 1e-2, "head_lr": 0.0, "telemetry_every": 0,
+                      "precision": "fp32", "threads": 1},
+            "run": {"quiet": True, "output_dir": str(tmp_path / "runs")},
+            "loop": {"rounds": 1, "report": False, "checks": ["performance", "out_of_scope"], "n_bootstrap": 200,
+                     "actions": ["detect_out_of_scope"]}}
+    res = improve(load_config(tree=tree))
+    r1 = res.run_dir / "rounds" / "01"
+    found = [f for f in json.loads((r1 / "findings.json").read_text())["findings"] if f["kind"] == "out_of_scope"]
+    assert found and found[0]["evidence"]["n_out_of_scope"] == 40 and found[0]["severity"] > 0.5
+    assert sum(v["count"] for v in found[0]["evidence"]["absorbed_by"].values()) == 40 - found[0]["evidence"]["caught"]
+    plan = json.loads((r1 / "plan.json").read_text())
+    assert [a["action"] for a in plan["actions"]] == ["detect_out_of_scope"]
+    chosen = json.loads((r1 / "out_of_scope.json").read_text())
+    assert "refused" not in chosen, chosen
+    assert chosen["cross_fitted"]["with_detector"] > chosen["cross_fitted"]["without_detector"]
+    decision = json.loads((r1 / "decision.json").read_text())
+    assert decision["promoted"], decision
+    assert res.summary["champion_round"] == 1
+    assert load_config(r1 / "config.toml").open_set.enabled  # later challengers fit their own detector
+    assert (r1 / "model" / "open_set.json").is_file()
+    assert res.summary["test"]["open_set"]["n_out_of_scope"] == 20
+    from reflectlm.report import write_report
+
+    page = write_report(res.run_dir).read_text(encoding="utf-8")
+    assert "test out of scope caught" in page and "test in-scope accuracy" in page
+    assert json.loads((r1 / "compare.json").read_text())["open_set"]["challenger"]["n_out_of_scope"] == 40
+
+
+def test_the_detector_and_its_threshold_never_read_the_test_split(open_run, tmp_path):
+    from reflectlm.config import load_config
+    from reflectlm.train import train
+
+    cfg = load_config(open_run / "config.toml")
+    other = write_csv(tmp_path / "test.csv", make_cls_rows(30, seed=11) + oos_rows(5, 12))  # another test split
+    again = train(load_config(tree={**cfg.model_dump(), "data": {**cfg.data.model_dump(), "test": str(other)},
+                                    "run": {"quiet": True}}), tmp_path / "run").run_dir
+    assert json.loads((again / "model" / "open_set.json").read_text()) == json.loads(
+        (open_run / "model" / "open_set.json").read_text())
+    with np.load(again / "model" / "open_set.npz") as a, np.load(open_run / "model" / "open_set.npz") as b:
+        assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)

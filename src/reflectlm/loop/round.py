@@ -372,6 +372,11 @@ def _keep(rnd: Round, kept: Challenger, live: list[Challenger]) -> None:
 
 def _compare_json(rnd: Round, kept: Challenger, live: list[Challenger]) -> dict:
     out = rnd.result.to_json()
+    # Out-of-scope numbers beside the gate's metric, where either model has a detector (open_set.py).
+    sides = {"champion": (rnd.champ_out.metrics or {}).get("open_set"),
+             "challenger": ((kept.chall_out.metrics if kept.chall_out is not None else None) or {}).get("open_set")}
+    if any(sides.values()):
+        out["open_set"] = sides
     if len(live) > 1:
         out["holm"] = {**kept.holm, "kept": kept.k, "alpha": rnd.cfg.loop.alpha, "challengers": [
             {"challenger": c.k, "actions": [a.name for a in c.plan], "difference": c.result.difference,

@@ -224,6 +224,14 @@ def _headline(run: Run) -> str:
     for k in run.spec.report_metrics:
         if k in test:
             cards.append(_card(f"test {k}", _f(test[k]), _gain(test[k], test0.get(k), baseline)))
+    opened = test.get("open_set") if isinstance(test.get("open_set"), dict) else None
+    if opened:  # a model with an out-of-scope detector (open_set.py): what it turns away, what it keeps
+        cards.append(_card("test out of scope caught", _f(opened.get("oos_recall")),
+                           _e(f"{opened.get('n_out_of_scope', 0)} out-of-scope test messages; {opened.get('detector')} "
+                              f"detector, AUROC {_f(opened.get('auroc'))}")))
+        cards.append(_card("test in-scope accuracy", _f(opened.get("in_scope_accuracy")),
+                           _e(f"{_f(opened.get('in_scope_accuracy_without_detector'))} without the detector; "
+                              f"{_f(opened.get('false_rejection'))} of in-scope messages turned away")))
     cards += [
         _card("rounds run", str(n_rounds), "challengers trained after round 0" if run.kind == "loop" else "a plain training run"),
         _card("why it stopped", _e(run.stop_reason() or "–") if run.kind == "loop" else "–",
