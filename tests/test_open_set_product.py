@@ -236,3 +236,13 @@ def test_the_detector_and_its_threshold_never_read_the_test_split(open_run, tmp_
         (open_run / "model" / "open_set.json").read_text())
     with np.load(again / "model" / "open_set.npz") as a, np.load(open_run / "model" / "open_set.npz") as b:
         assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_the_cli_evaluate_prints_the_out_of_scope_numbers(open_run):
+    from typer.testing import CliRunner
+
+    from reflectlm.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", str(open_run), "--data", str(open_run.parent / "test.csv"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "out of scope" in r.output and "f1 open" in r.output

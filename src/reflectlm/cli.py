@@ -83,6 +83,17 @@ def _print_metrics(metrics: dict, title: str) -> None:
         if m:
             table.add_row(split, *[f"{m[k]:.4f}" if k in m else "-" for k in keys])
     Console().print(table)
+    opened = {split: m["open_set"] for split, m in metrics.items() if m and isinstance(m.get("open_set"), dict)}
+    if opened:  # a model with an out-of-scope detector (open_set.py)
+        table = Table(title="out of scope")  # one row per number: they do not fit side by side
+        table.add_column("")
+        for split in opened:
+            table.add_column(split, justify="right")
+        for k in ("in_scope_accuracy", "in_scope_accuracy_without_detector", "false_rejection", "oos_precision",
+                  "oos_recall", "f1_open", "f1_known", "auroc", "oos_recall_at_5pct_false_rejection"):
+            table.add_row(k.replace("_", " "), *[f"{o[k]:.4f}" if isinstance(o.get(k), (int, float)) else "-"
+                                                  for o in opened.values()])
+        Console().print(table)
 
 
 @_guard
