@@ -71,6 +71,12 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # Stratified sample of the source before splitting (None: use everything).
     sample: int | None = Field(None, ge=10)
+    # Simulated label errors, for a demonstration or a benchmark: this share of the training split's
+    # labels (after selection and test are carved, which stay clean) is flipped to another class,
+    # chosen at random with data.simulated_noise_seed. Every run says that it did, how many and
+    # which (run.json "simulated_label_noise"), and the report says how many the loop found.
+    simulated_label_noise: float = Field(0.0, ge=0.0, lt=1.0)
+    simulated_noise_seed: int = 0
     # Tokens per model input. A longer input is truncated, except a QA context, which is read in
     # overlapping windows of max_length tokens that start doc_stride tokens apart. Default: the
     # task's (128; 384 for qa).

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+
 from .config import DataConfig
 from .dataset import (
     DataError,
@@ -265,8 +267,39 @@ def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
                              leakage_warning(train, "train", test, "test", keys["train"], keys["test"]),
                              leakage_warning(selection, "selection", test, "test", keys["selection"], keys["test"]))
                  if w]
+    simulated = None
+    if cfg.simulated_label_noise > 0:
+        train, simulated = simulate_label_noise(train, cfg.simulated_label_noise, cfg.simulated_noise_seed)
+        warnings.append(f"simulated label errors: {len(simulated['flipped'])} of {len(train)} training labels "
+                        f"({cfg.simulated_label_noise:.0%}) were flipped on purpose to another class "
+                        f"(data.simulated_label_noise); selection and test are clean")
     labels = task.label_list(train)
     if open_label and open_label not in labels and (
             open_set.enabled or any(open_label in ds.labels for ds in (train, selection, test))):
         labels = sorted([*labels, open_label])  # out of scope: a class, with or without training examples
-    return Splits(train=train, selection=selection, test=test, labels=labels, warnings=warnings)
+    return Splits(train=train, selection=selection, test=test, labels=labels, warnings=warnings, simulated=simulated)
+
+
+def simulate_label_noise(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, dict]:
+    """A copy of a classification Dataset with round(fraction * N) labels flipped, each to another
+    of its classes drawn uniformly; returns it and the record of what was flipped."""
+    task = get_task(ds.task)
+    if "class_probs" not in task.capabilities:
+        raise DataError(f"data.simulated_label_noise flips class labels; data.task = {ds.task!r} has none. "
+                        "Fix: set it to 0 for this task")
+    classes = sorted(set(ds.labels))
+    if len(classes) < 2:
+        raise DataError("data.simulated_label_noise needs at least two classes to flip between")
+    rng = np.random.default_rng(seed)
+    n = int(round(fraction * len(ds)))
+    chosen = sorted(rng.choice(len(ds), size=n, replace=False).tolist())
+    labels = list(ds.labels)
+    flipped = {}
+    for i in chosen:
+        others = [c for c in classes if c != labels[i]]
+        given = others[int(rng.integers(len(others)))]
+        flipped[ds.ids[i]] = {"true": labels[i], "given": given}
+        labels[i] = given
+    out = ds.subset(range(len(ds)))
+    out.labels = labels
+    return out, {"fraction": fraction, "seed": seed, "flipped": flipped}

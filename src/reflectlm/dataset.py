@@ -99,6 +99,8 @@ class Splits:
     test: Dataset | None  # reported only; load_splits always fills it (loaded or carved)
     labels: list[str]  # the model's label list (the task's label_list of train; [] for span answers)
     warnings: list[str]
+    # data.simulated_label_noise: {"fraction", "seed", "flipped": {id: {"true", "given"}}}, or None
+    simulated: dict | None = None
 
 
 # --------------------------------------------------------------------------- reading files

@@ -628,6 +628,10 @@ def _open(cfg: Config, splits, output_dir, stem: str, existing: bool) -> tuple[P
                  for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
                  if ds is not None},
     }
+    if main and splits.simulated:  # data.simulated_label_noise: say that, how many and which
+        from .loop.state import simulated_record
+
+        info["simulated_label_noise"] = simulated_record(splits.simulated)
     if main:
         rundir.write_text(made / rundir.CONFIG, dump_toml(cfg))
         rundir.write_json(made / rundir.RUN, info)

@@ -201,6 +201,16 @@ def _round_label(r: Round | None) -> str:
 # --------------------------------------------------------------------------- 1. headline
 
 
+def _found_simulated(run: Run, flipped: set[str]) -> int:
+    """How many of the flipped ids a label_issues finding of any round (or the run's own diagnosis) flagged."""
+    flagged: set[str] = set()
+    for rec in [r.findings for r in run.rounds] + [run.diagnosis()[1]]:
+        for f in (rec or {}).get("findings", []) if isinstance(rec, dict) else []:
+            if f.get("kind") == "label_issues":
+                flagged |= set((f.get("evidence") or {}).get("flagged") or [])
+    return len(flagged & flipped)
+
+
 def _headline(run: Run) -> str:
     metric = run.metric
     champ = run.champion
@@ -224,6 +234,12 @@ def _headline(run: Run) -> str:
     for k in run.spec.report_metrics:
         if k in test:
             cards.append(_card(f"test {k}", _f(test[k]), _gain(test[k], test0.get(k), baseline)))
+    sim = run.info.get("simulated_label_noise")
+    if isinstance(sim, dict) and sim.get("count"):  # label errors flipped on purpose: how many the loop found
+        found = _found_simulated(run, set(sim.get("flipped") or {}))
+        cards.append(_card("simulated label errors found", f"{found} of {sim['count']}",
+                           _e(f"{sim['fraction']:.0%} of training labels flipped on purpose "
+                              "(data.simulated_label_noise); flagged by a label check in any round")))
     opened = test.get("open_set") if isinstance(test.get("open_set"), dict) else None
     if opened:  # a model with an out-of-scope detector (open_set.py): what it turns away, what it keeps
         cards.append(_card("test out of scope caught", _f(opened.get("oos_recall")),
