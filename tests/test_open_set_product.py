@@ -221,6 +221,9 @@ def test_the_loop_finds_absorbed_out_of_scope_messages_and_promotes_a_detector(t
 
     page = write_report(res.run_dir).read_text(encoding="utf-8")
     assert "test out of scope caught" in page and "test in-scope accuracy" in page
+    gain = res.summary["test_gain"]  # the promotion on test, paired with round 0, and its interval
+    assert gain["ci_low"] <= gain["difference"] <= gain["ci_high"] and gain["n"] == 80
+    assert 'id="test-gain"' in page and "paired 95 % CI" in page
     assert json.loads((r1 / "compare.json").read_text())["open_set"]["challenger"]["n_out_of_scope"] == 40
 
 

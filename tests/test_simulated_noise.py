@@ -68,3 +68,25 @@ def test_the_run_says_so_and_the_report_counts_what_was_found(tmp_path, tiny_ber
         if f["kind"] == "label_issues":
             flagged |= set(f["evidence"].get("flagged") or [])
     assert f"{len(flagged & set(info['flipped']))} of {info['count']}" in page
+
+
+def test_the_test_gain_is_the_paired_difference_with_its_interval(tmp_path):
+    import numpy as np
+
+    from reflectlm.config import load_config
+    from reflectlm.data import load_splits
+    from reflectlm.evaluate import Outputs
+    from reflectlm.loop.engine import test_gain
+
+    cfg = load_config(tree={"data": {"train": str(write(tmp_path / "t.csv", make_cls_rows(300)))},
+                            "train": {"metric": "accuracy"}})
+    test = load_splits(cfg.data, 0).test
+    labels = sorted(set(test.labels))
+    y = np.array([labels.index(v) for v in test.labels])
+    right = np.eye(len(labels))[y]
+    wrong = np.eye(len(labels))[(y + 1) % len(labels)]
+    half = np.where((np.arange(len(y)) % 2 == 0)[:, None], right, wrong)  # round 0: half right
+    g = test_gain(Outputs(half, None, None), Outputs(right, None, None), test, cfg)  # champion: all right
+    assert g["metric"] == "accuracy" and g["n"] == len(y)
+    assert g["difference"] == pytest.approx(g["champion"] - g["round0"]) == pytest.approx(1 - (y.size + 1) // 2 / y.size)
+    assert 0 < g["ci_low"] <= g["difference"] <= g["ci_high"]

@@ -226,7 +226,10 @@ def _print_loop(result) -> None:
             kept = [r for r in s["rounds"] if r["promoted"] and r["round"] > 0]
             what = ("; ".join(f"round {r['round']} {' + '.join(r['actions'])}" for r in kept) if kept
                     else "no round was promoted")
-            print(f"what changed: test {metric} {before:.4f} -> {after:.4f} ({after - before:+.4f}); {what}")
+            g = s.get("test_gain") or {}
+            ci = (f", paired 95% CI {g['ci_low']:+.4f} to {g['ci_high']:+.4f}"
+                  if g.get("ci_low") is not None and g.get("ci_high") is not None else "")
+            print(f"what changed: test {metric} {before:.4f} -> {after:.4f} ({after - before:+.4f}{ci}); {what}")
     print(f"stopped: {s['stop_reason']}")
     print(f"run directory: {result.run_dir}  (champion: {result.run_dir / rundir.CHAMPION})")
 

@@ -150,9 +150,14 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
            "selection": state.decisions[state.champion]["selection"],
            "round0_selection": state.decisions[0]["selection"]}
     if test is not None:
-        out["test"] = evaluate(load_bundle(round_dir(run_dir, state.champion) / rundir.MODEL), test, cfg).metrics
-        out["round0_test"] = (out["test"] if state.champion == 0 else
-                              evaluate(load_bundle(round_dir(run_dir, 0) / rundir.MODEL), test, cfg).metrics)
+        champ = evaluate(load_bundle(round_dir(run_dir, state.champion) / rundir.MODEL), test, cfg)
+        out["test"] = champ.metrics
+        if state.champion == 0:
+            out["round0_test"] = out["test"]
+        else:
+            first = evaluate(load_bundle(round_dir(run_dir, 0) / rundir.MODEL), test, cfg)
+            out["round0_test"] = first.metrics
+            out["test_gain"] = test_gain(first, champ, test, cfg)
     rows = []
     for d in state.decisions:
         cmp = read_json(round_dir(run_dir, d["round"]) / rundir.COMPARE, {})
@@ -171,6 +176,28 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
     info.update(status="finished", stop_reason=reason, champion_round=state.champion, wall_seconds=out["wall_seconds"])
     write_json(run_dir / rundir.RUN, info)
     return out
+
+
+def test_gain(first, champ, test, cfg: Config) -> dict:
+    """The champion minus round 0 on the test split with its paired 95 % bootstrap interval (the
+    task's own paired test, read once, after every decision): what the loop's work did for examples
+    no decision looked at."""
+    from ..metric import gated
+    from ..tasks import get_task
+
+    task = get_task(cfg.data.task)
+    r = task.ab_test(first.probs, champ.probs, test, _labels_of(cfg), gated(cfg.selection_metric,
+                     cfg.data.task), mode="superiority", alpha=0.05, margin=0.0, n_bootstrap=cfg.loop.n_bootstrap,
+                     seed=cfg.train.seed, allow_class_regressions=True).to_json()
+    return {"metric": r.get("metric"), "round0": r.get("champion"), "champion": r.get("challenger"),
+            "difference": r.get("difference"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"), "level": 0.95,
+            "n": r.get("n")}
+
+
+def _labels_of(cfg: Config) -> list[str]:
+    from ..data import load_splits
+
+    return load_splits(cfg.data, cfg.train.seed, cfg.open_set).labels
 
 
 def after_round(run_dir: Path, cfg: Config, quiet: bool, final: bool = False) -> None:
