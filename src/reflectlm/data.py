@@ -280,6 +280,13 @@ def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
     return Splits(train=train, selection=selection, test=test, labels=labels, warnings=warnings, simulated=simulated)
 
 
+def simulated_record(simulated: dict) -> dict:
+    """What run.json says of data.simulated_label_noise."""
+    return {"fraction": simulated["fraction"], "seed": simulated["seed"], "count": len(simulated["flipped"]),
+            "flipped": simulated["flipped"], "note": "labels flipped on purpose (data.simulated_label_noise); "
+                                                     "selection and test are clean"}
+
+
 def simulate_label_noise(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, dict]:
     """A copy of a classification Dataset with round(fraction * N) labels flipped, each to another
     of its classes drawn uniformly; returns it and the record of what was flipped."""

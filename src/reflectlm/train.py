@@ -629,7 +629,7 @@ def _open(cfg: Config, splits, output_dir, stem: str, existing: bool) -> tuple[P
                  if ds is not None},
     }
     if main and splits.simulated:  # data.simulated_label_noise: say that, how many and which
-        from .loop.state import simulated_record
+        from .data import simulated_record
 
         info["simulated_label_noise"] = simulated_record(splits.simulated)
     if main:

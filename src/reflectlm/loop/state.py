@@ -91,14 +91,11 @@ def describe_data(run_dir: Path, splits: Splits) -> None:
                       for name, ds in (("train", splits.train), ("selection", splits.selection), ("test", splits.test))
                       if ds is not None})
     if splits.simulated:  # data.simulated_label_noise: say that, how many and which (the report reads it)
+        from ..data import simulated_record
+
         info["simulated_label_noise"] = simulated_record(splits.simulated)
     rundir.write_json(run_dir / rundir.RUN, info)
 
-
-def simulated_record(simulated: dict) -> dict:
-    return {"fraction": simulated["fraction"], "seed": simulated["seed"], "count": len(simulated["flipped"]),
-            "flipped": simulated["flipped"], "note": "labels flipped on purpose (data.simulated_label_noise); "
-                                                     "selection and test are clean"}
 
 
 def _find_resumable(cfg: Config, config_path) -> Path:

@@ -211,6 +211,18 @@ def _found_simulated(run: Run, flipped: set[str]) -> int:
     return len(flagged & flipped)
 
 
+def _test_gain_line(run: Run) -> str:
+    """One line: what the loop's promotions did on test, with the paired interval ("" without one)."""
+    gain = (run.summary or {}).get("test_gain")
+    if not isinstance(gain, dict) or _num(gain.get("difference")) is None:
+        return ""
+    return (f'<p class="verdict" id="test-gain">On test, the champion (round {run.champion_round}) changes '
+            f'{_e(gain.get("metric"))} by {_num(gain["difference"]):+.4f} over round 0 '
+            f'({_f(gain.get("round0"))} → {_f(gain.get("champion"))}; paired 95 % CI '
+            f'{_num(gain.get("ci_low")):+.4f} to {_num(gain.get("ci_high")):+.4f}, '
+            f'{int(gain.get("n") or 0):,} test examples).</p>')
+
+
 def _headline(run: Run) -> str:
     metric = run.metric
     champ = run.champion
@@ -259,15 +271,7 @@ def _headline(run: Run) -> str:
     rows = [[_e(split), _e(v.get("source", "–")), f"{int(v['examples']):,}" if _num(v.get("examples")) is not None else "–"]
             for split, v in data.items() if isinstance(v, dict)]
     parts = [f'<p class="sub">{_e(run.name)} — {_e(run.kind)} run, created {_e(run.info.get("created", "–"))}</p>']
-    gain = (run.summary or {}).get("test_gain")
-    if isinstance(gain, dict) and _num(gain.get("difference")) is not None:
-        # One line: what the loop's promotions did on test, with the paired interval.
-        parts.append(f'<p class="verdict" id="test-gain">On test, the champion (round {run.champion_round}) changes '
-                     f'{_e(gain.get("metric"))} by {_num(gain["difference"]):+.4f} over round 0 '
-                     f'({_f(gain.get("round0"))} → {_f(gain.get("champion"))}; paired 95 % CI '
-                     f'{_num(gain.get("ci_low")):+.4f} to {_num(gain.get("ci_high")):+.4f}, '
-                     f'{int(gain.get("n") or 0):,} test examples).</p>')
-    parts.append('<div class="cards">' + "".join(cards) + "</div>")
+    parts += [_test_gain_line(run), '<div class="cards">' + "".join(cards) + "</div>"]
     if rows:
         parts.append("<h3>Data</h3>" + _table(["split", "source", "examples"], rows, {2}))
     warnings = run.info.get("warnings") or []
