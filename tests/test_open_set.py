@@ -157,7 +157,7 @@ def test_features_are_what_the_output_layer_reads_in_training_and_serving_alike(
         head = bundle.model.classifier(torch.from_numpy(feats)).numpy()
     np.testing.assert_allclose(head, logits, atol=1e-4)
     # and a served model's forward returns the same features beside its logits
-    p = from_bundle(bundle, torch_forward(bundle.model, "classification"), {})
+    p = from_bundle(bundle, torch_forward(bundle.model, "classification", features=True), {})
     from reflectlm.evaluate import encode_bundle
     from reflectlm.tasks import get_task, model_inputs
 

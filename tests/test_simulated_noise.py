@@ -86,7 +86,7 @@ def test_the_test_gain_is_the_paired_difference_with_its_interval(tmp_path):
     right = np.eye(len(labels))[y]
     wrong = np.eye(len(labels))[(y + 1) % len(labels)]
     half = np.where((np.arange(len(y)) % 2 == 0)[:, None], right, wrong)  # round 0: half right
-    g = test_gain(Outputs(half, None, None), Outputs(right, None, None), test, cfg)  # champion: all right
+    g = test_gain(Outputs(half, None, None), Outputs(right, None, None), test, cfg, labels)  # champion: all right
     assert g["metric"] == "accuracy" and g["n"] == len(y)
     assert g["difference"] == pytest.approx(g["champion"] - g["round0"]) == pytest.approx(1 - (y.size + 1) // 2 / y.size)
     assert 0 < g["ci_low"] <= g["difference"] <= g["ci_high"]

@@ -24,21 +24,22 @@ def logits_and_features(bundle, ds, *, batch_size: int = 128, precision: str = "
 
 
 def fit_bundle(bundle, train, selection, settings, *, metric: str = "macro_f1", batch_size: int = 128,
-               precision: str = "auto") -> OpenSet:
+               precision: str = "auto", arrays: tuple | None = None) -> OpenSet:
     """Fit the configured detectors (settings: the config's [open_set]) on a trained classifier's
-    training split, choose one and its threshold on the selection split."""
+    training split, choose one and its threshold on the selection split. arrays: features_for()'s,
+    when the caller already has them (the model is then not run again)."""
     labels = bundle.labels
     check_settings(settings.label, labels, settings.max_false_rejection, settings.threshold, settings.fallback)
     if settings.label not in labels:
         raise OpenSetError(f"the model's labels have no {settings.label!r}: train it with open_set.enabled = true "
                            "(the label list then holds it)")
-    arrays = _arrays(bundle, train, selection, batch_size, precision)
+    arrays = arrays if arrays is not None else features_for(bundle, train, selection, batch_size, precision)
     out = fit(*arrays, labels=labels, **_fit_settings(settings, metric))
     out.fallback = settings.fallback
     return out
 
 
-def _arrays(bundle, train, selection, batch_size: int, precision: str) -> tuple:
+def features_for(bundle, train, selection, batch_size: int = 128, precision: str = "auto") -> tuple:
     """(train features, labels, logits, selection features, logits, labels) as fit() takes them."""
     l2i = {n: i for i, n in enumerate(bundle.labels)}
     z_tr, f_tr = logits_and_features(bundle, train, batch_size=batch_size, precision=precision)
@@ -55,13 +56,12 @@ def _fit_settings(settings, metric: str) -> dict:
             "max_accuracy_drop": settings.max_accuracy_drop}
 
 
-def cross_fitted(bundle, train, selection, settings, *, metric: str = "macro_f1", seed: int = 0, folds: int = 5,
-                 batch_size: int = 128, precision: str = "auto") -> dict:
+def cross_fitted(bundle, arrays: tuple, settings, *, metric: str = "macro_f1", seed: int = 0, folds: int = 5) -> dict:
     """What the detector does for selection examples it was not chosen on: each of `folds` folds
     is scored by a detector and threshold chosen on the other folds (the detectors themselves are
     fitted on the training split, which no fold is part of). Returns the selection metric (with
     out of scope as a class) and in-scope accuracy, with and without the detector, out of sample."""
-    f_tr, y_tr, z_tr, f_sel, z_sel, y_sel = _arrays(bundle, train, selection, batch_size, precision)
+    f_tr, y_tr, z_tr, f_sel, z_sel, y_sel = arrays  # features_for()'s
     labels = bundle.labels
     kw = _fit_settings(settings, metric)
     oos_index = labels.index(settings.label)

@@ -474,8 +474,8 @@ class HeadInput:
 
     def __init__(self, model, task, name: str | None = None):
         self.model, self._caught, self._hook = model, [], None
-        self.name = name if name is not None else head_name(model, task)
-        self.layer = None if self.name is None else model.get_submodule(self.name)
+        self.name = name if name is not None else head_name(model, task)  # "": catch nothing
+        self.layer = model.get_submodule(self.name) if self.name else None
 
     def __enter__(self):
         self._caught.clear()

@@ -62,7 +62,7 @@ class DetectOutOfScope:
 
     def transform(self, model, post) -> dict:
         """Attach the fitted detector to post.bundle; return the round's out_of_scope.json."""
-        from ..fit_open_set import cross_fitted, fit_bundle
+        from ..fit_open_set import cross_fitted, features_for, fit_bundle
 
         cfg, bundle = post.cfg, post.bundle
         settings, metric = cfg.open_set, cfg.selection_metric
@@ -70,11 +70,11 @@ class DetectOutOfScope:
         if settings.label not in bundle.labels:
             return {"refused": f"the label list has no {settings.label!r} (open_set.label): no out-of-scope "
                                "examples to choose a detector on"}
+        arrays = features_for(bundle, post.splits.train, post.splits.selection, batch, precision)  # one pass each
         bundle.open_set = fit_bundle(bundle, post.splits.train, post.splits.selection, settings, metric=metric,
-                                     batch_size=batch, precision=precision)
+                                     arrays=arrays)
         meta, _ = bundle.open_set.to_json()
-        cv = cross_fitted(bundle, post.splits.train, post.splits.selection, settings, metric=metric,
-                          seed=cfg.train.seed, folds=self.folds, batch_size=batch, precision=precision)
+        cv = cross_fitted(bundle, arrays, settings, metric=metric, seed=cfg.train.seed, folds=self.folds)
         out = {k: meta[k] for k in ("detector", "threshold", "label", "chosen_by", "selection")}
         out["cross_fitted"] = cv
         if cv.get("with_detector") is None:

@@ -69,7 +69,8 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
 
         raise ModelError("ONNX export supports transformer models; the LSTM baseline can use --quantize int8")
     task = get_task(champion_bundle.task)
-    champion = from_bundle(champion_bundle, torch_forward(champion_bundle.model, task.name),
+    champion = from_bundle(champion_bundle, torch_forward(champion_bundle.model, task.name,
+                                                          features=champion_bundle.open_set is not None),
                            {"format": "torch", "precision": "fp32"})
     items = [task.inputs(selection, i) for i in range(len(selection))]
     champ_probs, _ = champion.run(items)
@@ -184,6 +185,7 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
         return from_bundle(bundle, forward, {"format": fmt, "precision": precision})
 
     model = bundle.model
+    detect = bundle.open_set is not None  # the detector reads the output layer's input
     if onnx:
         fp32 = out / "model.onnx"
         export_onnx(model, fp32, bundle.task, model_inputs=getattr(bundle.tokenizer, "model_input_names", None))
@@ -207,7 +209,8 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
         import copy
 
         bf16 = apply_precision(copy.deepcopy(model), "bf16")
-        yield Attempt("bf16 weights and activations", make(torch_forward(bf16, bundle.task, "bf16"), "torch", "bf16"),
+        yield Attempt("bf16 weights and activations",
+                      make(torch_forward(bf16, bundle.task, "bf16", features=detect), "torch", "bf16"),
                       {"format": "torch", "precision": "bf16", "_model": bf16})
         return
     if quantize == "int8":
@@ -217,10 +220,10 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
                           (f"int8 per-channel; {layer or 'last layer'} and {head} kept fp32",
                            {"per_channel": True, "keep_fp32": [p for p in (layer, head) if p]})):
             qmodel = quantize_int8(model, q["per_channel"], tuple(q["keep_fp32"]))
-            yield Attempt(remedy, make(torch_forward(qmodel, bundle.task), "torch", "int8"),
+            yield Attempt(remedy, make(torch_forward(qmodel, bundle.task, features=detect), "torch", "int8"),
                           {"format": "torch", "precision": "int8", "quantization": q, "_model": qmodel})
         return
-    yield Attempt("pruned, fp32", make(torch_forward(model, bundle.task), "torch", "fp32"),
+    yield Attempt("pruned, fp32", make(torch_forward(model, bundle.task, features=detect), "torch", "fp32"),
                   {"format": "torch", "precision": "fp32"})
 
 

@@ -117,7 +117,7 @@ class Predictor:
 # --------------------------------------------------------------------------- backends
 
 
-def torch_forward(model, task: str, precision: str = "fp32") -> Callable:
+def torch_forward(model, task: str, precision: str = "fp32", features: bool = False) -> Callable:
     """Forward of a PyTorch model: the task's logits and the masked mean of the last hidden state."""
     import torch
 
@@ -127,7 +127,7 @@ def torch_forward(model, task: str, precision: str = "fp32") -> Callable:
 
     spec = get_task(task)
     dtype = torch.bfloat16 if precision == "bf16" else None
-    catch = HeadInput(model, task)
+    catch = HeadInput(model, task, name=None if features else "")  # features: only for a detector to read
 
     @torch.inference_mode()
     def forward(arrays: dict):
@@ -192,7 +192,7 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
 
     model_dir = resolve_model_dir(path)
     bundle = load_bundle(model_dir)
-    return from_bundle(bundle, torch_forward(bundle.model, bundle.task),
+    return from_bundle(bundle, torch_forward(bundle.model, bundle.task, features=bundle.open_set is not None),
                        {"path": str(model_dir), "format": "torch", "precision": "fp32"})
 
 
@@ -211,5 +211,5 @@ def load_export(path: Path, threads: int | None = None) -> Predictor:
         from .compress import apply_precision
 
         forward = torch_forward(apply_precision(bundle.model, variant["precision"], variant.get("quantization")),
-                                bundle.task, variant["precision"])
+                                bundle.task, variant["precision"], features=bundle.open_set is not None)
     return from_bundle(bundle, forward, {"path": str(path), **{k: variant[k] for k in ("format", "precision")}})

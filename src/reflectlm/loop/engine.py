@@ -85,7 +85,7 @@ def _improve(cfg: Config, output_dir, resume: bool, quiet: bool, config_path, fe
             break
         state = outcome
         after_round(run_dir, cfg, quiet)
-    summary = finish(run_dir, cfg, data.test, state, reason, session_start)
+    summary = finish(run_dir, cfg, data.test, state, reason, session_start, data.splits.labels)
     after_round(run_dir, cfg, quiet, final=True)
     return LoopResult(run_dir, state.champion, reason, summary)
 
@@ -140,7 +140,8 @@ def should_stop(state: State, cfg: Config) -> str | None:
     return None
 
 
-def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_start: float) -> dict:
+def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_start: float,
+           labels: list[str]) -> dict:
     """Evaluate the champion (and round 0) on the test split - the first time it is read - and
     write summary.json."""
     from ..modeling import load_bundle
@@ -157,7 +158,7 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
         else:
             first = evaluate(load_bundle(round_dir(run_dir, 0) / rundir.MODEL), test, cfg)
             out["round0_test"] = first.metrics
-            out["test_gain"] = test_gain(first, champ, test, cfg)
+            out["test_gain"] = test_gain(first, champ, test, cfg, labels)
     rows = []
     for d in state.decisions:
         cmp = read_json(round_dir(run_dir, d["round"]) / rundir.COMPARE, {})
@@ -178,7 +179,7 @@ def finish(run_dir: Path, cfg: Config, test, state: State, reason: str, session_
     return out
 
 
-def test_gain(first, champ, test, cfg: Config) -> dict:
+def test_gain(first, champ, test, cfg: Config, labels: list[str]) -> dict:
     """The champion minus round 0 on the test split with its paired 95 % bootstrap interval (the
     task's own paired test, read once, after every decision): what the loop's work did for examples
     no decision looked at."""
@@ -186,18 +187,12 @@ def test_gain(first, champ, test, cfg: Config) -> dict:
     from ..tasks import get_task
 
     task = get_task(cfg.data.task)
-    r = task.ab_test(first.probs, champ.probs, test, _labels_of(cfg), gated(cfg.selection_metric,
+    r = task.ab_test(first.probs, champ.probs, test, labels, gated(cfg.selection_metric,
                      cfg.data.task), mode="superiority", alpha=0.05, margin=0.0, n_bootstrap=cfg.loop.n_bootstrap,
                      seed=cfg.train.seed, allow_class_regressions=True).to_json()
     return {"metric": r.get("metric"), "round0": r.get("champion"), "champion": r.get("challenger"),
             "difference": r.get("difference"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"), "level": 0.95,
             "n": r.get("n")}
-
-
-def _labels_of(cfg: Config) -> list[str]:
-    from ..data import load_splits
-
-    return load_splits(cfg.data, cfg.train.seed, cfg.open_set).labels
 
 
 def after_round(run_dir: Path, cfg: Config, quiet: bool, final: bool = False) -> None:
