@@ -3,6 +3,9 @@
     python benchmarks/gate.py --pairs 20 --workdir WORKDIR     # resumable: trainings are kept in WORKDIR
     python benchmarks/gate.py --pairs 2 --workdir WORKDIR      # a smoke run (the first 2 pairs)
 
+Pairs already judged in --out whose trainings are not in WORKDIR are kept as recorded (each names
+the commit it was measured at), so --pairs 100 after a 20-pair run trains only pairs 20-99.
+
 A/A: 2 x pairs trainings of the same config on the same data that differ only in the seed
 (head initialisation and data order). Each pair is judged by the gate as challenger (odd seed)
 vs champion (even seed) on the same 1,000-example selection split; any promotion is a false one,
@@ -65,6 +68,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance  # noqa: E402
 
 N_TRAIN, N_SELECTION, DATA_SEED = 2000, 1000, 0
 TRAIN = {"epochs": 3, "batch_size": 32, "lr": 1e-4, "metric": "macro_f1"}
@@ -260,6 +266,22 @@ def audit_rounds(files: list[Path], miss_points: float = 1.0) -> dict:
     return out
 
 
+# The commit whose results file last judged the first 20 A/A pairs, whose trainings' files are gone.
+FIRST_PAIRS_COMMIT = "cc3ea536a5fe873a7cbe304097dd35fea167e394"
+
+
+def on_record(kept: dict, workdir: Path) -> dict[int, dict]:
+    """Pairs already judged in the results file whose trainings are not in workdir, by pair index:
+    they are kept as recorded (each with the commit it was measured at) instead of trained again, so
+    a later run adds pairs to the earlier ones."""
+    out = {}
+    for p in kept.get("pairs", []):
+        k = p["champion_seed"] // 2
+        if not all((workdir / f"seed_{s}.npz").is_file() for s in (2 * k, 2 * k + 1)):
+            out[k] = {**p, "commit": p.get("commit", FIRST_PAIRS_COMMIT)}
+    return out
+
+
 def gate_record(comparison: dict) -> dict:
     """What the audit needs of a comparison (compare.Comparison.to_json(), a round's compare.json)
     to judge it by another gate: the paired counts, the CI's lower end, alpha, mode, metric, and
@@ -363,23 +385,31 @@ def main() -> None:
         print(json.dumps({k: v for k, v in result["shaped"].items() if k != "pairs_detail"}, indent=2))
         return
 
+    kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    recorded = on_record(kept, args.workdir)
+    prov = Provenance(seeds=list(range(2 * args.pairs)), threads=args.threads)
     for s in range(2 * args.pairs):  # each training in its own process: memory and threads its own
-        run_child(s, args.workdir / f"seed_{s}.npz")
+        if s // 2 not in recorded:
+            run_child(s, args.workdir / f"seed_{s}.npz")
     _, selection, test, labels = _splits()
     l2i = {n: i for i, n in enumerate(labels)}
     y = np.array([l2i[v] for v in selection.labels])
     y_test = np.array([l2i[v] for v in test.labels])
     pairs = []
     for k in range(args.pairs):
+        if k in recorded:
+            pairs.append(recorded[k])
+            continue
         a, b = (np.load(args.workdir / f"seed_{s}.npz") for s in (2 * k, 2 * k + 1))
         v = judge(y, a["selection"], b["selection"], labels, alpha, lc.n_bootstrap, seed=k)
         test_acc = [float((z["test"].argmax(1) == y_test).mean()) for z in (a, b)]
         pairs.append({"champion_seed": 2 * k, "challenger_seed": 2 * k + 1, "verdicts": v,
-                      "test_accuracy": test_acc})
-    kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
+                      "test_accuracy": test_acc, "seconds": [float(z["seconds"]) for z in (a, b)],
+                      "commit": prov.block()["commit"]})
     result = {k: v for k, v in kept.items() if k in ("precision", "misses", "rounds_audited", "miss_definition",
                                                       "shaped")}  # the other parts of the file stay
     result.update(summarise(pairs))
+    result["provenance"] = prov.block()
     result["setting"] = {"train_examples": N_TRAIN, "selection_examples": N_SELECTION, "alpha": alpha,
                          "n_bootstrap": lc.n_bootstrap, "train": TRAIN, "max_length": MAX_LENGTH}
     from reflectlm import runtime

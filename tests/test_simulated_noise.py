@@ -90,3 +90,25 @@ def test_the_test_gain_is_the_paired_difference_with_its_interval(tmp_path):
     assert g["metric"] == "accuracy" and g["n"] == len(y)
     assert g["difference"] == pytest.approx(g["champion"] - g["round0"]) == pytest.approx(1 - (y.size + 1) // 2 / y.size)
     assert 0 < g["ci_low"] <= g["difference"] <= g["ci_high"]
+
+
+def test_min_confidence_keeps_the_agreed_labels_before_splitting(tmp_path):
+    from reflectlm.config import load_config
+    from reflectlm.data import DataError, load_splits
+
+    rows = make_cls_rows(200)
+    path = tmp_path / "c.csv"
+    path.write_text("text,label,conf\n" + "".join(f"{t},{y},{1.0 if i % 4 else 0.6}\n" for i, (t, y) in enumerate(rows)),
+                    encoding="utf-8")
+    tree = {"data": {"train": str(path), "confidence_column": "conf", "min_confidence": 1.0}}
+    splits = load_splits(load_config(tree=tree).data, 0)
+    kept = {t for i, (t, _) in enumerate(rows) if i % 4}
+    assert len(splits.train) + len(splits.selection) + len(splits.test) == len(kept) == 150
+    assert set(splits.train.texts) | set(splits.selection.texts) | set(splits.test.texts) == kept
+    assert any("keeps 150 of 200 examples" in w for w in splits.warnings)
+    tree["data"]["min_confidence"] = 0.0
+    everything = load_splits(load_config(tree=tree).data, 0)
+    assert len(everything.train) + len(everything.selection) + len(everything.test) == 200
+    with pytest.raises(DataError, match="has none. Fix: name the confidence column"):
+        load_splits(load_config(tree={"data": {"train": str(write(tmp_path / "t.csv", rows)),
+                                               "min_confidence": 0.9}}).data, 0)

@@ -69,6 +69,10 @@ class DataConfig(_Section):
     # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
     selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # Keep only training-source examples whose label confidence (data.confidence_column, or the
+    # builtin's) is at least this, before sampling and splitting: e.g. 1.0 keeps the tweets every
+    # annotator agreed on. None: keep all.
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
     # Stratified sample of the source before splitting (None: use everything).
     sample: int | None = Field(None, ge=10)
     # Simulated label errors, for a demonstration or a benchmark: this share of the training split's

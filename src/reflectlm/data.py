@@ -237,6 +237,9 @@ def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
         warnings += ds.warnings
     carve = [name for name in ("test", "selection") if name not in given]
 
+    if cfg.min_confidence is not None:
+        train, note = keep_confident(train, cfg.min_confidence)
+        warnings.append(note)
     if cfg.sample is not None:
         if cfg.sample >= len(train):
             warnings.append(f"{train.source}: data.sample = {cfg.sample} is not below the {len(train)} examples; "
@@ -278,6 +281,21 @@ def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
             open_set.enabled or any(open_label in ds.labels for ds in (train, selection, test))):
         labels = sorted([*labels, open_label])  # out of scope: a class, with or without training examples
     return Splits(train=train, selection=selection, test=test, labels=labels, warnings=warnings, simulated=simulated)
+
+
+def keep_confident(ds: Dataset, least: float) -> tuple[Dataset, str]:
+    """The examples whose label confidence is at least `least` (data.min_confidence), and a note."""
+    if ds.confidence is None:
+        raise DataError(f"data.min_confidence = {least:g} keeps examples by their label confidence, but {ds.source} "
+                        "has none. Fix: name the confidence column with data.confidence_column, or remove "
+                        "data.min_confidence")
+    keep = np.flatnonzero(ds.confidence >= least)
+    if len(keep) == 0:
+        raise DataError(f"data.min_confidence = {least:g} keeps none of the {len(ds)} examples of {ds.source} "
+                        f"(highest confidence {float(ds.confidence.max()):g}). Fix: lower data.min_confidence")
+    note = (f"{ds.source}: data.min_confidence = {least:g} keeps {len(keep)} of {len(ds)} examples "
+            f"({len(ds) - len(keep)} with lower label confidence left out)")
+    return ds.subset(keep), note
 
 
 def simulated_record(simulated: dict) -> dict:
