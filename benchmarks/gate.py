@@ -159,15 +159,11 @@ def _proper(score: str, y: np.ndarray, P: np.ndarray) -> np.ndarray:
 
 
 def mcnemar_mid_p(b: int, c: int) -> float:
-    """Two-sided mid-p McNemar (Fagerland et al. 2013): the exact two-sided p-value minus the
-    probability of the observed count, P(X = min(b, c)) with X ~ Binomial(b + c, 1/2)."""
-    from scipy.stats import binom, binomtest
+    """Two-sided mid-p McNemar (Fagerland et al. 2013) from the discordant counts: the product's
+    own (compare.mcnemar_exact with test="mid_p")."""
+    from reflectlm.compare import mcnemar_exact
 
-    n = b + c
-    if n == 0:
-        return 1.0
-    exact = float(binomtest(c, n, 0.5, alternative="two-sided").pvalue)
-    return float(min(1.0, exact - (binom.pmf(min(b, c), n, 0.5) if b != c else 0.5 * binom.pmf(b, n, 0.5))))
+    return mcnemar_exact([True] * b + [False] * c, [False] * b + [True] * c, "mid_p")["p_value"]
 
 
 def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str], alpha: float, n_bootstrap: int,
@@ -178,7 +174,7 @@ def judge(y: np.ndarray, champ: np.ndarray, chall: np.ndarray, labels: list[str]
     out = {}
     for metric in ("macro_f1", "accuracy"):
         c = compare(y, champ.argmax(1), chall.argmax(1), labels=labels, metric=metric, alpha=alpha,
-                    n_bootstrap=n_bootstrap, seed=seed)
+                    n_bootstrap=n_bootstrap, seed=seed, mcnemar_test="exact")
         out[metric] = {"promote": bool(c.promote), "difference": c.difference, "ci_low": c.ci_low}
         if metric == "accuracy":
             g = gate_record(c.to_json())
@@ -200,8 +196,25 @@ def summarise(pairs: list[dict]) -> dict:
     cand = {n: {"false_promotions": sum(p["verdicts"][n]["promote"] for p in pairs),
                 "mean_abs_difference": float(np.mean([abs(p["verdicts"][n]["difference"]) for p in pairs]))}
             for n in names}
-    return {"aa": {"pairs": len(pairs), "false_promotions": cand.get("macro_f1", {}).get("false_promotions", 0)},
-            "candidates": cand, "pairs": pairs}
+    midp = cand.get("accuracy_midp", {}).get("false_promotions")
+    return {"aa": {"pairs": len(pairs), "false_promotions": cand.get("macro_f1", {}).get("false_promotions", 0),
+                   "midp_false_promotions": midp},
+            "adopted_gate": adopted(len(pairs), midp), "candidates": cand, "pairs": pairs}
+
+
+# The owner's rule for the accuracy gate: mid-p McNemar becomes the default once 100 A/A pairs show
+# at most 5 false promotions with it; otherwise the exact test stays.
+ADOPT_PAIRS, ADOPT_MAX_FALSE = 100, 5
+
+
+def adopted(pairs: int, midp_false: int | None) -> dict:
+    """Which McNemar test the rule adopts (loop.mcnemar), and why."""
+    if midp_false is None or pairs < ADOPT_PAIRS:
+        return {"mcnemar": "exact", "why": f"{pairs} A/A pairs so far; the rule needs {ADOPT_PAIRS}"}
+    ok = midp_false <= ADOPT_MAX_FALSE
+    return {"mcnemar": "mid_p" if ok else "exact",
+            "why": f"mid-p made {midp_false} false promotions in {pairs} A/A pairs "
+                   f"({'within' if ok else 'above'} the {ADOPT_MAX_FALSE} allowed)"}
 
 
 def summarise_shaped(pairs: list[dict], aa_pairs: list[dict]) -> dict:
@@ -228,40 +241,89 @@ def summarise_shaped(pairs: list[dict], aa_pairs: list[dict]) -> dict:
     return out
 
 
+def _loop_rows(name: str, data: dict) -> list[dict]:
+    """loop_vs_baselines.py's layout (also its --noise 0 clean-data run): every judged round's
+    challenger scored on test beside the champion it was judged against."""
+    rows = []
+    for seed, run in sorted(data.get("per_seed", {}).items(), key=lambda kv: int(kv[0])):
+        for r in run["loop"]["rounds"]:
+            if r["round"] == 0 or r.get("test_accuracy") is None or r.get("champion_test_accuracy") is None:
+                continue
+            row = {"file": name, "seed": int(seed), "round": r["round"], "actions": r["actions"],
+                   "promoted": bool(r["promoted"]), "selection_difference": r.get("difference"),
+                   "judged_against": r["judged_against"], "metric": "accuracy",
+                   "test_difference": r["test_accuracy"] - r["champion_test_accuracy"]}
+            if r.get("gate"):
+                row["promoted_midp"] = row["promoted"] or midp_would_promote(r["gate"], r.get("difference"))
+            rows.append(row)
+    return rows
+
+
+def _active_learning_rows(name: str, data: dict) -> list[dict]:
+    """active_learning.py's layout: per seed, the champion's test accuracy after each round (`loop`,
+    one per budget; a rejected round leaves the champion, so its entry repeats the one before) and
+    each round's decision (`loop_rounds`). A promoted round's test difference is its entry minus the
+    one before it (round 1: minus the starting model's)."""
+    rows = []
+    for seed, run in sorted(data.get("per_seed", {}).items(), key=lambda kv: int(kv[0])):
+        test = [run["start_accuracy"], *run["loop"]]
+        champion = 0
+        for r in run["loop_rounds"]:
+            if r["round"] == 0 or r["round"] >= len(test):
+                continue
+            rows.append({"file": name, "seed": int(seed), "round": r["round"], "actions": ["active_learning"],
+                         "promoted": bool(r["promoted"]), "selection_difference": r.get("difference"),
+                         "judged_against": champion, "metric": "accuracy",
+                         "test_difference": test[r["round"]] - test[r["round"] - 1] if r["promoted"] else None})
+            champion = r["round"] if r["promoted"] else champion
+    return rows
+
+
+def _qa_rows(name: str, data: dict) -> list[dict]:
+    """qa.py's loop part: each round's dev F1 (SQuAD's dev split is the test split) beside the
+    champion it was judged against (dev_f1_change, in F1 points)."""
+    return [{"file": name, "seed": 0, "round": r["round"], "actions": r["actions"], "promoted": bool(r["promoted"]),
+             "selection_difference": r.get("difference"), "judged_against": r["judged_against"], "metric": "f1",
+             "test_difference": r["dev_f1_change"] / 100}
+            for r in (data.get("loop") or {}).get("rounds", []) if r["round"] > 0 and "dev_f1_change" in r]
+
+
+READERS = {"loop_vs_baselines.json": _loop_rows, "loop_clean.json": _loop_rows,
+           "active_learning.json": _active_learning_rows, "qa.json": _qa_rows}
+# noise_remedies.json judges no rounds (one remedy, trained once, beside the baselines), so it adds none.
+AUDITED = tuple(READERS)
+
+
 def audit_rounds(files: list[Path], miss_points: float = 1.0) -> dict:
-    """Gate precision and misses over every judged round of the loop benchmarks' runs, on test."""
+    """Gate precision and misses over every judged round of the benchmarks that run the loop on
+    data with a test split, on test (READERS: how each file records its rounds)."""
     rows = []
     for f in files:
-        data = json.loads(Path(f).read_text())
-        for seed, run in sorted(data.get("per_seed", {}).items(), key=lambda kv: int(kv[0])):
-            for r in run["loop"]["rounds"]:
-                if r["round"] == 0 or r.get("test_accuracy") is None or r.get("champion_test_accuracy") is None:
-                    continue
-                row = {"file": Path(f).name, "seed": int(seed), "round": r["round"], "actions": r["actions"],
-                       "promoted": bool(r["promoted"]), "selection_difference": r.get("difference"),
-                       "judged_against": r["judged_against"],
-                       "test_difference": r["test_accuracy"] - r["champion_test_accuracy"]}
-                if r.get("gate"):
-                    row["promoted_midp"] = row["promoted"] or midp_would_promote(r["gate"], r.get("difference"))
-                rows.append(row)
+        f = Path(f)
+        if f.is_file():
+            rows += READERS.get(f.name, _loop_rows)(f.name, json.loads(f.read_text()))
 
     def score(key: str) -> tuple[dict, list]:
-        promoted = [r for r in rows if r[key]]
+        promoted = [r for r in rows if r.get(key)]
         right = [r for r in promoted if r["test_difference"] > 0]
         misses = [{k: r[k] for k in ("file", "seed", "round", "actions", "selection_difference", "test_difference")}
-                  for r in rows if not r[key] and r["test_difference"] >= miss_points / 100]
+                  for r in rows if not r.get(key) and r["test_difference"] is not None
+                  and r["test_difference"] >= miss_points / 100]
         return {"value": len(right) / len(promoted) if promoted else None, "promotions": len(promoted),
                 "beat_their_champion_on_test": len(right)}, misses
 
     precision, misses = score("promoted")
     out = {"precision": {**precision,
-                         "definition": "share of promotions whose challenger beats the replaced champion on test"},
+                         "definition": "share of promotions whose challenger beats the replaced champion on test",
+                         "files": sorted({r["file"] for r in rows})},
            "misses": misses, "rounds_audited": rows,
            "miss_definition": f"a rejected challenger that beats its champion on test by >= {miss_points:g} point"}
-    if rows and all("promoted_midp" in r for r in rows):
-        # An option for the owner, not the loop's rule; each round as it was judged (had one more been
-        # promoted, the later rounds would have had another champion).
-        p_mid, m_mid = score("promoted_midp")
+    judged = [r for r in rows if r["file"] in ("loop_vs_baselines.json", "loop_clean.json")]
+    if judged and all("promoted_midp" in r for r in judged):
+        # Each round as it was judged (had one more been promoted, the later rounds would have had
+        # another champion): the other accuracy gate's view of the same rounds.
+        other = "promoted_midp"
+        p_mid, m_mid = score(other)
         out["options"] = {"accuracy_midp": {"precision": p_mid, "misses": m_mid}}
     return out
 
@@ -314,11 +376,11 @@ def main() -> None:
     ap.add_argument("--shaped", type=int, default=None, metavar="P",
                     help="challengers shaped by reweight_classes against the first P A/A champions (see above)")
     ap.add_argument("--rounds", nargs="*", type=Path, default=None,
-                    help="part (ii) only: the loop benchmarks' results files (default: "
-                         "benchmarks/results/loop_vs_baselines.json)")
+                    help="part (ii) only: the loop benchmarks' results files (default: those of AUDITED "
+                         "under benchmarks/results/)")
     args = ap.parse_args()
     if args.rounds is not None:
-        files = args.rounds or [Path(__file__).parent / "results" / "loop_vs_baselines.json"]
+        files = args.rounds or [Path(__file__).parent / "results" / name for name in AUDITED]
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
         result.update(audit_rounds(files))
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -197,6 +197,10 @@ def _trainer_args(setup: str) -> tuple[dict, str, str]:
     return extra, precision, runtime.attention_for(precision, "train")
 
 
+def _accuracy(p) -> dict:
+    return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
+
+
 def run_trainer(setup: str, setting: str) -> dict:
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
@@ -238,7 +242,7 @@ def run_trainer(setup: str, setting: str) -> dict:
                                  **extra)
         trainer = Trainer(model=model, args=args, train_dataset=train_rows, eval_dataset=held_rows,
                           data_collator=DataCollatorWithPadding(tok), optimizers=optimizers,
-                          compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
+                          compute_metrics=_accuracy)
         t0 = time.perf_counter()
         with runtime.attention_context(attention):
             trainer.train()

@@ -60,6 +60,32 @@ def test_mcnemar_no_evidence_gives_one(b, c):
         assert r["p_challenger_better"] == 1.0
 
 
+def test_mcnemar_mid_p_by_hand():
+    # b=1, c=9: exact 2 P(X <= 1) = 22/1024; mid-p 2 [P(X <= 1) - P(X = 1) / 2] = 2 (11 - 5) / 1024.
+    r = mcnemar_exact(*_pairs(1, 9), test="mid_p")
+    assert r["test"] == "mid_p" and r["p_exact"] == pytest.approx(22 / 1024, abs=1e-12)
+    assert r["p_value"] == r["p_mid"] == pytest.approx(12 / 1024, abs=1e-12)
+    assert mcnemar_exact(*_pairs(1, 9))["p_value"] == pytest.approx(22 / 1024, abs=1e-12)  # exact by default
+    assert mcnemar_exact(*_pairs(5, 5), test="mid_p")["p_value"] == pytest.approx(1.0)  # b = c: no evidence
+    with pytest.raises(ValueError, match="unknown McNemar test"):
+        mcnemar_exact(*_pairs(1, 9), test="asymptotic")
+
+
+def test_the_mid_p_gate_promotes_what_the_exact_one_cannot_confirm():
+    # 1,000 examples, challenger right on 12 the champion misses and wrong on 3 it gets: exact
+    # p = 0.035, mid-p p = 0.021; at alpha 0.03 only the mid-p gate confirms the bootstrap's gain.
+    y = np.zeros(1000, dtype=int)
+    champ, chall = y.copy(), y.copy()
+    champ[:12] = 1
+    chall[12:15] = 1
+    kw = dict(labels=_labels(2), metric="accuracy", alpha=0.03, n_bootstrap=2000, seed=0, guardrail=False)
+    exact, mid = compare(y, champ, chall, **kw), compare(y, champ, chall, mcnemar_test="mid_p", **kw)
+    assert exact.ci_low > 0 and mid.ci_low == exact.ci_low
+    assert exact.mcnemar["p_value"] > 0.03 > mid.mcnemar["p_value"]
+    assert not exact.promote and "McNemar does not confirm" in exact.reason
+    assert mid.promote and "McNemar mid-p p=" in mid.reason
+
+
 def test_mcnemar_bad_shapes():
     with pytest.raises(ValueError, match="equal length"):
         mcnemar_exact([True, False], [True])

@@ -1,8 +1,9 @@
 """Paired A/B test of a challenger model against the champion on the same selection examples.
 
 Both models are scored on the SAME held-out examples, so every test here is paired: per-example
-correctness feeds an exact McNemar test, and the metric difference gets a paired bootstrap (one
-set of resampled indices drives both models, so example difficulty cancels out).
+correctness feeds McNemar's test (exact, or its mid-p version: `mcnemar_test`, loop.mcnemar), and
+the metric difference gets a paired bootstrap (one set of resampled indices drives both models, so
+example difficulty cancels out).
 
 Decision rule:
 1. superiority (the challenger must be better): promote iff the difference is > 0 and the
@@ -79,23 +80,37 @@ class Comparison:
         return jsonable(asdict(self))
 
 
-def mcnemar_exact(champion_correct, challenger_correct) -> dict:
-    """Exact McNemar test on paired correctness (bool arrays of equal length). Only discordant
-    pairs carry evidence: b = champion right & challenger wrong, c = champion wrong & challenger
-    right; under H0 (equal accuracy) c ~ Binomial(b + c, 1/2). statistic = min(b, c)."""
-    from scipy.stats import binomtest  # scipy.stats is slow to import; only this needs it
+MCNEMAR_TESTS = ("exact", "mid_p")
 
+
+def mcnemar_exact(champion_correct, challenger_correct, test: str = "exact") -> dict:
+    """McNemar's test on paired correctness (bool arrays of equal length). Only discordant pairs
+    carry evidence: b = champion right & challenger wrong, c = champion wrong & challenger right;
+    under H0 (equal accuracy) c ~ Binomial(b + c, 1/2). statistic = min(b, c).
+
+    Both p-values are reported; `p_value` is the one `test` names, the one a gate reads:
+      exact  the exact conditional test, two-sided: 2 P(X <= min(b, c)), capped at 1;
+      mid_p  its mid-p version, 2 [P(X <= min(b, c)) - P(X = min(b, c)) / 2] (Fagerland, Lydersen &
+             Laake 2013, BMC Med. Res. Methodol. 13:91: the exact test is needlessly conservative for
+             matched pairs; mid-p keeps close to the nominal level)."""
+    from scipy.stats import binom, binomtest  # scipy.stats is slow to import; only this needs it
+
+    if test not in MCNEMAR_TESTS:
+        raise ValueError(f"unknown McNemar test {test!r}; use one of {MCNEMAR_TESTS}")
     a = np.asarray(champion_correct, dtype=bool)
     z = np.asarray(challenger_correct, dtype=bool)
     if a.ndim != 1 or a.shape != z.shape:
         raise ValueError(f"champion_correct and challenger_correct must be 1-D and of equal length; "
                          f"got shapes {a.shape} and {z.shape}")
     b, c = int(np.sum(a & ~z)), int(np.sum(~a & z))
-    p = p_better = 1.0  # no discordant pairs: no evidence either way
+    p = p_mid = p_better = 1.0  # no discordant pairs: no evidence either way
     if b + c:
         p = float(binomtest(c, b + c, 0.5, alternative="two-sided").pvalue)
+        k = min(b, c)
+        p_mid = float(min(1.0, 2.0 * binom.cdf(k, b + c, 0.5) - binom.pmf(k, b + c, 0.5)))
         p_better = float(binomtest(c, b + c, 0.5, alternative="greater").pvalue)
-    return {"b": b, "c": c, "statistic": min(b, c), "p_value": p, "p_challenger_better": p_better}
+    return {"b": b, "c": c, "statistic": min(b, c), "test": test, "p_value": p_mid if test == "mid_p" else p,
+            "p_exact": p, "p_mid": p_mid, "p_challenger_better": p_better}
 
 
 def _features(metric: str, y: np.ndarray | None, pred: np.ndarray, label_ids: np.ndarray | None) -> np.ndarray:
@@ -305,7 +320,9 @@ def _decide(metric: str, mode: str, alpha: float, margin: float, n_bootstrap: in
     diff = challenger - champion
     threshold = 0.0 if mode == "superiority" else -margin
     p_boot = (int(np.count_nonzero(diffs <= threshold)) + 1) / (n_bootstrap + 1)  # +1: never report p = 0
-    head = f"{metric} {diff:+.4f} ({100 * (1 - alpha):g}% CI {lo:+.4f} to {hi:+.4f}), McNemar p={mcn['p_value']:.3g}"
+    test = " mid-p" if mcn.get("test") == "mid_p" else ""
+    head = (f"{metric} {diff:+.4f} ({100 * (1 - alpha):g}% CI {lo:+.4f} to {hi:+.4f}), "
+            f"McNemar{test} p={mcn['p_value']:.3g}")
     ok, why = _gate(metric, mode, alpha, margin, lo, hi, diff, mcn)
     reason = f"{head}: {why}; {'promoted' if ok else 'rejected'}"
     if guard["worse_classes"]:
@@ -330,7 +347,7 @@ def _decide(metric: str, mode: str, alpha: float, margin: float, n_bootstrap: in
 def compare(y_true, champion_pred, challenger_pred, *, labels: list[str], metric: str = "macro_f1",
             mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01, n_bootstrap: int = 1000,
             seed: int = 0, guardrail: bool = True, guardrail_alpha: float = 0.05,
-            allow_class_regressions: bool = False) -> Comparison:
+            allow_class_regressions: bool = False, mcnemar_test: str = "exact") -> Comparison:
     """A/B test of two classifiers on the same selection examples. y_true, champion_pred and
     challenger_pred are class indices into labels, (N,) each. See the module docstring for the rule."""
     if metric not in METRICS:
@@ -345,7 +362,7 @@ def compare(y_true, champion_pred, challenger_pred, *, labels: list[str], metric
             raise ValueError(f"{name} must be a 1-D array of class indices in [0, {len(labels)}) "
                              f"(pass probs.argmax(1), not probabilities or label names)")
     champ, chall, diffs = _bootstrap(metric, y, pa, pb, n_bootstrap, seed)
-    mcn = mcnemar_exact(pa == y, pb == y)
+    mcn = mcnemar_exact(pa == y, pb == y, mcnemar_test)
     guard = (_class_guardrail(y, pa, pb, list(labels), guardrail_alpha, allow_class_regressions) if guardrail
              else {"enabled": False, "worse_classes": [], "allowed": True})
     return _decide(metric, mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)
@@ -353,7 +370,7 @@ def compare(y_true, champion_pred, challenger_pred, *, labels: list[str], metric
 
 def compare_ner(champion_counts, challenger_counts, champion_correct, challenger_correct, *,
                 mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01, n_bootstrap: int = 1000,
-                seed: int = 0) -> Comparison:
+                seed: int = 0, mcnemar_test: str = "exact") -> Comparison:
     """A/B test of two NER models on entity micro-F1. The unit of resampling is the sentence:
     *_counts are per-sentence entity (tp, fp, fn), (N, 3); *_correct say whether a sentence was
     fully right, (N,), for McNemar. F1 of a resample = 2TP / (2TP + FP + FN) over its sentences."""
@@ -366,7 +383,7 @@ def compare_ner(champion_counts, challenger_counts, champion_correct, challenger
             raise ValueError(f"{name} must be per-sentence non-negative (tp, fp, fn) counts of shape (N, 3); "
                              f"got shape {a.shape}")
     champ, chall, diffs = _bootstrap("entity_f1", None, ca, cb, n_bootstrap, seed)
-    mcn = mcnemar_exact(champion_correct, challenger_correct)
+    mcn = mcnemar_exact(champion_correct, challenger_correct, mcnemar_test)
     guard = {"enabled": False, "worse_classes": [], "allowed": True}  # no per-type guardrail yet
     return _decide("entity_f1", mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)
 
@@ -398,7 +415,7 @@ def _group_guardrail(groups: np.ndarray, ca: np.ndarray, cb: np.ndarray, alpha: 
 def compare_scores(champion_scores, challenger_scores, champion_correct, challenger_correct, *, metric: str = "f1",
                    groups=None, mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01,
                    n_bootstrap: int = 1000, seed: int = 0, guardrail_alpha: float = 0.05,
-                   allow_class_regressions: bool = False) -> Comparison:
+                   allow_class_regressions: bool = False, mcnemar_test: str = "exact") -> Comparison:
     """A/B test of two models by the mean of a per-example score in [0, 1] (extractive QA: a
     question's F1, or its exact match), paired: one set of resampled examples drives both means.
     *_correct say whether each example is exactly right, (N,), for McNemar (decisive, as for
@@ -414,7 +431,7 @@ def compare_scores(champion_scores, challenger_scores, champion_correct, challen
         raise ValueError("champion_scores and challenger_scores must be 1-D per-example scores in [0, 1]")
     champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
     ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
-    mcn = mcnemar_exact(ca, cb)
+    mcn = mcnemar_exact(ca, cb, mcnemar_test)
     guard = (_group_guardrail(np.asarray(groups), ca, cb, guardrail_alpha, allow_class_regressions)
              if groups is not None else {"enabled": False, "worse_classes": [], "allowed": True})
     return _decide(metric, mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)

@@ -236,7 +236,7 @@ def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, 
     result = get_task(cfg.data.task).ab_test(
         champ_probs, probs, selection, labels, gated(cfg.selection_metric, cfg.data.task), mode="non_inferiority",
         alpha=lc.alpha, margin=margin, n_bootstrap=n_bootstrap, seed=cfg.train.seed,
-        allow_class_regressions=lc.allow_class_regressions)
+        allow_class_regressions=lc.allow_class_regressions, mcnemar_test=lc.mcnemar)
     return result.to_json()
 
 

@@ -308,7 +308,7 @@ def ab_test(rnd: Round, c: Challenger, alpha: float):
     result = get_task(cfg.data.task).ab_test(
         rnd.champ_out.probs, c.chall_out.probs, rnd.splits.selection, rnd.splits.labels, rnd.metric,
         mode=mode, alpha=alpha, margin=lc.margin, n_bootstrap=lc.n_bootstrap,
-        seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions)
+        seed=cfg.train.seed + rnd.r, allow_class_regressions=lc.allow_class_regressions, mcnemar_test=lc.mcnemar)
     if chained and c.plan[0].mode != SUPERIORITY:
         result = dataclasses.replace(result, reason=result.reason + (
             f" (judged for superiority, not {c.plan[0].mode.replace('_', '-')}: it builds on round "
