@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -140,14 +139,25 @@ def test_macro_f1_equals_sklearn_with_gold_label_set():
     assert r.challenger == pytest.approx(f1_score(y, b, labels=ids, average="macro", zero_division=0), abs=1e-12)
 
 
-def test_bootstrap_is_fast_enough():
+def test_bootstrap_resamples_in_bounded_vectorised_blocks(monkeypatch):
+    # 77 classes x 1,000 examples x 1,000 resamples: one count matrix per block of resamples, each
+    # of at most _BLOCK entries (memory stays bounded), never one metric call per resample.
     rng = np.random.default_rng(1)
     y = rng.integers(0, 77, 1000)
     a = np.where(rng.random(1000) < 0.85, y, rng.integers(0, 77, 1000))
     b = np.where(rng.random(1000) < 0.88, y, rng.integers(0, 77, 1000))
-    t = time.perf_counter()
-    compare(y, a, b, labels=_labels(77), n_bootstrap=1000)
-    assert time.perf_counter() - t < 2.0
+    sizes, real = [], np.bincount
+
+    def counting(x, *args, **kw):
+        sizes.append(kw.get("minlength", 0))
+        return real(x, *args, **kw)
+
+    monkeypatch.setattr(cmp, "_BLOCK", 250_000)
+    monkeypatch.setattr(np, "bincount", counting)
+    r = compare(y, a, b, labels=_labels(77), n_bootstrap=1000)
+    monkeypatch.undo()
+    assert len(sizes) == 4 and all(0 < s <= 250_000 for s in sizes)  # 1,000 resamples / (250,000 // 1,000)
+    assert r.ci_low < r.difference < r.ci_high
 
 
 # ---- decisions ------------------------------------------------------------------------------
@@ -409,3 +419,42 @@ def test_gate_p_value_and_gate_passed_follow_the_decision_rule(noisy_pair):
         assert cmp.gate_passed(c) == c.promote
         assert cmp.gate_p_value(c) >= c.mcnemar["p_value"] or c.mcnemar["c"] <= c.mcnemar["b"]
         assert cmp.gate_p_value(c) >= min(1.0, 2 * c.p_bootstrap)
+
+
+# ---- NER: the per-type guardrail --------------------------------------------------------------
+
+def _tagged(kinds_found: list[tuple[str, bool]], labels: list[str]):
+    """Sentences "X runs" with one gold entity of each kind, and one-hot probabilities that find it or not."""
+    from reflectlm.data import Dataset
+
+    gold = [[f"B-{k}", "O"] for k, _ in kinds_found]
+    probs = []
+    for (k, found), tags in zip(kinds_found, gold):
+        p = np.zeros((2, len(labels)))
+        for w, tag in enumerate(tags if found else ["O", "O"]):
+            p[w, labels.index(tag)] = 1.0
+        probs.append(p)
+    ds = Dataset(task="ner", ids=[f"s{i}" for i in range(len(gold))], labels=gold,
+                 texts=["X runs"] * len(gold), tokens=[["X", "runs"]] * len(gold))
+    return ds, probs
+
+
+def test_ner_guardrail_blocks_a_challenger_that_loses_an_entity_type():
+    from reflectlm.metric import gated
+    from reflectlm.tasks import get_task
+
+    labels = ["B-loc", "B-per", "I-loc", "I-per", "O"]
+    kinds = ["per"] * 100 + ["loc"] * 100
+    champ_found = [i >= 50 if k == "per" else True for i, k in enumerate(kinds)]  # half the people, every place
+    chall_found = [True if k == "per" else i < 180 for i, k in enumerate(kinds)]  # every person, 80 of 100 places
+    ds, pa = _tagged(list(zip(kinds, champ_found)), labels)
+    _, pb = _tagged(list(zip(kinds, chall_found)), labels)
+    task = get_task("ner")
+    kw = dict(mode="superiority", alpha=0.05, margin=0.01, n_bootstrap=500, seed=0)
+    blocked = task.ab_test(pa, pb, ds, labels, gated("entity_f1", "ner"), **kw)
+    assert blocked.difference > 0 and blocked.ci_low > 0  # better overall, significantly
+    worse = blocked.guardrail["worse_classes"]
+    assert [w["class"] for w in worse] == ["loc"] and worse[0]["challenger_recall"] == pytest.approx(0.8)
+    assert not blocked.promote and "per-class guardrail" in blocked.reason
+    allowed = task.ab_test(pa, pb, ds, labels, gated("entity_f1", "ner"), allow_class_regressions=True, **kw)
+    assert allowed.promote and allowed.guardrail["allowed"]

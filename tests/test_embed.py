@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -40,20 +39,15 @@ def test_texts_shape_norm_and_mean_pooling(tiny_bert_dir, tmp_path):
 
 
 def test_second_call_reads_the_cache(tiny_bert_dir, tmp_path, monkeypatch):
-    t0 = time.perf_counter()
     first = embed_texts(TEXTS, model=str(tiny_bert_dir), cache_dir=tmp_path)
-    cold = time.perf_counter() - t0
     assert len(list(tmp_path.glob("texts-*.npy"))) == 1
 
     def no_model(*a, **k):
         raise AssertionError("the cached call must not load the model")
 
     monkeypatch.setattr(embed, "_load_encoder", no_model)
-    t0 = time.perf_counter()
     second = embed_texts(TEXTS, model=str(tiny_bert_dir), cache_dir=tmp_path)
-    warm = time.perf_counter() - t0
     np.testing.assert_array_equal(first, second)
-    assert warm < cold / 3
     # Other texts are another file: the key covers the inputs.
     monkeypatch.undo()
     embed_texts(TEXTS[:2], model=str(tiny_bert_dir), cache_dir=tmp_path)

@@ -152,6 +152,16 @@ def test_rate_limit_per_key_answers_429_with_retry_after(tiny_cls_run, tmp_path)
         assert c.post("/v1/predict", json={"texts": ["hi"]}, headers={"X-API-Key": "key-bob"}).status_code == 200
 
 
+def _eventually(condition, seconds: float = 10.0) -> bool:
+    """Poll `condition` until it holds or the deadline passes (no fixed sleep)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
 def test_keys_from_a_file_are_hashed_rotate_and_revoke_without_restart(tiny_cls_run, tmp_path):
     path = tmp_path / "keys.toml"
     k1 = add_key(path, "ci")
@@ -159,11 +169,13 @@ def test_keys_from_a_file_are_hashed_rotate_and_revoke_without_restart(tiny_cls_
     with TestClient(create_app(tiny_cls_run, settings(tmp_path, f'serve.api_keys_file="{path}"'))) as c:
         assert c.post("/v1/predict", json={"texts": ["hi"]}, headers={"X-API-Key": k1}).status_code == 200
         k2 = add_key(path, "ci")  # rotation: a new key under the same name replaces the old one
-        time.sleep(1.1)  # the file is re-checked at most once a second
-        assert c.post("/v1/predict", json={"texts": ["hi"]}, headers={"X-API-Key": k2}).status_code == 200
+        # The file is re-checked at most once a second: wait until the new key is taken, with a deadline.
+        assert _eventually(lambda: c.post("/v1/predict", json={"texts": ["hi"]},
+                                          headers={"X-API-Key": k2}).status_code == 200)
         assert_error(c.post("/v1/predict", json={"texts": ["hi"]}, headers={"X-API-Key": k1}), 401, "invalid_key")
         revoke_key(path, "ci")
-        time.sleep(1.1)
+        assert _eventually(lambda: c.post("/v1/predict", json={"texts": ["hi"]},
+                                          headers={"X-API-Key": k2}).status_code == 401)
         msg = assert_error(c.post("/v1/predict", json={"texts": ["hi"]}, headers={"X-API-Key": k2}), 401, "revoked_key")
         assert "'ci'" in msg
 

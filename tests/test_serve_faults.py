@@ -42,8 +42,13 @@ def test_overload_is_answered_with_429_or_503_and_retry_after_then_recovers(tiny
             if s != 200:
                 assert int(retry) >= 1 and body["error"]["code"] in ("overloaded", "rate_limited")
         assert proc.poll() is None  # still up
-        time.sleep(2.5)  # load drops; the key's bucket refills one request a second
-        r = httpx.post(url + "/v1/predict", json={"texts": ["good day"]}, headers={"X-API-Key": "k1"}, timeout=10)
+        # Load drops and the key's bucket refills one request a second: poll until served, with a deadline.
+        deadline, r = time.monotonic() + 20, None
+        while time.monotonic() < deadline:
+            r = httpx.post(url + "/v1/predict", json={"texts": ["good day"]}, headers={"X-API-Key": "k1"}, timeout=10)
+            if r.status_code == 200:
+                break
+            time.sleep(0.2)
         assert r.status_code == 200 and httpx.get(url + "/readyz").status_code == 200
     finally:
         stop(proc)

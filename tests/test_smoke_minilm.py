@@ -30,7 +30,8 @@ def test_minilm_fine_tunes_on_a_banking77_sample(tmp_path):
     assert m["precision"] in ("bf16", "fp32")
     # From a uniform guess (loss ln 77 = 4.34) the selection loss must fall well below it.
     assert m["selection"]["loss"] < math.log(77) - 0.3
-    assert m["test"]["n"] == 3080 and m["test"]["accuracy"] > 0.05
+    # 77 intents, 800 examples, 2 epochs: far above the majority class (under 2 %) and a uniform guess.
+    assert m["test"]["n"] == 3080 and m["test"]["accuracy"] > 0.25
     meta = json.loads((result.run_dir / "model" / "reflectlm.json").read_text())
     assert meta["base_model"].startswith("all-MiniLM-L6-v2") and len(meta["labels"]) == 77
     preds = predict(result.run_dir, ["I still have not received my new card", "How do I top up by bank transfer?"])

@@ -21,7 +21,8 @@ Decision rule:
    (i.e. on its recall); a class where the
    challenger is worse (b > c) with p < guardrail_alpha blocks promotion unless
    allow_class_regressions. The per-class p-values are Holm-corrected over the tested classes
-   (Holm 1979), so tens of classes do not veto good challengers by chance.
+   (Holm 1979), so tens of classes do not veto good challengers by chance. NER has the same per
+   entity type, on its gold entities found exactly (type_guardrail); QA per question type.
 3. what it would take (reported, never part of the decision): for a superiority test rejected
    with a positive estimate, `detectable` gives the paired standard error of the difference (the
    bootstrap's), the smallest true effect this split detects with 80 % power at the same alpha,
@@ -370,10 +371,11 @@ def compare(y_true, champion_pred, challenger_pred, *, labels: list[str], metric
 
 def compare_ner(champion_counts, challenger_counts, champion_correct, challenger_correct, *,
                 mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01, n_bootstrap: int = 1000,
-                seed: int = 0, mcnemar_test: str = "exact") -> Comparison:
+                seed: int = 0, mcnemar_test: str = "exact", guard: dict | None = None) -> Comparison:
     """A/B test of two NER models on entity micro-F1. The unit of resampling is the sentence:
     *_counts are per-sentence entity (tp, fp, fn), (N, 3); *_correct say whether a sentence was
-    fully right, (N,), for McNemar. F1 of a resample = 2TP / (2TP + FP + FN) over its sentences."""
+    fully right, (N,), for McNemar. F1 of a resample = 2TP / (2TP + FP + FN) over its sentences.
+    guard: the per-type guardrail (type_guardrail), or None for none."""
     _check_mode(mode, margin)
     ca, cb = np.asarray(champion_counts), np.asarray(challenger_counts)
     n = _check(n_bootstrap, alpha, champion_counts=ca, challenger_counts=cb, champion_correct=champion_correct,
@@ -384,7 +386,7 @@ def compare_ner(champion_counts, challenger_counts, champion_correct, challenger
                              f"got shape {a.shape}")
     champ, chall, diffs = _bootstrap("entity_f1", None, ca, cb, n_bootstrap, seed)
     mcn = mcnemar_exact(champion_correct, challenger_correct, mcnemar_test)
-    guard = {"enabled": False, "worse_classes": [], "allowed": True}  # no per-type guardrail yet
+    guard = guard or {"enabled": False, "worse_classes": [], "allowed": True}
     return _decide("entity_f1", mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)
 
 
@@ -410,6 +412,15 @@ def _group_guardrail(groups: np.ndarray, ca: np.ndarray, cb: np.ndarray, alpha: 
                           "p_holm": p_holm})
     return {"enabled": True, "worse_classes": worse, "tested_classes": tested, "min_support": MIN_CLASS_SUPPORT,
             "alpha": alpha, "correction": "holm", "allowed": not worse or allow, "unit": "exact answers per group"}
+
+
+def type_guardrail(types: np.ndarray, champion_found: np.ndarray, challenger_found: np.ndarray, alpha: float = 0.05,
+                   allow: bool = False) -> dict:
+    """The per-type guardrail of NER: McNemar on each entity type's gold entities (found exactly by
+    each model: that type's recall), Holm-corrected over the types tested, as the per-class
+    guardrail is on each class's recall."""
+    out = _group_guardrail(types, np.asarray(champion_found, bool), np.asarray(challenger_found, bool), alpha, allow)
+    return {**out, "unit": "gold entities found exactly, per entity type"}
 
 
 def compare_scores(champion_scores, challenger_scores, champion_correct, challenger_correct, *, metric: str = "f1",

@@ -224,14 +224,32 @@ def sentence_counts(probs: list[np.ndarray], ds, labels: list[str]) -> tuple[np.
     return counts, right
 
 
-def ab_test(champion_probs, challenger_probs, ds, labels: list[str], metric, *, allow_class_regressions=False, **test):
+def entity_hits(probs: list[np.ndarray], ds, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """Every gold entity of `ds`, in order: its type, and whether the tagger found it exactly (B)."""
+    types, hit = [], []
+    for p, gold in zip(probs, ds.labels):
+        found = set(spans(decode(p, labels)))
+        for span in spans(list(gold)):
+            types.append(span[0])
+            hit.append(span in found)
+    return types, np.array(hit, dtype=bool)
+
+
+def ab_test(champion_probs, challenger_probs, ds, labels: list[str], metric, *, allow_class_regressions=False,
+            guardrail_alpha: float = 0.05, **test):
     """The A/B test of two taggers on `ds`: entity F1 with sentences as the resampling unit
-    (compare.compare_ner). There is no per-type guardrail yet, so allow_class_regressions is unused."""
-    from ..compare import compare_ner
+    (compare.compare_ner), and the per-type guardrail: an entity type whose recall (its gold
+    entities found exactly) is significantly lower for the challenger, McNemar per type,
+    Holm-corrected, vetoes the promotion unless allow_class_regressions - as a class does for
+    classification."""
+    from ..compare import compare_ner, type_guardrail
 
     ca, ka = sentence_counts(champion_probs, ds, labels)
     cb, kb = sentence_counts(challenger_probs, ds, labels)
-    return compare_ner(ca, cb, ka, kb, **test)
+    types, ha = entity_hits(champion_probs, ds, labels)
+    _, hb = entity_hits(challenger_probs, ds, labels)
+    guard = type_guardrail(np.array(types, dtype=object), ha, hb, guardrail_alpha, allow_class_regressions)
+    return compare_ner(ca, cb, ka, kb, guard=guard, **test)
 
 
 def blank_labels(ds) -> list[list[str]]:
