@@ -39,6 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, merged  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -167,7 +170,8 @@ def main() -> None:
 
     data = None
     for s in args.seeds.split(","):
-        one = one_seed(int(s), args, data_root() / "banking77")
+        prov = Provenance(seeds=[int(s)], threads=args.threads)
+        one = {**one_seed(int(s), args, data_root() / "banking77"), "provenance": prov.block()}
         data = merge(args.out, setup, [one])  # after every seed: a stopped run keeps what it finished
     print(json.dumps(data, indent=2))
 
@@ -184,6 +188,7 @@ def merge(out: str, setup: dict, seeds: list[dict]) -> dict:
     summary; '-' merges in memory only. Refuses seeds made with another setup."""
     path = None if out == "-" else Path(out)
     data = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    old = data
     if data.get("setup") and data["setup"] != setup:
         sys.exit(f"{out} holds seeds made with {data['setup']}, not {setup}: use another --out")
     per_seed = {str(p["seed"]): p for p in _seeds_of(data)} if data else {}
@@ -191,6 +196,8 @@ def merge(out: str, setup: dict, seeds: list[dict]) -> dict:
         per_seed[str(p["seed"])] = p
     data = summarize(dict(sorted(per_seed.items(), key=lambda kv: int(kv[0]))))
     data["setup"] = setup
+    parts = {k: p["provenance"] for k, p in data["per_seed"].items() if p.get("provenance")}
+    data["provenance"] = merged(parts) if parts else (old or {}).get("provenance")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n")

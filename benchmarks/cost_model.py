@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance  # noqa: E402
+
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,11 +162,12 @@ def main() -> None:
     if not Path(lock).exists():
         print(f"note: {lock} is not held; other work on the machine may skew the timings", file=sys.stderr)
     load_before = os.getloadavg()
+    prov = Provenance()
     with tempfile.TemporaryDirectory() as tmp:
         m = measure(Path(tmp))
     # Other work on a shared machine slows every number here alike: the load is part of the record.
     m["machine"]["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
-    result = {"measured": m, "projection": project(m)}
+    result = {"measured": m, "projection": project(m), "provenance": prov.block()}
     path = Path(__file__).parent / "results" / "cost_model.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

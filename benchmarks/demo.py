@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from provenance import REPO, Provenance, relative  # noqa: E402
+from provenance import REPO, Provenance, merged, relative  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -67,7 +67,8 @@ def one(config: Path, seed: int, work: Path, extra: list[str]) -> dict:
 def summarise(rows: dict) -> dict:
     seeds = [rows[k] for k in sorted(rows, key=int)]
     return {"seeds": seeds, "all_positive": bool(seeds) and all(r["test_gain"] > 0 for r in seeds),
-            "max_wall_seconds": max((r["wall_seconds"] for r in seeds), default=None)}
+            "max_wall_seconds": max((r["wall_seconds"] for r in seeds), default=None),
+            "provenance": merged({str(r["seed"]): r["provenance"] for r in seeds if r.get("provenance")})}
 
 
 def main() -> None:

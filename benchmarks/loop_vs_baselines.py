@@ -49,7 +49,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from provenance import Provenance  # noqa: E402
+from provenance import Provenance, merged  # noqa: E402
 
 
 def _write(path: Path, ds, labels=None) -> None:
@@ -77,8 +77,11 @@ def _grid(work: Path, train_csv: Path, grid: list[int], threads, dropout, name: 
     for e in grid:
         t0 = time.time()
         out = work / "runs" / f"{name}-e{e}"
+        seconds = None
         if (out / "metrics.json").is_file():  # finished in an earlier, interrupted invocation (--workdir)
             metrics = json.loads((out / "metrics.json").read_text())
+            info = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+            seconds = info.get("wall_seconds")  # the training's own, not the time to read its files
         else:
             if out.exists():
                 import shutil
@@ -87,7 +90,7 @@ def _grid(work: Path, train_csv: Path, grid: list[int], threads, dropout, name: 
             metrics = train(load_config(tree=_tree(work, train_csv, e, threads, dropout)), out, quiet=True).metrics
         runs.append({"epochs": e, "selection_accuracy": metrics["selection"]["accuracy"],
                      "test_accuracy": metrics["test"]["accuracy"], "examples_trained": metrics["examples_trained"],
-                     "seconds": round(time.time() - t0, 1)})
+                     "seconds": round(seconds if seconds is not None else time.time() - t0, 1)})
         print(f"{name} epochs={e}: selection {runs[-1]['selection_accuracy']:.4f} test {runs[-1]['test_accuracy']:.4f}",
               file=sys.stderr, flush=True)
     best = max(runs, key=lambda r: (r["selection_accuracy"], -r["epochs"]))
@@ -302,11 +305,8 @@ def merge(path: Path, seed: int | None, result: dict | None) -> dict:
             "mean_test_accuracy": mean,
             "target": "recovery mean >= 0.50 and the loop above one_shot_clean on every seed"}
     parts = {k: v["provenance"] for k, v in per_seed.items() if v.get("provenance")}
-    if parts:  # seeds run apart: the file's block is the latest seed's, and each seed keeps its own
-        latest = max(parts.values(), key=lambda b: b["started_utc"])
-        data["provenance"] = {**latest, "seeds": sorted(int(k) for k in per_seed),
-                              "parts": {k: {"commit": b["commit"], "dirty": b["dirty"], "started_utc": b["started_utc"],
-                                            "cpu": b["cpu"]["model"]} for k, b in parts.items()}}
+    if parts:  # seeds run apart: each keeps its own block, and the file's names which ran where
+        data["provenance"] = merged(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return data

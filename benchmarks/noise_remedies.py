@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, merged  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "noise_remedies.json")
     args = ap.parse_args()
     w, e = args.workdir, args.epochs
+    prov = Provenance(seeds=[args.seed], threads=args.threads)
     for need in ("train_noisy.csv", "train_clean.csv", "train_true.csv", "selection.csv", "test.csv"):
         if not (w / need).is_file():
             sys.exit(f"{w / need} is missing: run benchmarks/loop_vs_baselines.py --seed {args.seed} --workdir {w} "
@@ -91,7 +95,8 @@ def main() -> None:
               "with_remedy": arms,
               "recovery": {"plain": 0.0, "one_shot_clean": rec(base["one_shot_clean"]["test_accuracy"]),
                            "remedy_on_noisy": rec(arms["noisy"]["test_accuracy"])},
-              "selection_gain": {"on_noisy": arms["noisy"]["selection_accuracy"] - base["plain"]["selection_accuracy"]}}
+              "selection_gain": {"on_noisy": arms["noisy"]["selection_accuracy"] - base["plain"]["selection_accuracy"]},
+              "provenance": prov.block()}
     if "one_shot_clean" in arms:
         result["recovery"]["remedy_on_one_shot_clean"] = rec(arms["one_shot_clean"]["test_accuracy"])
         result["selection_gain"]["on_one_shot_clean"] = (arms["one_shot_clean"]["selection_accuracy"]
@@ -99,6 +104,9 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
     old.setdefault("per_seed", {}).setdefault(str(args.seed), {})[args.remedy] = result
+    parts = {f"{s}/{r}": v["provenance"] for s, by in old["per_seed"].items() for r, v in by.items() if v.get("provenance")}
+    if parts:
+        old["provenance"] = merged(parts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(old, indent=1) + "\n")
 

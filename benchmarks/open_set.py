@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from provenance import REPO, Provenance  # noqa: E402
+from provenance import REPO, Provenance, merged  # noqa: E402
 
 SETTINGS = ("unseen", "oos_train")
 # The product's default (open_set.max_accuracy_drop): the threshold keeps in-scope selection
@@ -200,13 +200,15 @@ def main() -> None:
                 prov = Provenance(seeds=[seed])
                 print(f"{key}: running", file=sys.stderr, flush=True)
                 runs[key] = {**one(setting, seed, args.quick), "provenance": prov.block()}
-                result = {**summarise(runs), "published": PUBLISHED, "quick": args.quick, "runs": runs}
+                result = {**summarise(runs), "published": PUBLISHED, "quick": args.quick, "runs": runs,
+                          "provenance": merged({k: r["provenance"] for k, r in runs.items() if "provenance" in r})}
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=2) + "\n")
-    result = {**summarise(runs), "published": PUBLISHED, "quick": args.quick, "runs": runs}
+    result = {**summarise(runs), "published": PUBLISHED, "quick": args.quick, "runs": runs,
+              "provenance": merged({k: r["provenance"] for k, r in runs.items() if "provenance" in r})}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "provenance")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -85,6 +88,7 @@ def main() -> None:
     from reflectlm.config import load_config
     from reflectlm.loop import improve
 
+    prov = Provenance()
     tmp = Path(tempfile.mkdtemp(prefix="parallel-round-"))
     train = _data(tmp)
     result: dict = {"load_average_1min_at_start": os.getloadavg()[0], "cpu": runtime.cpu_info(), "data": f"BANKING77, {CLASSES} intents x {PER_CLASS}",
@@ -136,6 +140,7 @@ def main() -> None:
     result["decisions"] = {"ray": {"promoted": d["promoted"], "kept": d["kept"],
                                    "p_holm": [c.get("p_holm") for c in d["challengers"]]},
                            "sequential": [r["promoted"] for r in seq_rounds]}
+    result["provenance"] = prov.block()
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))

@@ -78,3 +78,32 @@ class Provenance:
                 "command": ["python"] + self.command, "started_utc": self.started_utc,
                 "wall_seconds": round(time.time() - self.started, 1), "cpu": cpu(),
                 "threads": self.threads or torch.get_num_threads(), "versions": versions(), "seeds": self.seeds}
+
+
+KEYS = ("commit", "dirty", "command", "started_utc", "wall_seconds", "cpu", "threads", "versions", "seeds")
+
+
+def backfilled(commit: str, command: list[str], cpu_info: dict | None = None, wall_seconds: float | None = None,
+               seeds=None) -> dict:
+    """The block of a results file measured before results recorded their provenance: the commit that
+    recorded it, the command that makes it, and what the file itself says of the machine; what was
+    not recorded is None, never guessed, and `reconstructed` says so (the rendered page marks it)."""
+    return {"commit": commit, "dirty": None, "command": command, "started_utc": None, "wall_seconds": wall_seconds,
+            "cpu": cpu_info, "threads": None, "versions": None, "seeds": seeds,
+            "reconstructed": "measured before results recorded their provenance; commit: the one that recorded "
+                             "the file, not re-measured on the current code"}
+
+
+def merged(parts: dict[str, dict]) -> dict:
+    """One block for a results file whose parts (seeds, runs) were measured apart, each with its own
+    block: the latest part's block, the seeds of them all, and per part its commit, whether the tree
+    was dirty, its start and its CPU, so the file says which part ran where."""
+    if not parts:
+        return {}
+    latest = max(parts.values(), key=lambda b: b.get("started_utc") or "")
+    seeds = sorted({s for b in parts.values() for s in (b.get("seeds") or [])})
+    return {**latest, "seeds": seeds or latest.get("seeds"),
+            "wall_seconds": round(sum(b.get("wall_seconds") or 0.0 for b in parts.values()), 1),
+            "parts": {k: {"commit": b["commit"], "dirty": b["dirty"], "started_utc": b["started_utc"],
+                          "wall_seconds": b.get("wall_seconds"), "cpu": (b.get("cpu") or {}).get("model")}
+                      for k, b in parts.items()}}

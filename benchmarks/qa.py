@@ -468,7 +468,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(CHILDREN[args.child](work, args.quick)))
         return
-    from provenance import Provenance, relative
+    from provenance import Provenance, merged, relative
 
     out_path = args.out or (work / "qa.json" if args.quick else HERE / "results" / "qa.json")
     work.mkdir(parents=True, exist_ok=True)
@@ -493,7 +493,7 @@ def main() -> None:
         out_path.write_text(json.dumps(data, indent=2) + "\n")
         print(f"{part}: {json.dumps(parts[part])[:400]}", file=sys.stderr, flush=True)
     data = {**summary(parts), "parts": parts, "quick": args.quick}
-    data["provenance"] = {p: parts[p]["provenance"] for p in PARTS if p in parts}
+    data["provenance"] = merged({p: parts[p]["provenance"] for p in PARTS if p in parts and "provenance" in parts[p]})
     out_path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps({k: v for k, v in data.items() if k not in ("parts", "provenance")}, indent=2))
 
