@@ -1,4 +1,4 @@
-# make demo | make test | make test-slow | make bench
+# make demo | make test | make test-slow | make docs | make bench
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow bench install chromium postgresql
+.PHONY: demo test test-slow docs bench bench-serve install chromium postgresql
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -51,5 +51,14 @@ test: $(STAMP) chromium postgresql
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link or reference fails it.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
+
+# Serving under load: ours (fp32, bf16, int8 ONNX) vs the pipeline; trains a BANKING77 run first
+# (or reuses .cache/bench-serve/run).
+bench-serve: $(STAMP)
+	$(PY) benchmarks/serve_load.py
