@@ -53,7 +53,7 @@ test-slow: $(STAMP)
 
 # The documentation site (mkdocs.yml) into site/; --strict: a broken link or reference fails it.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	PATH="$(abspath $(VENV))/bin:$$PATH" NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py

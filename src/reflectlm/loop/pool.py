@@ -59,6 +59,13 @@ def load_pool(cfg: Config, splits: Splits, quiet: bool = True):
                             "loop.pool_label_column") from None
         ds = _text_only(lc.pool, cfg)
         hidden = None
+    if cfg.data.min_confidence is not None and ds.confidence is not None:
+        # The labels data.min_confidence does not trust in training, the oracle must not answer with.
+        from ..data import keep_confident
+
+        ds, note = keep_confident(ds, cfg.data.min_confidence)
+        splits.warnings.append(f"loop.pool: {note}")
+        hidden = {i: hidden[i] for i in ds.ids} if hidden is not None else None
     if lc.oracle == "column" and hidden:
         unknown = sorted(task.unknown_labels(ds, set(task.label_names_of(splits.labels))))
         if unknown:
