@@ -50,7 +50,8 @@ def one(config: Path, seed: int, work: Path, extra: list[str]) -> dict:
            "actions": {r["round"]: r["actions"] for r in s["rounds"] if r["round"] > 0},
            "metric": g.get("metric") or s["selection_metric"], "test_gain": g.get("difference", 0.0),
            "ci_low": g.get("ci_low"), "ci_high": g.get("ci_high"), "round0_test": g.get("round0"),
-           "champion_test": g.get("champion"), "stop_reason": s["stop_reason"], "output_tail": done.stdout[-1500:]}
+           "champion_test": g.get("champion"), "stop_reason": s["stop_reason"],
+           "output_tail": done.stdout[-1500:].replace(f"{work}/", "")}  # run directories relative to the work dir
     sim = info.get("simulated_label_noise")
     if sim:
         flagged: set = set()

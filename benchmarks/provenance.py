@@ -69,7 +69,8 @@ class Provenance:
         self.started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.seeds = list(seeds) if seeds is not None else None
         self.threads = threads
-        self.command = [relative(a) if Path(a).exists() else a for a in (command or sys.argv)]
+        # Paths as the repository sees them: relative inside it, the name alone outside it.
+        self.command = [relative(a) if Path(a).exists() or Path(a).is_absolute() else a for a in (command or sys.argv)]
 
     def block(self) -> dict:
         import torch

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
 KEYS = ("commit", "dirty", "command", "started_utc", "wall_seconds", "cpu", "versions")
-ABSOLUTE = re.compile(r'"(/(tmp|work|home|root|Users|var|opt|mnt)/[^"]*)"')
+ABSOLUTE = re.compile(r'(?<![\w.~-])(/(tmp|work|home|root|Users|var|opt|mnt)/[^"\s]*)')
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.name)

@@ -188,7 +188,7 @@ def demo_cmd(
     set_: list[str] = typer.Option([], "--set", help="override a key of the demo config"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Run the self-improvement loop on its embedded demo: agreed tweets with label errors to find and fix."""
+    """Run the self-improvement loop on its embedded demo: few labelled tweets, a pool and a labelling budget."""
     from .config import load_config
     from .loop import improve
 
