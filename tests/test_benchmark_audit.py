@@ -102,7 +102,8 @@ def test_shaped_challengers_count_false_promotions_and_the_reuse_bias():
 
 
 def test_mid_p_mcnemar_matches_hand_computation():
-    """The mid-p McNemar option gate.py measures: the exact two-sided p minus P(X = min(b, c))."""
+    """The mid-p McNemar test gate.py measures (the product's, compare.mcnemar_exact): for b != c the
+    exact two-sided p minus P(X = min(b, c))."""
     from math import comb
 
     from gate import mcnemar_mid_p
@@ -112,7 +113,8 @@ def test_mid_p_mcnemar_matches_hand_computation():
     exact = 2 * sum(comb(n, k) for k in range(b + 1)) / 2**n
     assert mcnemar_mid_p(b, c) == pytest.approx(exact - comb(n, b) / 2**n)
     assert mcnemar_mid_p(b, c) < 0.05 < exact  # the case that made it worth measuring
-    assert mcnemar_mid_p(5, 5) == pytest.approx(1 - 0.5 * comb(10, 5) / 2**10)
+    # b = c: 2 [P(X <= 5) - P(X = 5) / 2] = 1 exactly (the distribution is symmetric about 5).
+    assert mcnemar_mid_p(5, 5) == pytest.approx(1.0)
     assert mcnemar_mid_p(0, 0) == 1.0
 
 
