@@ -165,6 +165,15 @@ def _param_rows(cls) -> list[tuple[str, str, str]]:
              comments.get(n, "")) for n, p in sig.parameters.items() if n != "self"]
 
 
+def _params_table(cls) -> list[str]:
+    """A check's or an action's parameters as a markdown table (nothing when it has none)."""
+    rows = _param_rows(cls)
+    if not rows:
+        return []
+    return ["| parameter | default | meaning |", "|---|---|---|",
+            *(f"| `{n}` | `{_cell(d)}` | {_cell(c)} |" for n, d, c in rows), ""]
+
+
 def _tasks_for(thing) -> str:
     from .tasks import TASKS, applies
 
@@ -181,11 +190,7 @@ def checks_markdown() -> str:
         out += [f"## `{name}`", "", _summary(cls), "",
                 f"- reads: {', '.join(f'`{n}`' for n in getattr(cls, 'needs', ())) or 'nothing beyond the run'}",
                 f"- tasks: {_tasks_for(cls)}", ""]
-        rows = _param_rows(cls)
-        if rows:
-            out += ["| parameter | default | meaning |", "|---|---|---|"]
-            out += [f"| `{n}` | `{_cell(d)}` | {_cell(c)} |" for n, d, c in rows]
-            out.append("")
+        out += _params_table(cls)
     return "\n".join(out)
 
 
@@ -203,11 +208,7 @@ def actions_markdown() -> str:
                 f"- judged by: {getattr(cls, 'mode', 'superiority').replace('_', '-')}",
                 f"- retrains: {'yes' if getattr(cls, 'retrains', True) else 'no (a step after training)'}",
                 f"- tasks: {_tasks_for(cls)}", ""]
-        rows = _param_rows(cls)
-        if rows:
-            out += ["| parameter | default | meaning |", "|---|---|---|"]
-            out += [f"| `{n}` | `{_cell(d)}` | {_cell(c)} |" for n, d, c in rows]
-            out.append("")
+        out += _params_table(cls)
     return "\n".join(out)
 
 
