@@ -50,7 +50,9 @@ from .findings import jsonable
 
 MODES = ("superiority", "non_inferiority")
 METRICS = ("accuracy", "macro_f1")  # classification; compare_ner uses "entity_f1"
-SCORE_METRICS = ("f1", "exact_match")  # compare_scores: the mean of per-example scores (extractive QA)
+# compare_scores: the mean of per-example scores (extractive QA; summarisation's ROUGE)
+SCORE_METRICS = ("f1", "exact_match", "rouge_l", "rouge_1", "rouge_2")
+STAT_METRICS = ("chrf",)  # compare_stats: a corpus score from summed per-example statistics (translation)
 EXACT = ("accuracy", "exact_match")  # the share of examples exactly right: McNemar tests the same quantity
 MIN_CLASS_SUPPORT = 5  # smaller classes carry too little evidence for the guardrail to test
 _BLOCK = 4_000_000  # entries of the (k, n) resample-count matrix built at once (~32 MB)
@@ -120,6 +122,8 @@ def _features(metric: str, y: np.ndarray | None, pred: np.ndarray, label_ids: np
         return (y == pred).astype(np.float64)[:, None]  # (n, 1)
     if metric in SCORE_METRICS:  # pred: per-example scores in [0, 1] (a question's F1 or exact match)
         return np.asarray(pred, dtype=np.float64)[:, None]  # (n, 1)
+    if metric in STAT_METRICS:  # pred: per-sentence chrF statistics (n, 18)
+        return np.asarray(pred, dtype=np.float64)
     if metric == "macro_f1":
         gold = y[:, None] == label_ids[None, :]  # (n, L)
         said = pred[:, None] == label_ids[None, :]  # (n, L)
@@ -131,6 +135,10 @@ def _reduce(metric: str, sums: np.ndarray, n: int) -> np.ndarray:
     """Metric per resample from the column sums (k, m) -> (k,)."""
     if metric == "accuracy" or metric in SCORE_METRICS:
         return sums[:, 0] / n
+    if metric == "chrf":
+        from .tasks.textmetrics import chrf_from_stats
+
+        return chrf_from_stats(sums)
     if metric == "macro_f1":
         support, predicted, tp = np.split(sums, 3, axis=1)  # (k, L) each
         denom = support + predicted  # 2tp + fp + fn
@@ -440,6 +448,32 @@ def compare_scores(champion_scores, challenger_scores, champion_correct, challen
                challenger_correct=challenger_correct)
     if sa.ndim != 1 or sb.ndim != 1 or (sa < 0).any() or (sa > 1).any() or (sb < 0).any() or (sb > 1).any():
         raise ValueError("champion_scores and challenger_scores must be 1-D per-example scores in [0, 1]")
+    champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
+    ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
+    mcn = mcnemar_exact(ca, cb, mcnemar_test)
+    guard = (_group_guardrail(np.asarray(groups), ca, cb, guardrail_alpha, allow_class_regressions)
+             if groups is not None else {"enabled": False, "worse_classes": [], "allowed": True})
+    return _decide(metric, mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)
+
+
+def compare_stats(champion_stats, challenger_stats, champion_correct, challenger_correct, *, metric: str = "chrf",
+                  groups=None, mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01,
+                  n_bootstrap: int = 1000, seed: int = 0, guardrail_alpha: float = 0.05,
+                  allow_class_regressions: bool = False, mcnemar_test: str = "exact") -> Comparison:
+    """A/B test of two models by a corpus score computed from summed per-example statistics
+    (translation: chrF from each sentence's character n-gram counts, (N, 18) per model), paired:
+    one set of resampled sentences drives both corpus scores, as sacrebleu's paired bootstrap does
+    (Koehn 2004). *_correct (N,) say whether each output equals a reference, for McNemar
+    (supporting evidence); groups (N,), e.g. the source length, get the guardrail on them."""
+    if metric not in STAT_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; compare_stats compares {STAT_METRICS}")
+    _check_mode(mode, margin)
+    sa, sb = np.asarray(champion_stats, dtype=np.float64), np.asarray(challenger_stats, dtype=np.float64)
+    if sa.ndim != 2 or sa.shape != sb.shape or (sa < 0).any() or (sb < 0).any():
+        raise ValueError(f"champion_stats and challenger_stats must be (N, k) non-negative counts of the same shape; "
+                         f"got {sa.shape} and {sb.shape}")
+    n = _check(n_bootstrap, alpha, champion_stats=sa[:, 0], challenger_stats=sb[:, 0], champion_correct=champion_correct,
+               challenger_correct=challenger_correct)
     champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
     ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
     mcn = mcnemar_exact(ca, cb, mcnemar_test)

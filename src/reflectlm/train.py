@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import rundir, runtime
+from . import lm, rundir, runtime
 from .callable import callable_module
 from .config import Config, ConfigError, TrainConfig, dump_toml
 from .evaluate import evaluate_features, pad_id
@@ -122,10 +122,19 @@ def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
     return p.ndim < 2 or "norm" in name.lower()
 
 
+def trainable_groups(model: torch.nn.Module) -> list[tuple[str, list]]:
+    """modeling.layer_groups, with only the adapters of a LoRA model (its base stays as loaded)."""
+    groups = layer_groups(model)
+    if lm.is_adapter(model):
+        groups = [(n, [(k, p) for k, p in ps if lm.adapter_param(k)]) for n, ps in groups]
+        groups = [(n, ps) for n, ps in groups if ps]
+    return groups
+
+
 def param_groups(model: torch.nn.Module, tc: TrainConfig) -> list[dict]:
     """Optimizer groups per layer group x (decay, no decay), with freezing and layer-wise
     learning-rate decay (the top layer gets lr, each layer below it lr * decay more)."""
-    groups = layer_groups(model)
+    groups = trainable_groups(model)
     layers = [n for n, _ in groups if n.startswith("layer.")]
     trainable = set(n for n, _ in groups)
     if tc.freeze == "head_only":
@@ -189,7 +198,7 @@ class GradientTelemetry:
 
     def __init__(self, model: torch.nn.Module, every: int):
         self.every = every
-        groups = layer_groups(model)
+        groups = trainable_groups(model)
         self.names = [n for n, _ in groups]
         self.params = [p for _, ps in groups for _, p in ps]
         self.group_of = torch.tensor([g for g, (_, ps) in enumerate(groups) for _ in ps])
@@ -260,6 +269,7 @@ class FitInputs:
     example_weights: np.ndarray | None = None  # (N,) per training example (a feature's "index")
     class_weights: np.ndarray | None = None  # (C,) per gold class; else train.class_weights
     options: dict = field(default_factory=dict)  # the encoding options the task decodes with (task.outputs)
+    tokenizer: object = None  # the model's: a task that generates decodes its outputs with it
 
     @property
     def examples(self) -> int:
@@ -489,7 +499,7 @@ def _select(run: _Run, epoch: int, rec: dict, quiet: bool) -> dict:
     sel_ds, sel_feats = inp.selection
     out = evaluate_features(run.accelerator.unwrap_model(run.model), sel_ds, sel_feats, task=inp.task,
                             labels=inp.labels, pad_id=inp.pad_id, batch_size=tc.eval_batch_size,
-                            precision=run.precision, options=inp.options)
+                            precision=run.precision, options=inp.options, tokenizer=inp.tokenizer)
     sel_metrics = runtime.from_main(out.metrics)
     value = sel_metrics[inp.metric]
     w_sum = float(rec["weight"].astype(np.float64).sum())
@@ -538,7 +548,8 @@ def fit_inputs(bundle: Bundle, cfg: Config, train_ds, selection_ds, labels: list
     """The bundle's encoding of both splits, with what fit and scoring need."""
     return FitInputs(get_task(cfg.data.task), labels, encode(bundle, cfg, train_ds, labels),
                      (selection_ds, encode(bundle, cfg, selection_ds, labels)), pad_id(bundle.tokenizer),
-                     cfg.selection_metric, train_ds.weights, options=bundle.meta.get("options", {}))
+                     cfg.selection_metric, train_ds.weights, options=bundle.meta.get("options", {}),
+                     tokenizer=bundle.tokenizer)
 
 
 def fit_config(cfg: Config, train_ds, selection_ds, labels: list[str], *, quiet: bool = True, seed: int | None = None,
@@ -649,7 +660,8 @@ def _metrics(cfg: Config, splits, bundle: Bundle, result: FitResult) -> dict:
         return evaluate_features(bundle.model, ds, encode(bundle, cfg, ds, splits.labels), task=cfg.data.task,
                                  labels=splits.labels, pad_id=pad_id(bundle.tokenizer),
                                  batch_size=cfg.train.eval_batch_size, precision=result.precision,
-                                 options=bundle.meta.get("options"), open_set=bundle.open_set).metrics
+                                 options=bundle.meta.get("options"), open_set=bundle.open_set,
+                                 tokenizer=bundle.tokenizer).metrics
 
     if bundle.open_set is not None:  # the selection numbers with the detector's decisions in them
         metrics["selection"] = scored(splits.selection)

@@ -38,7 +38,7 @@ class DomainPretraining:
     addresses = {K.UNDERFITTING: 3, K.ERROR_KINDS: 2, K.NOISE_SENSITIVITY: None}
     mode = SUPERIORITY
     retrains = True
-    requires = ()
+    requires = ("encoder",)  # masked-LM pre-training of an encoder body
 
     steps: int = 300
     batch_size: int = 32

@@ -280,7 +280,8 @@ def _full(train, labels, task, splits, seed, model, train_cfg, model_cfg, data_c
         part = train.subset(held)
         probs = evaluate_features(bundle.model, part, encode(bundle, cfg, part, labels), task=task, labels=labels,
                                   pad_id=pad_id(bundle.tokenizer), batch_size=cfg.train.eval_batch_size,
-                                  precision=precision, options=bundle.meta.get("options")).probs
+                                  precision=precision, options=bundle.meta.get("options"),
+                                  tokenizer=bundle.tokenizer).probs
         # As in fast mode: a class this fold never trained on gets probability 0, not whatever its
         # untrained logit gave.
         known = set(task.label_names(fit_part))

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from .base import Task, applies, missing, model_inputs
 from .classification import Classification
+from .generation import SUMMARISATION, TRANSLATION, Generation
 from .ner import NER
 from .qa import QA
 
-TASKS: dict[str, Task] = {"classification": Classification(), "ner": NER(), "qa": QA()}
+TASKS: dict[str, Task] = {"classification": Classification(), "ner": NER(), "qa": QA(),
+                          "summarisation": Generation(SUMMARISATION), "translation": Generation(TRANSLATION)}
 
 __all__ = ["TASKS", "Task", "applies", "get_task", "missing", "model_inputs"]
 

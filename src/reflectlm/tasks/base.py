@@ -15,6 +15,9 @@ action declares what it `requires` and `applies(task, thing)` answers whether it
     fast_cv         out-of-fold probabilities from frozen embeddings and a linear head (diagnose/crossval)
     lstm            the Embedding -> LSTM -> Dense baseline can learn it
     word_aligned    predictions are per whitespace word of the text (perturbations keep the word count)
+    encoder         the model is a pretrained encoder with a task head (masked-LM pre-training fits it)
+    generates       outputs come from the model's own decoding (`generate`), not from one forward
+                    pass's logits: summarisation, translation
 
 What a task's `outputs` are (per example: a probability row, per-word probability rows, answer
 candidates) is its own; callers pass them back to its methods and read only what the methods return.
@@ -114,6 +117,7 @@ class Task(Protocol):
     # ----------------------------------------------------------------- model
 
     auto_model: str  # the transformers Auto class of the head, e.g. "AutoModelForSequenceClassification"
+    default_model: str  # model.name when the config does not set it ("minilm"; "smollm2" for a causal LM)
     default_max_length: int  # data.max_length when the config does not set it
 
     def encode_options(self, data_cfg) -> dict:
@@ -232,8 +236,17 @@ class Task(Protocol):
         """Per-example (n_i, C) blocks of the head's probabilities -> the task's outputs."""
 
 
+    # With the generates capability only (evaluate.evaluate_features calls it instead of one forward pass):
+
+    def generate(self, model, tokenizer, ds, features: list[dict], *, pad_id: int, batch_size: int, precision: str,
+                 quiet: bool, **options) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+        """(per-example outputs, per-feature loss or None, per-feature counts or None): the model's
+        decoded outputs for `features` (options: encode_options) and, for labelled features, the loss
+        of the references."""
+
+
 # Members a task has only with a capability (the others every task has).
-CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv"}
+CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv", "generate": "generates"}
 
 
 def applies(task: Task, thing) -> bool:

@@ -181,7 +181,7 @@ class Classification:
     name = "classification"
     unit = "example"
     head = "sequence"
-    capabilities = frozenset({"labels", "class_probs", "label_probs", "classes", "fast_cv", "lstm"})
+    capabilities = frozenset({"labels", "class_probs", "label_probs", "classes", "fast_cv", "lstm", "encoder"})
     metric_names = ("accuracy", "macro_f1", "weighted_f1", "loss")
     default_metric = DEFAULT_METRIC
     report_metrics = ("accuracy", "macro_f1")
@@ -195,6 +195,7 @@ class Classification:
     group_name = "class"
     default_max_length = 128
     auto_model = "AutoModelForSequenceClassification"
+    default_model = "minilm"  # model.name when the config does not set it
 
     # ----------------------------------------------------------------- data
 

@@ -548,7 +548,7 @@ class NER:
     name = "ner"
     unit = "sentence"
     head = "token"
-    capabilities = frozenset({"labels", "label_probs", "classes", "fast_cv", "lstm", "word_aligned"})
+    capabilities = frozenset({"labels", "label_probs", "classes", "fast_cv", "lstm", "word_aligned", "encoder"})
     metric_names = ("entity_f1", "loss")
     default_metric = DEFAULT_METRIC
     report_metrics = ("entity_f1", "entity_precision", "entity_recall")
@@ -563,6 +563,7 @@ class NER:
     group_name = "entity type"
     default_max_length = 128
     auto_model = "AutoModelForTokenClassification"
+    default_model = "minilm"  # model.name when the config does not set it
 
     # ----------------------------------------------------------------- data
 

@@ -404,7 +404,7 @@ class QA:
     name = "qa"
     unit = "question"
     head = "span"
-    capabilities = frozenset()  # no label list, no class rows: span answers
+    capabilities = frozenset({"encoder"})  # no label list, no class rows: span answers
     metric_names = ("f1", "exact_match", "loss")
     default_metric = DEFAULT_METRIC
     report_metrics = ("f1", "exact_match")
@@ -418,6 +418,7 @@ class QA:
     group_name = "question type"
     default_max_length = 384
     auto_model = "AutoModelForQuestionAnswering"
+    default_model = "minilm"  # model.name when the config does not set it
 
     # ----------------------------------------------------------------- data
 
