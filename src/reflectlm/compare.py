@@ -472,7 +472,8 @@ def compare_stats(champion_stats, challenger_stats, champion_correct, challenger
     if sa.ndim != 2 or sa.shape != sb.shape or (sa < 0).any() or (sb < 0).any():
         raise ValueError(f"champion_stats and challenger_stats must be (N, k) non-negative counts of the same shape; "
                          f"got {sa.shape} and {sb.shape}")
-    n = _check(n_bootstrap, alpha, champion_stats=sa[:, 0], challenger_stats=sb[:, 0], champion_correct=champion_correct,
+    n = _check(n_bootstrap, alpha, champion_stats=sa[:, 0], challenger_stats=sb[:, 0],
+               champion_correct=champion_correct,
                challenger_correct=challenger_correct)
     champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
     ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)

@@ -57,7 +57,8 @@ class DataConfig(_Section):
     train: str
     selection: str | None = None  # held-out split that decides (early stopping, promotion)
     test: str | None = None  # reported only, never used to decide anything
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll"] = "auto"  # how to read the files; auto: from the suffix
+    # How to read the files; auto: from the suffix.
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll"] = "auto"
     text_column: str = "text"  # the input text's column (classification)
     label_column: str = "label"  # the label's column (classification)
     id_column: str | None = None  # a stable example id; None: a hash of the input

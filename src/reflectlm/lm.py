@@ -129,7 +129,8 @@ def with_lora(model, lora_cfg):
         return get_peft_model(model, cfg)
     except ValueError as e:  # no module matches the names
         raise ModelError(f"model.lora.target_modules {list(lora_cfg.target_modules)} do not name modules of this "
-                         f"model ({e}); name its attention / MLP projections, e.g. q_proj, k_proj, v_proj, o_proj") from None
+                         f"model ({e}); name its attention / MLP projections, e.g. q_proj, k_proj, v_proj, "
+                         "o_proj") from None
 
 
 def is_adapter(model) -> bool:

@@ -310,7 +310,8 @@ def metrics(spec: Spec, ds, outputs, loss: float | None = None) -> dict:
     for i, t in enumerate(ds.texts):
         by[length_bucket(t)].append(i)
     p = primary(spec, s)
-    m["per_source_length"] = {g: {spec.default_metric: float(p[ix].mean()), "n": len(ix)} for g, ix in sorted(by.items())}
+    m["per_source_length"] = {g: {spec.default_metric: float(p[ix].mean()), "n": len(ix)}
+                              for g, ix in sorted(by.items())}
     if loss is not None:
         m["loss"] = float(loss)
     return m
@@ -427,16 +428,19 @@ def parse(spec: Spec, rec: dict, at: str, cols: dict) -> dict:
         if v is not None and not isinstance(v, str):
             raise error(at, f"the {what} {key!r} must be a string, got {type(v).__name__}", fix)
     if is_blank(src):
-        raise error(at, f"the source ({src_key!r}) is empty", f"give every example a source text, or delete the line; {fix}")
+        raise error(at, f"the source ({src_key!r}) is empty",
+                    f"give every example a source text, or delete the line; {fix}")
     refs = [tgt] if not is_blank(tgt) else []
     extra = rec.get(cols.get("references_key") or "") if spec.name == SUMMARISATION.name else None
     if extra is not None:
         if not isinstance(extra, list) or not all(isinstance(r, str) for r in extra):
             raise error(at, f"{cols['references_key']!r} must be a list of reference strings",
-                        f'write e.g. "{cols["references_key"]}": ["one summary", "another"], or unset data.references_key')
+                        f'write e.g. "{cols["references_key"]}": ["one summary", "another"], or unset '
+                        "data.references_key")
         refs = [r for r in extra if r.strip()] or refs
     if not refs:
-        raise error(at, f"the target ({tgt_key!r}) is empty", f"give every example its reference, or delete the line; {fix}")
+        raise error(at, f"the target ({tgt_key!r}) is empty",
+                    f"give every example its reference, or delete the line; {fix}")
     return {"text": src.strip(), "label": [r.strip() for r in refs]}
 
 

