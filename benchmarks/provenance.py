@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LIBRARIES = ("torch", "transformers", "accelerate", "onnxruntime", "ray", "scikit-learn", "numpy")
+LIBRARIES = ("torch", "transformers", "accelerate", "onnxruntime", "ray", "scikit-learn", "numpy", "peft", "trl",
+             "sacrebleu", "rouge-score")
 
 
 def _git(*args: str) -> str:

@@ -305,3 +305,27 @@ def test_a_generation_config_defaults_to_the_packaged_small_lm(tmp_path):
     assert cfg.model.name == "smollm2" and cfg.selection_metric == "rouge_l" and cfg.data.max_length == 512
     assert load_config(tree={"data": {"task": "translation", "train": "x.tsv"}}).selection_metric == "chrf"
     assert load_config(tree={"data": {"task": "classification", "train": "x.csv"}}).model.name == "minilm"
+
+
+def test_tune_decoding_keeps_the_best_setting_and_cross_fits_the_choice(tiny_lm_dir, mt_files):
+    from types import SimpleNamespace
+
+    from reflectlm.actions import ACTIONS
+    from reflectlm.data import load
+    from reflectlm.modeling import build
+    from reflectlm.tasks import get_task
+
+    cfg = mt_config(mt_files, tiny_lm_dir, "/tmp", epochs=1)
+    task = get_task("translation")
+    bundle = build(cfg.model, "translation", [], None, cfg.data.max_length, options=task.encode_options(cfg.data))
+    ds = load(mt_files["selection"], "translation")
+    action = ACTIONS["tune_decoding"](beams=(1, 2), no_repeat_ngram=(0, 2))
+    assert len(action.settings(bundle.meta["options"])) == 4  # the current (greedy) first
+    info = action.transform(bundle.model, SimpleNamespace(bundle=bundle, splits=SimpleNamespace(selection=ds), cfg=cfg))
+    scores = [c["chrf"] for c in info["candidates"]]
+    assert info["chosen"] == {k: v for k, v in info["candidates"][int(np.argmax(scores))].items() if k != "chrf"}
+    assert {k: bundle.meta["options"][k] for k in info["chosen"]} == info["chosen"]  # predict decodes so now
+    assert info["cross_fitted"]["folds"] == 5 and len(info["cross_fitted"]["picked"]) == 5
+    improved = info["selection_after"] > info["selection_before"] and info["cross_fitted"]["score"] > info[
+        "selection_before"]
+    assert ("refused" in info) == (not improved)

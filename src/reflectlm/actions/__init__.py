@@ -31,6 +31,7 @@ from .reweight_classes import ReweightClasses
 from .self_training import SelfTraining
 from .transfer import Transfer
 from .tune_hparams import TuneHparams
+from .tune_decoding import TuneDecoding
 from .tune_lr import TuneLR
 from .unfreeze import Unfreeze
 
@@ -60,6 +61,7 @@ ACTIONS = {
     "tune_hparams": TuneHparams,
     "transfer": Transfer,
     "calibrate": Calibrate,
+    "tune_decoding": TuneDecoding,
     "detect_out_of_scope": DetectOutOfScope,
     "prune": Prune,
 }
