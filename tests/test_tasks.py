@@ -478,8 +478,11 @@ def test_checks_and_actions_declare_what_they_require_and_the_tasks_say_what_app
         for name, member in table.items():
             assert isinstance(member.requires, tuple), f"{name} declares requires"
     qa, clf = TASKS["qa"], TASKS["classification"]
-    assert all(applies(clf, a) for a in ACTIONS.values())  # classification can take every action
+    # classification can take every action but those for generated text
+    assert {n for n, a in ACTIONS.items() if not applies(clf, a)} == {"tune_decoding"}
     assert {n for n, a in ACTIONS.items() if not applies(qa, a)} == {
         "fix_labels", "correct_noise", "early_learning", "self_training", "reweight_classes", "calibrate",
-        "detect_out_of_scope"}
+        "detect_out_of_scope", "tune_decoding"}
+    mt = TASKS["translation"]
+    assert applies(mt, ACTIONS["tune_decoding"]) and not applies(mt, ACTIONS["domain_pretraining"])
     assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval", "out_of_scope"}
