@@ -431,6 +431,15 @@ def type_guardrail(types: np.ndarray, champion_found: np.ndarray, challenger_fou
     return {**out, "unit": "gold entities found exactly, per entity type"}
 
 
+def _exact_evidence(champion_correct, challenger_correct, groups, guardrail_alpha: float, allow: bool,
+                    mcnemar_test: str) -> tuple[dict, dict]:
+    """McNemar on the examples each model gets exactly right, and the per-group guardrail on them."""
+    ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
+    guard = (_group_guardrail(np.asarray(groups), ca, cb, guardrail_alpha, allow)
+             if groups is not None else {"enabled": False, "worse_classes": [], "allowed": True})
+    return mcnemar_exact(ca, cb, mcnemar_test), guard
+
+
 def compare_scores(champion_scores, challenger_scores, champion_correct, challenger_correct, *, metric: str = "f1",
                    groups=None, mode: str = "superiority", alpha: float = 0.05, margin: float = 0.01,
                    n_bootstrap: int = 1000, seed: int = 0, guardrail_alpha: float = 0.05,
@@ -449,10 +458,8 @@ def compare_scores(champion_scores, challenger_scores, champion_correct, challen
     if sa.ndim != 1 or sb.ndim != 1 or (sa < 0).any() or (sa > 1).any() or (sb < 0).any() or (sb > 1).any():
         raise ValueError("champion_scores and challenger_scores must be 1-D per-example scores in [0, 1]")
     champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
-    ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
-    mcn = mcnemar_exact(ca, cb, mcnemar_test)
-    guard = (_group_guardrail(np.asarray(groups), ca, cb, guardrail_alpha, allow_class_regressions)
-             if groups is not None else {"enabled": False, "worse_classes": [], "allowed": True})
+    mcn, guard = _exact_evidence(champion_correct, challenger_correct, groups, guardrail_alpha,
+                                 allow_class_regressions, mcnemar_test)
     return _decide(metric, mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)
 
 
@@ -476,8 +483,6 @@ def compare_stats(champion_stats, challenger_stats, champion_correct, challenger
                champion_correct=champion_correct,
                challenger_correct=challenger_correct)
     champ, chall, diffs = _bootstrap(metric, None, sa, sb, n_bootstrap, seed)
-    ca, cb = np.asarray(champion_correct, dtype=bool), np.asarray(challenger_correct, dtype=bool)
-    mcn = mcnemar_exact(ca, cb, mcnemar_test)
-    guard = (_group_guardrail(np.asarray(groups), ca, cb, guardrail_alpha, allow_class_regressions)
-             if groups is not None else {"enabled": False, "worse_classes": [], "allowed": True})
+    mcn, guard = _exact_evidence(champion_correct, challenger_correct, groups, guardrail_alpha,
+                                 allow_class_regressions, mcnemar_test)
     return _decide(metric, mode, alpha, margin, n_bootstrap, seed, n, champ, chall, diffs, mcn, guard)

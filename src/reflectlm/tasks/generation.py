@@ -320,12 +320,12 @@ def metrics(spec: Spec, ds, outputs, loss: float | None = None) -> dict:
 # --------------------------------------------------------------------------- error kinds
 
 
-def error_kinds(spec: Spec, ds, outputs, options: dict | None = None) -> list[str | None]:
+def error_kinds(spec: Spec, ds, outputs, options: dict | None = None, primary_scores=None) -> list[str | None]:
     """Per example the first kind that describes a bad output (ERROR_KINDS), or None for a fair one:
     empty; far shorter (< 0.5x) or longer (> 2x) than its reference; copied from the source; looping;
     in the source's language (translation); or sharing little with the reference."""
     options = options or {}
-    s = primary(spec, scores(spec, ds, outputs))
+    s = primary(spec, scores(spec, ds, outputs)) if primary_scores is None else primary_scores
     langs: list = [None] * len(ds)
     if spec.name == TRANSLATION.name and len(ds):
         src, tgt = options.get("source_lang", "en"), options.get("target_lang", "de")
@@ -362,7 +362,7 @@ def error_analysis(spec: Spec, ds, outputs, examples: int = 3, options: dict | N
     no pairs; an example's error score is 1 - its primary metric; the error kinds of bad outputs."""
     m = metrics(spec, ds, outputs)
     s = primary(spec, scores(spec, ds, outputs))
-    kinds = error_kinds(spec, ds, outputs, options)
+    kinds = error_kinds(spec, ds, outputs, options, primary_scores=s)  # scored once: ROUGE is per-example Python
     buckets = [length_bucket(t) for t in ds.texts]
     key = spec.default_metric
 
