@@ -167,8 +167,10 @@ def part_fine_tuned(task: str, work: Path, quick: bool) -> dict:
         import shutil
 
         shutil.rmtree(run_dir)
-    t0 = time.time()
-    res = train(cfg, run_dir, quiet=True)
+    from reflectlm.actions.base import with_value
+
+    t0 = time.time()  # train without the test split: decoded once below, where its outputs are kept
+    res = train(with_value(cfg, "data.test", None), run_dir, quiet=True)
     train_seconds = time.time() - t0
     info = json.loads((run_dir / "run.json").read_text())
     bundle = load_bundle(run_dir)
@@ -214,8 +216,8 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
     cfg = with_value(cfg, "loop.patience", 2)
     cfg = with_value(cfg, "loop.keep_models", True)
     run_dir = work / "runs" / f"{task}-loop"
-    t0 = time.time()
-    result = improve(cfg, run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
+    t0 = time.time()  # the loop without the test split: each round's model is decoded once below
+    result = improve(with_value(cfg, "data.test", None), run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
     s = result.summary
     t = get_task(task)
     splits = load_splits(cfg.data, cfg.train.seed)
