@@ -244,9 +244,19 @@ class Task(Protocol):
         decoded outputs for `features` (options: encode_options) and, for labelled features, the loss
         of the references."""
 
+    def sample(self, model, tokenizer, ds, features: list[dict], *, k: int, temperature: float, top_p: float,
+               seed: int, batch_size: int, precision: str, quiet: bool, **options) -> list[list[Any]]:
+        """k sampled outputs per example (each shaped as generate's), reproducible from the seed:
+        the candidates of rejection-sampling fine-tuning, preference pairs and MBR decoding."""
+
+    def candidate_scores(self, ds, candidates: list[list[Any]]) -> np.ndarray:
+        """(N, k) each candidate's score in [0, 1] against the example's references, by the task's
+        primary metric (per-example ROUGE-L, sentence chrF)."""
+
 
 # Members a task has only with a capability (the others every task has).
-CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv", "generate": "generates"}
+CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv", "generate": "generates", "sample": "generates",
+                      "candidate_scores": "generates"}
 
 
 def applies(task: Task, thing) -> bool:
@@ -282,7 +292,8 @@ def pad_batch(features: list[dict], pad_id: int, keys: Sequence[str] = ()) -> di
     return {"input_ids": input_ids, "attention_mask": attention, **extra, "index": index, "record": record}
 
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# position_ids and logits_to_keep: a causal LM's left-padded batch (tasks/generation.collate).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "logits_to_keep")
 
 
 def model_inputs(batch: dict) -> dict:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import textmetrics as tm
-from .base import clip, pad_batch
+from .base import clip
 
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
              "pt": "Portuguese", "cs": "Czech", "ru": "Russian", "zh": "Chinese", "ja": "Japanese"}
@@ -124,16 +124,30 @@ def encode(spec: Spec, tokenizer, ds, labelled: bool, max_length: int, **options
 
 
 def collate(features: list[dict], pad_id: int) -> dict:
-    """Right-padded prompt + answer (training and the teacher-forced loss): pad_batch plus labels (B, T)
-    padded with -100."""
+    """Left-padded prompt + answer (training and the teacher-forced loss), so that every answer ends
+    at the last position: input_ids, attention_mask, position_ids (counted from each row's first
+    real token, as generation counts them), labels (B, T) padded with -100, and logits_to_keep,
+    the last positions whose logits the loss reads (the longest answer and the position before
+    it). The LM head then runs over the answers only, not over the prompts: most of a batch's
+    tokens are prompt, and the head's (T, V) logits were most of a step's memory."""
     import torch
 
-    batch = pad_batch(features, pad_id)
-    labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+    n, width = len(features), max(len(f["input_ids"]) for f in features)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    labels = torch.full((n, width), -100, dtype=torch.long)
+    answer = 1
     for i, f in enumerate(features):
-        labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
-    batch["labels"] = labels
-    return batch
+        k = len(f["input_ids"])
+        ids[i, width - k:] = torch.tensor(f["input_ids"])
+        mask[i, width - k:] = 1
+        labels[i, width - k:] = torch.tensor(f["labels"])
+        answer = max(answer, k - f["prompt_len"])
+    keep = min(width, answer + 1)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
+            "labels": labels, "logits_to_keep": torch.arange(width - keep, width),
+            "index": torch.tensor([f["index"] for f in features], dtype=torch.long),
+            "record": torch.tensor([bool(f.get("record", True)) for f in features], dtype=torch.bool)}
 
 
 def per_example(logits, labels, label_smoothing: float = 0.0, class_weight=None):
@@ -141,11 +155,12 @@ def per_example(logits, labels, label_smoothing: float = 0.0, class_weight=None)
     it), the geometric-mean probability of those tokens, the share predicted right, and the number
     of answer tokens (the batch loss is then the mean over answer tokens).
 
-    logits (B, T, V) float32, labels (B, T) with -100 off the answer. Returns four (B,) tensors."""
+    logits (B, K, V) float32 for the last K positions (collate's logits_to_keep; K = T for all),
+    labels (B, T) with -100 off the answer. Returns four (B,) tensors."""
     import torch
     import torch.nn.functional as F
 
-    lg, y = logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
+    lg, y = logits[:, :-1], labels[:, -logits.shape[1]:][:, 1:]  # position t predicts token t + 1
     tok = F.cross_entropy(lg.transpose(1, 2), y, ignore_index=-100, reduction="none",
                           label_smoothing=label_smoothing)  # (B, T-1)
     mask = (y != -100).float()
@@ -162,19 +177,50 @@ def generate(spec: Spec, model, tokenizer, features: list[dict], *, batch_size: 
     """Each feature's generated answer: {"text", "tokens", "logprob" (the mean token log-probability),
     "entropy" (the mean token entropy, nats), "seconds" (its batch's time over its size)}, in
     feature order. Prompts are batched by length and left-padded."""
+    runs = _decode(model, tokenizer, features, decoding(spec, options), batch_size, precision, quiet, "generate")
+    return [r[0] for r in runs]
+
+
+def sample(spec: Spec, model, tokenizer, features: list[dict], *, k: int, temperature: float = 0.8,
+           top_p: float = 0.95, seed: int = 0, batch_size: int = 16, precision: str = "fp32", quiet: bool = True,
+           **options) -> list[list[dict]]:
+    """k answers per feature drawn by ancestral sampling (temperature, nucleus top_p), each shaped as
+    generate()'s; the draws are a function of the seed. The no-repeat n-gram and length settings
+    of data.* apply; beam search does not."""
+    import torch
+
+    if k < 1 or temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(f"sampling needs k >= 1, temperature > 0 and 0 < top_p <= 1 (got k={k}, "
+                         f"temperature={temperature}, top_p={top_p})")
+    settings = {**decoding(spec, options), "num_beams": 1, "do_sample": True, "temperature": float(temperature),
+                "top_p": float(top_p), "top_k": 0, "num_return_sequences": int(k)}
+    settings.pop("length_penalty", None)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # model.generate draws from torch's global generator
+    try:
+        return _decode(model, tokenizer, features, settings, max(1, batch_size // k), precision, quiet, "sample")
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _decode(model, tokenizer, features: list[dict], settings: dict, batch_size: int, precision: str, quiet: bool,
+            label: str) -> list[list[dict]]:
+    """model.generate over the features' prompts, longest first, left-padded: per feature its
+    settings["num_return_sequences"] (default 1) outputs."""
     import torch
 
     from .. import runtime
     from ..ui import progress
 
     dev = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
-    settings = decoding(spec, options)
+    eos = eos_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    per = int(settings.get("num_return_sequences", 1))
     order = sorted(range(len(features)), key=lambda i: -features[i]["prompt_len"])
     out: list = [None] * len(features)
     was_training = model.training
     model.eval()
-    with progress(len(features), "generate", quiet) as bar, torch.inference_mode():
+    with progress(len(features), label, quiet) as bar, torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             prompts = [features[i]["input_ids"][: features[i]["prompt_len"]] for i in idx]
@@ -187,15 +233,17 @@ def generate(spec: Spec, model, tokenizer, features: list[dict], *, batch_size: 
             t0 = time.perf_counter()
             with runtime.compute(precision, "infer", dev):
                 gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), pad_token_id=pad,
-                                     eos_token_id=eos_id(tokenizer), output_scores=True, return_dict_in_generate=True,
-                                     **settings)
-            seconds = (time.perf_counter() - t0) / len(idx)
-            new = gen.sequences[:, width:]  # (B, L)
-            lp, ent = _token_stats(model, gen, new, settings["num_beams"], pad, eos_id(tokenizer))
+                                     eos_token_id=eos, output_scores=True, return_dict_in_generate=True, **settings)
+            seconds = (time.perf_counter() - t0) / (len(idx) * per)
+            new = gen.sequences[:, width:]  # (B * per, L): each prompt's outputs side by side
+            lp, ent = _token_stats(model, gen, new, settings["num_beams"], pad, eos)
             for j, i in enumerate(idx):
-                toks = [t for t in new[j].tolist() if t not in (pad, eos_id(tokenizer))]
-                out[i] = {"text": tokenizer.decode(toks, skip_special_tokens=True).strip(), "tokens": len(toks),
-                          "logprob": float(lp[j]), "entropy": float(ent[j]), "seconds": seconds}
+                out[i] = []
+                for r in range(j * per, (j + 1) * per):
+                    toks = [t for t in new[r].tolist() if t not in (pad, eos)]
+                    out[i].append({"text": tokenizer.decode(toks, skip_special_tokens=True).strip(),
+                                   "tokens": len(toks), "logprob": float(lp[r]), "entropy": float(ent[r]),
+                                   "seconds": seconds})
             bar.advance(len(idx))
     model.train(was_training)
     return out
@@ -603,6 +651,18 @@ class Generation:
             return out, None, None
         losses, counts = teacher_forced_loss(model, features, pad_id, batch_size, precision)
         return out, losses, counts
+
+    def sample(self, model, tokenizer, ds, features: list[dict], *, k: int, temperature: float = 0.8,
+               top_p: float = 0.95, seed: int = 0, batch_size: int = 16, precision: str = "fp32", quiet: bool = True,
+               **options) -> list[list[dict]]:
+        return sample(self.spec, model, tokenizer, features, k=k, temperature=temperature, top_p=top_p, seed=seed,
+                      batch_size=batch_size, precision=precision, quiet=quiet, **options)
+
+    def candidate_scores(self, ds, candidates: list[list[dict]]) -> np.ndarray:
+        """(N, k): each candidate's per-example score of the primary metric against the references."""
+        k = min((len(c) for c in candidates), default=0)
+        cols = [primary(self.spec, scores(self.spec, ds, [c[j] for c in candidates])) for j in range(k)]
+        return np.stack(cols, 1) if cols else np.zeros((len(ds), 0))
 
     # ----------------------------------------------------------------- evaluation
 
