@@ -329,3 +329,124 @@ def test_tune_decoding_keeps_the_best_setting_and_cross_fits_the_choice(tiny_lm_
     improved = info["selection_after"] > info["selection_before"] and info["cross_fitted"]["score"] > info[
         "selection_before"]
     assert ("refused" in info) == (not improved)
+
+
+# ----------------------------------------------------------------------------- learning from its own samples
+
+
+@pytest.fixture(scope="module")
+def champion(tiny_lm_dir, tmp_path_factory):
+    """A tiny translator trained for a few epochs: its LoRA bundle and the files it read."""
+    from reflectlm.train import train
+
+    root = tmp_path_factory.mktemp("champion")
+    files = {name: write_tsv(root / f"{name}.tsv", pairs(n, seed))
+             for name, n, seed in (("train", 48, 0), ("selection", 16, 1), ("test", 16, 2))}
+    cfg = mt_config(files, tiny_lm_dir, root, epochs=3)
+    train(cfg, root / "run", quiet=True)
+    return root / "run" / "model", files, cfg
+
+
+def test_sampling_draws_k_answers_reproducibly_and_scores_each(champion):
+    from reflectlm.data import load
+    from reflectlm.evaluate import encode_bundle
+    from reflectlm.modeling import load_bundle
+    from reflectlm.tasks import get_task
+
+    model_dir, files, _ = champion
+    bundle, task = load_bundle(model_dir), get_task("translation")
+    ds = load(files["selection"], "translation").subset(range(6))
+    feats = encode_bundle(bundle, ds, labelled=False)
+    a = task.sample(bundle.model, bundle.tokenizer, ds, feats, k=3, seed=1, batch_size=6, **bundle.meta["options"])
+    b = task.sample(bundle.model, bundle.tokenizer, ds, feats, k=3, seed=1, batch_size=6, **bundle.meta["options"])
+    c = task.sample(bundle.model, bundle.tokenizer, ds, feats, k=3, seed=2, batch_size=6, **bundle.meta["options"])
+    assert len(a) == 6 and all(len(x) == 3 for x in a)
+    assert [[o["text"] for o in x] for x in a] == [[o["text"] for o in x] for x in b]  # the seed fixes the draws
+    assert [[o["text"] for o in x] for x in a] != [[o["text"] for o in x] for x in c]
+    s = task.candidate_scores(ds, a)
+    assert s.shape == (6, 3) and ((0 <= s) & (s <= 1)).all()
+    from reflectlm.tasks import generation as g
+
+    col = g.primary(g.TRANSLATION, g.scores(g.TRANSLATION, ds, [x[1] for x in a]))
+    assert np.allclose(s[:, 1], col)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        task.sample(bundle.model, bundle.tokenizer, ds, feats, k=2, temperature=0.0)
+
+
+def test_rejection_sampling_adds_the_samples_that_beat_the_greedy_answer(champion, tmp_path):
+    from reflectlm.actions import ActionInputs, Recipe, get_action
+    from reflectlm.actions.candidates import draw
+    from reflectlm.data import load
+    from reflectlm.modeling import load_bundle
+
+    model_dir, files, cfg = champion
+    train = load(files["train"], "translation")
+    recipe = Recipe(cfg, train=train)
+    inputs = ActionInputs(task="translation", labels=[], seed=4, champion_model=model_dir, work_dir=tmp_path)
+    action = get_action("rejection_sampling", inputs=24, k=3, temperature=1.0)
+    out = action.apply(recipe, inputs)
+    again = action.apply(recipe, inputs)
+    rec = out.changes[-1]
+    assert rec == again.changes[-1] and len(recipe.train) == 48  # deterministic; the given recipe unchanged
+    # the kept answers are exactly the best samples that beat their greedy answer and the median greedy score
+    c = draw(load_bundle(model_dir), train, n=24, k=3, temperature=1.0, top_p=0.95, seed=4, batch_size=8,
+             precision="fp32")
+    top = c.sample_scores.max(1)
+    expect = [i for i in range(24) if top[i] > c.greedy_scores[i] and top[i] >= np.median(c.greedy_scores)
+              and c.samples[i][int(c.sample_scores[i].argmax())]["text"].strip()]
+    assert rec["kept"] == len(expect) and rec["inputs"] == 24 and rec["k"] == 3
+    assert len(out.train) == 48 + len(expect)
+    added = out.train.subset(range(48, len(out.train)))
+    assert added.labels == [[c.samples[i][int(c.sample_scores[i].argmax())]["text"]] for i in expect]
+    assert all(i.endswith("~rs") for i in added.ids) and np.allclose(added.weights, 1.0)
+    assert out.init_from == str(model_dir) and out.round_only["train.epochs"] == 1
+    assert out.round_only["train.lr"] == pytest.approx(cfg.train.lr * 0.5)
+
+
+def test_preference_optimisation_trains_the_adapter_on_ranked_pairs(champion, tmp_path):
+    import torch
+    from types import SimpleNamespace
+
+    from reflectlm.actions import get_action
+    from reflectlm.data import load
+    from reflectlm.modeling import load_bundle, save_bundle
+
+    pytest.importorskip("trl")
+    model_dir, files, cfg = champion
+    bundle = load_bundle(model_dir)
+    before = {k: v.detach().clone() for k, v in bundle.model.named_parameters() if "lora_" in k}
+    splits = SimpleNamespace(train=load(files["train"], "translation"))
+    action = get_action("preference_optimisation", inputs=16, k=3, temperature=1.0, min_margin=0.01, batch_size=4,
+                        lr=1e-3)
+    info = action.transform(bundle.model, SimpleNamespace(bundle=bundle, splits=splits, cfg=cfg))
+    assert info["pairs"] > 0 and info["steps"] == -(-info["pairs"] // 4) and np.isfinite(info["train_loss"])
+    after = {k: v.detach() for k, v in bundle.model.named_parameters() if "lora_" in k}
+    assert set(after) == set(before)  # trl's reference adapter is gone
+    assert any(not torch.allclose(before[k], after[k]) for k in before)  # the adapter learned
+    save_bundle(bundle, tmp_path / "dpo")
+    assert load_bundle(tmp_path / "dpo").meta["adapter"] == bundle.meta["adapter"]
+    refused = get_action("preference_optimisation", inputs=8, k=2, min_margin=2.0).transform(
+        bundle.model, SimpleNamespace(bundle=bundle, splits=splits, cfg=cfg))
+    assert refused["pairs"] == 0 and "refused" in refused
+
+
+def test_a_translation_loop_tries_sampling_then_preferences_and_judges_on_chrf(tiny_lm_dir, mt_files, tmp_path):
+    from reflectlm.config import load_config
+    from reflectlm.loop import improve
+
+    pytest.importorskip("trl")
+    tree = mt_config(mt_files, tiny_lm_dir, tmp_path, epochs=2).model_dump()
+    tree["loop"].update(rounds=2, patience=2, report=False, max_actions=1, checks=["performance"],
+                        actions=["rejection_sampling", "preference_optimisation"],
+                        action_params={"rejection_sampling": {"inputs": 16, "k": 2},
+                                       "preference_optimisation": {"inputs": 16, "k": 3, "min_margin": 0.01}})
+    result = improve(load_config(tree=tree), tmp_path / "loop")
+    rounds = result.summary["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    tried = [json.loads((result.run_dir / "rounds" / f"{r:02d}" / "plan.json").read_text())["actions"][0]["action"]
+             for r in (1, 2)]
+    assert sorted(tried) == ["preference_optimisation", "rejection_sampling"]
+    for r in (1, 2):
+        cmp = json.loads((result.run_dir / "rounds" / f"{r:02d}" / "compare.json").read_text())
+        assert cmp["metric"] == "chrf" and cmp["n"] == 16 and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
+    assert "chrf" in result.summary["test"]

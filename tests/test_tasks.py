@@ -479,10 +479,11 @@ def test_checks_and_actions_declare_what_they_require_and_the_tasks_say_what_app
             assert isinstance(member.requires, tuple), f"{name} declares requires"
     qa, clf = TASKS["qa"], TASKS["classification"]
     # classification can take every action but those for generated text
-    assert {n for n, a in ACTIONS.items() if not applies(clf, a)} == {"tune_decoding"}
+    generator_only = {"tune_decoding", "rejection_sampling", "preference_optimisation"}
+    assert {n for n, a in ACTIONS.items() if not applies(clf, a)} == generator_only
     assert {n for n, a in ACTIONS.items() if not applies(qa, a)} == {
         "fix_labels", "correct_noise", "early_learning", "self_training", "reweight_classes", "calibrate",
-        "detect_out_of_scope", "tune_decoding"}
+        "detect_out_of_scope"} | generator_only
     mt = TASKS["translation"]
-    assert applies(mt, ACTIONS["tune_decoding"]) and not applies(mt, ACTIONS["domain_pretraining"])
+    assert all(applies(mt, ACTIONS[n]) for n in generator_only) and not applies(mt, ACTIONS["domain_pretraining"])
     assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval", "out_of_scope"}

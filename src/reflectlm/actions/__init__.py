@@ -25,8 +25,10 @@ from .early_stop import EarlyStop
 from .fix_labels import FixLabels
 from .layerwise_lr import LayerwiseLR
 from .more_epochs import MoreEpochs
+from .preference_optimisation import PreferenceOptimisation
 from .prune import Prune
 from .regularize import Regularize
+from .rejection_sampling import RejectionSampling
 from .reweight_classes import ReweightClasses
 from .self_training import SelfTraining
 from .transfer import Transfer
@@ -46,6 +48,7 @@ ACTIONS = {
     "early_learning": EarlyLearning,
     "active_learning": ActiveLearning,
     "self_training": SelfTraining,
+    "rejection_sampling": RejectionSampling,
     "augment_noise": AugmentNoise,
     "reweight_classes": ReweightClasses,
     "domain_pretraining": DomainPretraining,
@@ -61,6 +64,8 @@ ACTIONS = {
     "tune_hparams": TuneHparams,
     "transfer": Transfer,
     "calibrate": Calibrate,
+    # A generator's model is trained on its preferences before its decoding is tuned.
+    "preference_optimisation": PreferenceOptimisation,
     "tune_decoding": TuneDecoding,
     "detect_out_of_scope": DetectOutOfScope,
     "prune": Prune,

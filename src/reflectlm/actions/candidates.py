@@ -20,11 +20,11 @@ class Candidates:
     seconds: float
 
     def record(self) -> dict:
+        """What was drawn (no timing: a plan's record replays exactly)."""
         best = self.sample_scores.max(1) if self.sample_scores.size else np.zeros(0)
         return {"inputs": len(self.greedy), "k": int(self.sample_scores.shape[1]) if self.sample_scores.ndim == 2
                 else 0, "greedy_score": _mean(self.greedy_scores), "best_sample_score": _mean(best),
-                "best_beats_greedy": int((best > self.greedy_scores).sum()) if len(best) else 0,
-                "seconds": round(self.seconds, 1)}
+                "best_beats_greedy": int((best > self.greedy_scores).sum()) if len(best) else 0}
 
 
 def _mean(x) -> float | None:

@@ -17,10 +17,12 @@ Dong et al. 2023 (RAFT, reward-ranked fine-tuning).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .. import findings as K
+from .. import rundir
 from .base import SUPERIORITY, concat, params_of, unsupported
 
 
@@ -31,6 +33,7 @@ class RejectionSampling:
     mode = SUPERIORITY
     retrains = True
     requires = ("generates",)
+    unprompted = ("listed", K.ERROR_KINDS)  # named in loop.actions: tried even where no error kind stands out
     # It warm-starts from the champion with its own short schedule (as transfer does).
     conflicts = ("transfer", "more_epochs", "tune_lr", "early_stop", "tune_hparams")
 
@@ -62,7 +65,7 @@ class RejectionSampling:
             return recipe.evolve(changes=recipe.changes + [skip])
         if self.k < 1 or self.inputs < 1 or self.epochs < 1 or not 0 < self.lr_factor <= 1:
             raise ValueError("rejection_sampling needs inputs >= 1, k >= 1, epochs >= 1 and 0 < lr_factor <= 1")
-        if inputs.champion_model is None or not (inputs.champion_model / "reflectlm.json").is_file():
+        if inputs.champion_model is None or not (Path(inputs.champion_model) / rundir.BUNDLE).is_file():
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no champion model"}])
         from ..modeling import load_bundle
         from .candidates import draw
