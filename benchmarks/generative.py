@@ -26,7 +26,10 @@ Parts (each in its own process, landing in --out when it ends, so a stopped run 
                      zero-shot (the task's gate: per-example ROUGE-L; corpus chrF from resampled
                      sentence statistics).
   <task>_loop        `reflectlm run` from the same config: round 0 is the fine-tuning above, then up
-                     to 3 rounds (patience 2) chosen by the planner, every round's model kept; each
+                     to 3 rounds of one action each, from rejection_sampling (ReST), preference_
+                     optimisation (DPO) and tune_decoding in the planner's order (LOOP below; the
+                     sampling actions draw 4 answers for 256 training inputs, 128 dialogues for
+                     summarisation), every round's model kept; each
                      round's model is then decoded on test beside the champion it was judged
                      against, with the paired 95 % interval of the test difference. The loop
                      itself sees only train and the selection split.
@@ -55,7 +58,11 @@ sys.path.insert(0, str(HERE))
 
 TASKS = ("translation", "summarisation")
 KINDS = ("zero_shot", "fine_tuned", "loop")
-PARTS = tuple(f"{t}_{k}" for t in TASKS for k in KINDS)
+# Speed against the plain equivalents, on translation (the stated subsets below).
+PEERS = ("translation_train_peer", "translation_generate_peer")
+PARTS = tuple(f"{t}_{k}" for t in TASKS for k in KINDS) + PEERS
+PEER_TRAIN = 512  # training pairs (the first of the 2,000), one epoch, each side
+PEER_GENERATE = 200  # test sentences (the first of the 1,000), each side
 SIZES = {"translation": (2000, 200), "summarisation": (1000, 100)}  # train, selection
 QUICK = {"translation": (48, 16, 24), "summarisation": (24, 8, 12)}  # train, selection, test
 
@@ -97,6 +104,15 @@ def files(task: str, work: Path, quick: bool) -> dict[str, Path]:
             out[name].write_text("\n".join(_sample(lines, n, 0)) + "\n", encoding="utf-8")
     return out
 
+
+# The loop: one action a round, the three that improve a generator's outputs (the planner orders
+# them), every round's model kept for the test decoding; the diagnosis checks that read the
+# training records and the selection outputs (label_issues and robustness decode the training split
+# or perturbed copies of the selection split again: hours here).
+LOOP = {"rounds": 3, "patience": 3, "max_actions": 1, "keep_models": True,
+        "actions": ["rejection_sampling", "preference_optimisation", "tune_decoding"],
+        "checks": ["performance", "dynamics", "fit", "gradients", "descent"]}
+SAMPLED = {"translation": 256, "summarisation": 128}  # training inputs the sampling actions draw for
 
 THREADS = None  # --threads: torch threads in every part (None: torch's default, one per core)
 
@@ -212,9 +228,10 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
     cfg = config(task, work, quick)
     from reflectlm.actions.base import with_value
 
-    cfg = with_value(cfg, "loop.rounds", 3)
-    cfg = with_value(cfg, "loop.patience", 2)
-    cfg = with_value(cfg, "loop.keep_models", True)
+    for key, value in LOOP.items():
+        cfg = with_value(cfg, f"loop.{key}", value)
+    cfg = with_value(cfg, "loop.action_params", {"rejection_sampling": {"inputs": SAMPLED[task]},
+                                                 "preference_optimisation": {"inputs": SAMPLED[task]}})
     run_dir = work / "runs" / f"{task}-loop"
     t0 = time.time()  # the loop without the test split: each round's model is decoded once below
     result = improve(with_value(cfg, "data.test", None), run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
@@ -247,13 +264,144 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
             "examples_trained": s["examples_trained"], "seconds": round(time.time() - t0, 1)}
 
 
+def part_train_peer(task: str, work: Path, quick: bool) -> dict:
+    """LoRA fine-tuning: `reflectlm train` against trl's SFTTrainer with the same peft adapter, data,
+    prompts (the chat template), answer-only loss, batch size, learning rate and schedule, AdamW,
+    weight decay, gradient clipping and precision. Ours records the per-example dynamics as well
+    (its data map); the peer records nothing. Train-only time on each side (ours: the epoch loop,
+    without the selection decoding; the peer: trainer.train()), and ours end to end."""
+    from datasets import Dataset as HFDataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from reflectlm import lm, runtime
+    from reflectlm.actions.base import with_value
+    from reflectlm.data import load_splits
+    from reflectlm.tasks.generation import TRANSLATION, instruction_for
+    from reflectlm.train import train
+
+    cfg = config(task, work, quick)
+    n = 32 if quick else PEER_TRAIN
+    splits = load_splits(cfg.data, cfg.train.seed)
+    sub = splits.train.subset(range(min(n, len(splits.train))))
+    from reflectlm.data import Splits
+
+    run_cfg = with_value(with_value(cfg, "data.test", None), "train.record_dynamics", True)
+    precision = runtime.resolve_precision(cfg.train.precision)
+    run_cfg = with_value(run_cfg, "train.precision", precision)
+    run_dir = work / "runs" / "train-peer-ours"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    small_sel = splits.selection.subset(range(min(16, len(splits.selection))))
+    t0 = time.time()
+    res = train(run_cfg, run_dir, splits=Splits(sub, small_sel, None, [], []), quiet=True)
+    ours_wall = time.time() - t0
+    ours = res.metrics["train_seconds"]
+
+    tc, lc = cfg.train, cfg.model.lora
+    path = lm.packaged_lm("smollm2")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    instruction = instruction_for(TRANSLATION, get_task_options(cfg))
+    rows = {"prompt": [[{"role": "user", "content": f"{instruction}\n\n{t}"}] for t in sub.texts],
+            "completion": [[{"role": "assistant", "content": refs[0]}] for refs in sub.labels]}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(output_dir=tmp, per_device_train_batch_size=tc.batch_size, learning_rate=tc.lr,
+                         num_train_epochs=1, lr_scheduler_type="linear", warmup_ratio=tc.warmup_ratio,
+                         weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, bf16=precision == "bf16",
+                         use_cpu=True, report_to=[], save_strategy="no", logging_steps=10**6, seed=tc.seed,
+                         max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
+                         group_by_length=tc.group_by_length, disable_tqdm=True, dataloader_num_workers=0)
+        peft_cfg = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                              target_modules=list(lc.target_modules), bias="none", task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=model, args=args, train_dataset=HFDataset.from_dict(rows), processing_class=tok,
+                             peft_config=peft_cfg)
+        t1 = time.time()
+        out = trainer.train()
+        peer = time.time() - t1
+    return {"examples": len(sub), "epochs": 1, "batch_size": tc.batch_size, "precision": precision,
+            "lora": lc.model_dump(), "ours_train_seconds": round(ours, 1), "ours_wall_seconds": round(ours_wall, 1),
+            "ours_train_loss": res.metrics["history"][-1].get("train_loss"),
+            "peer": f"trl {__import__('trl').__version__} SFTTrainer + peft LoRA", "peer_train_seconds": round(peer, 1),
+            "peer_train_loss": float(out.training_loss), "ratio_train_only": round(peer / ours, 3),
+            "ratio_end_to_end": round(peer / ours_wall, 3),
+            "ours_end_to_end_includes": "loading, the dynamics records and decoding 16 selection sentences"}
+
+
+def get_task_options(cfg) -> dict:
+    from reflectlm.tasks import get_task
+
+    return get_task(cfg.data.task).encode_options(cfg.data)
+
+
+def part_generate_peer(task: str, work: Path, quick: bool) -> dict:
+    """Greedy decoding of the first PEER_GENERATE test sentences by the zero-shot model: ours
+    (batched, left-padded, KV cache) against one transformers pipeline("text-generation") call per
+    input with the same chat-template prompt and max_new_tokens, both in fp32; ours also at the
+    precision it picks. The outputs are compared: the same greedy decoding should say the same."""
+    import torch
+    from transformers import pipeline
+
+    from reflectlm import runtime
+    from reflectlm.data import load_splits
+    from reflectlm.evaluate import encode_bundle, evaluate_features, pad_id
+    from reflectlm.modeling import build
+    from reflectlm.tasks import get_task
+    from reflectlm.tasks.generation import TRANSLATION, instruction_for
+
+    cfg = config(task, work, quick)
+    t = get_task(task)
+    n = 8 if quick else PEER_GENERATE
+    splits = load_splits(cfg.data, cfg.train.seed)
+    ds = splits.test.subset(range(min(n, len(splits.test))))
+    bundle = build(cfg.model, task, [], None, cfg.data.max_length, options=t.encode_options(cfg.data))
+    options = bundle.meta["options"]
+    feats = encode_bundle(bundle, ds, labelled=False)  # no references: no teacher-forced loss on our side
+
+    def ours(precision: str):
+        t0 = time.time()
+        out = evaluate_features(bundle.model, ds, feats, task=task, labels=[], pad_id=pad_id(bundle.tokenizer),
+                                batch_size=cfg.train.eval_batch_size, precision=precision, options=options,
+                                tokenizer=bundle.tokenizer)
+        return out.probs, time.time() - t0
+
+    ours_fp32, s_fp32 = ours("fp32")
+    auto = runtime.resolve_precision("auto")
+    s_auto = ours(auto)[1] if auto != "fp32" else s_fp32
+    model = bundle.model.get_base_model() if hasattr(bundle.model, "get_base_model") else bundle.model
+    pipe = pipeline("text-generation", model=model, tokenizer=bundle.tokenizer, device="cpu")
+    instruction = instruction_for(TRANSLATION, options)
+    max_new = int(options.get("max_new_tokens") or 64)
+    texts = []
+    t0 = time.time()
+    with torch.inference_mode():
+        for src in ds.texts:
+            r = pipe([{"role": "user", "content": f"{instruction}\n\n{src}"}], max_new_tokens=max_new,
+                     do_sample=False)
+            texts.append(r[0]["generated_text"][-1]["content"].strip())
+    s_pipe = time.time() - t0
+    same = sum(a["text"] == b for a, b in zip(ours_fp32, texts))
+    return {"sentences": len(ds), "max_new_tokens": max_new, "batch_size": cfg.train.eval_batch_size,
+            "ours_fp32_seconds": round(s_fp32, 1), f"ours_{auto}_seconds": round(s_auto, 1),
+            "pipeline_fp32_seconds": round(s_pipe, 1), "ratio_fp32": round(s_pipe / s_fp32, 3),
+            f"ratio_ours_{auto}_vs_pipeline_fp32": round(s_pipe / s_auto, 3), "same_output": same,
+            "peer": f"transformers {__import__('transformers').__version__} pipeline('text-generation'), one call per "
+                    "input"}
+
+
 def _examples(ds, outputs, k: int = 3) -> list[dict]:
     return [{"source": ds.texts[i][:300], "reference": ds.labels[i][0], "output": outputs[i]["text"]} for i in range(k)]
 
 
 def run_part(part: str, work: Path, quick: bool) -> dict:
     task, kind = part.split("_", 1)
-    return {"zero_shot": part_zero_shot, "fine_tuned": part_fine_tuned, "loop": part_loop}[kind](task, work, quick)
+    return {"zero_shot": part_zero_shot, "fine_tuned": part_fine_tuned, "loop": part_loop,
+            "train_peer": part_train_peer, "generate_peer": part_generate_peer}[kind](task, work, quick)
 
 
 def _child(part: str, work: Path, quick: bool) -> dict:
@@ -280,6 +428,12 @@ def summary(parts: dict) -> dict:
                 block[kind] = {**p["test"], "n": p["test_n"]}
                 if kind == "fine_tuned":
                     block[kind]["vs_zero_shot_ci"] = p.get("vs_zero_shot_ci")
+        tp, gp = parts.get(f"{task}_train_peer"), parts.get(f"{task}_generate_peer")
+        if tp:
+            block["train_ratio_vs_peer"] = tp["ratio_train_only"]
+            block["train_ratio_vs_peer_end_to_end"] = tp["ratio_end_to_end"]
+        if gp:
+            block["generate_ratio_vs_pipeline"] = gp["ratio_fp32"]
         if block:
             out[task] = block
     out["bars"] = {"fine_tuned_vs_zero_shot": "paired 95 % interval above 0 on both tasks",
