@@ -21,16 +21,16 @@ decoding. Stated subsets, because an epoch over the full training splits takes h
 Parts (each in its own process, landing in --out when it ends, so a stopped run resumes):
   <task>_zero_shot   the base model on test, no training;
   <task>_fine_tuned  `reflectlm train` with LoRA r=16 on q/k/v/o (model.lora defaults), 1 epoch,
-                     batch 16, lr 2e-4, the precision chosen by measurement, the epoch picked on the
-                     selection split; test scored, and the paired 95 % interval of its gain over
+                     steps of 16 examples (summarisation: 4 micro-batches of 4), lr 2e-4, the
+                     precision chosen by measurement, the epoch picked on the selection split;
+                     test scored, and the paired 95 % interval of its gain over
                      zero-shot (the task's gate: per-example ROUGE-L; corpus chrF from resampled
                      sentence statistics).
-  <task>_loop        `reflectlm run` from the same config: round 0 is the fine-tuning above, then up
-                     to 3 rounds of one action each, from rejection_sampling (ReST), preference_
-                     optimisation (DPO) and tune_decoding in the planner's order (LOOP below; the
-                     sampling actions draw 4 answers for 256 training inputs, 128 dialogues for
-                     summarisation), every round's model kept; each
-                     round's model is then decoded on test beside the champion it was judged
+  <task>_loop        `reflectlm run` from the same config: round 0 is the fine-tuning above, then
+                     2 rounds of one action each, rejection_sampling (ReST) and preference_
+                     optimisation (DPO) in the planner's order (LOOP below; each draws 4 answers for
+                     128 training inputs, 64 dialogues for summarisation), every round's model kept;
+                     each round's model is then decoded on test beside the champion it was judged
                      against, with the paired 95 % interval of the test difference. The loop
                      itself sees only train and the selection split.
 Every part keeps its per-example outputs in --workdir (outputs.jsonl) so that comparisons pair them.
@@ -105,14 +105,18 @@ def files(task: str, work: Path, quick: bool) -> dict[str, Path]:
     return out
 
 
-# The loop: one action a round, the three that improve a generator's outputs (the planner orders
-# them), every round's model kept for the test decoding; the diagnosis checks that read the
-# training records and the selection outputs (label_issues and robustness decode the training split
-# or perturbed copies of the selection split again: hours here).
-LOOP = {"rounds": 3, "patience": 3, "max_actions": 1, "keep_models": True,
-        "actions": ["rejection_sampling", "preference_optimisation", "tune_decoding"],
+# The loop: one action a round, the two that learn from the model's own samples (the planner orders
+# them; tune_decoding, which needs no training, is left to the user's loop), every round's model
+# kept for the test decoding; the diagnosis checks that read the training records and the
+# selection outputs (label_issues and robustness decode the training split or perturbed copies of
+# the selection split again: hours here).
+LOOP = {"rounds": 2, "patience": 2, "max_actions": 1, "keep_models": True,
+        "actions": ["rejection_sampling", "preference_optimisation"],
         "checks": ["performance", "dynamics", "fit", "gradients", "descent"]}
-SAMPLED = {"translation": 256, "summarisation": 128}  # training inputs the sampling actions draw for
+# Dialogues are long (up to data.max_length = 512 tokens): 16 of them in one step held 20 GB here, so
+# summarisation takes its steps of 16 as 4 micro-batches of 4.
+MICRO_BATCH = {"summarisation": {"batch_size": 4, "grad_accum": 4}}
+SAMPLED = {"translation": 128, "summarisation": 64}  # training inputs the sampling actions draw for
 
 THREADS = None  # --threads: torch threads in every part (None: torch's default, one per core)
 
@@ -124,7 +128,8 @@ def config(task: str, work: Path, quick: bool):
     set_threads(THREADS)
     f = files(task, work, quick)
     tree = {"data": {"task": task, "train": str(f["train"]), "selection": str(f["selection"]), "test": str(f["test"])},
-            "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "lr": 2e-4, "seed": 0, "threads": THREADS},
+            "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "lr": 2e-4, "seed": 0, "threads": THREADS,
+                      **MICRO_BATCH.get(task, {})},
             "run": {"quiet": True, "output_dir": str(work / "runs")}}
     return load_config(tree=tree)
 
