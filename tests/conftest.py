@@ -217,6 +217,36 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
 
         def probs_for(ds):
             return [answer(c, q, rng.random() < 0.8) for q, c in zip(ds.texts, ds.fields["context"])]
+    elif task == "translation":
+        labels = []
+        words = {"one": "eins", "two": "zwei", "three": "drei", "house": "Haus", "dog": "Hund", "red": "rot"}
+        en = list(words)
+
+        def sentences(m, off):
+            src = [" ".join(en[(off + i + j) % len(en)] for j in range(3 + i % 3)) for i in range(m)]
+            return Dataset(task="translation", ids=[f"t{off + i}" for i in range(m)],
+                           labels=[[" ".join(words[w] for w in s.split())] for s in src], texts=src, tokens=None,
+                           lines=list(range(2, m + 2)))
+
+        train, selection = sentences(n, 0), sentences(max(n // 2, 0), 10_000)
+
+        def probs_for(ds):
+            # mostly right; every 5th copies its source, every 7th loops, every 9th is empty,
+            # every 11th invents a name: the output checks' cases
+            out = []
+            for i, (src, refs) in enumerate(zip(ds.texts, ds.labels)):
+                text = refs[0] if len(classes) != 1 else src
+                if i % 5 == 4:
+                    text = src
+                elif i % 7 == 6:
+                    text = " ".join([refs[0].split()[0]] * 12)
+                elif i % 9 == 8:
+                    text = ""
+                elif i % 11 == 10:
+                    text = refs[0] + " Berlin 1999"
+                out.append({"text": text, "tokens": len(text.split()), "logprob": float(-rng.uniform(0.1, 2.0)),
+                            "entropy": float(rng.uniform(0.1, 2.0)), "seconds": 0.01})
+            return out
     else:
         labels = classes
 
@@ -252,6 +282,9 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
         if task == "qa":  # raw inputs: {question, context}; the answer is right for 4 in 5 (by hash)
             return [answer(x["context"], x["question"], int(hashlib.sha1(x["question"].encode() + x["context"].encode())
                                                                 .hexdigest(), 16) % 5 > 0) for x in texts]
+        if task == "translation":
+            return probs_for(Dataset(task="translation", ids=[str(i) for i in range(len(texts))],
+                                     labels=[[t] for t in texts], texts=list(texts), tokens=None))
         if task == "ner":
             fake = Dataset(task="ner", ids=[str(i) for i in range(len(texts))], labels=[["O"] * len(t.split()) for t in texts],
                            texts=list(texts), tokens=[t.split() for t in texts])
@@ -270,11 +303,12 @@ def make_context(task: str = "classification", n: int = 60, classes=("a", "b", "
 
     sel_probs = probs_for(selection)
     return Context(task=task, labels=labels, train=train, selection=selection, selection_probs=sel_probs,
-                   selection_metrics=None, oof_probs=None if task == "qa" else probs_for(train),
+                   selection_metrics=None, oof_probs=None if task in ("qa", "translation") else probs_for(train),
                    cv={"mode": "fast", "folds": 5, "fold_metrics": [0.8, 0.82, 0.79, 0.81, 0.8], "seconds": 1.0},
                    dynamics=dynamics, gradients=gradients, history=history,
                    train_config={"lr": 1e-4, "epochs": E, "freeze": "none"},
-                   predict_texts=predict_texts, embed_texts=embed_texts, seed=seed)
+                   predict_texts=predict_texts, embed_texts=embed_texts, seed=seed,
+                   options={"source_lang": "en", "target_lang": "de"} if task == "translation" else None)
 
 
 def _train_tiny_run(root: Path, tiny_bert_dir: Path, task: str) -> Path:

@@ -12,7 +12,7 @@ from reflectlm.diagnose import DIAGNOSTICS, Finding, Skip, get_check
 from reflectlm.reflect import RULES, reflect
 
 CASES = [("classification", 60, ("a", "b", "c")), ("ner", 40, ("person", "location")),
-         ("qa", 30, ("colour", "animal", "place"))]
+         ("qa", 30, ("colour", "animal", "place")), ("translation", 40, ("x",))]
 
 
 def run(check, ctx):
@@ -42,7 +42,7 @@ def test_params_are_stored_and_json_able(name):
     assert type(check)(**params).params() == params
 
 
-@pytest.mark.parametrize("task,n,classes", CASES, ids=["classification", "ner", "qa"])
+@pytest.mark.parametrize("task,n,classes", CASES, ids=["classification", "ner", "qa", "translation"])
 @pytest.mark.parametrize("name", list(DIAGNOSTICS))
 def test_findings_are_valid_deterministic_and_round_trip(name, task, n, classes):
     check = get_check(name)
@@ -62,8 +62,8 @@ def test_findings_are_valid_deterministic_and_round_trip(name, task, n, classes)
         assert Finding.from_json(json.loads(text)).to_json() == f.to_json()
 
 
-@pytest.mark.parametrize("task,classes", [("classification", ("a", "b")), ("ner", ("person",)), ("qa", ("colour",))],
-                         ids=["cls", "ner", "qa"])
+@pytest.mark.parametrize("task,classes", [("classification", ("a", "b")), ("ner", ("person",)), ("qa", ("colour",)),
+                                          ("translation", ("x",))], ids=["cls", "ner", "qa", "translation"])
 @pytest.mark.parametrize("name", list(DIAGNOSTICS))
 def test_copes_with_empty_and_one_class_inputs(name, task, classes):
     for ctx in (make_context(task, 0, classes), make_context(task, 12, classes[:1])):

@@ -436,7 +436,7 @@ def test_a_translation_loop_tries_sampling_then_preferences_and_judges_on_chrf(t
 
     pytest.importorskip("trl")
     tree = mt_config(mt_files, tiny_lm_dir, tmp_path, epochs=2).model_dump()
-    tree["loop"].update(rounds=2, patience=2, report=False, max_actions=1, checks=["performance"],
+    tree["loop"].update(rounds=2, patience=2, max_actions=1, checks=["performance"],
                         actions=["rejection_sampling", "preference_optimisation"],
                         action_params={"rejection_sampling": {"inputs": 16, "k": 2},
                                        "preference_optimisation": {"inputs": 16, "k": 3, "min_margin": 0.01}})
@@ -450,3 +450,36 @@ def test_a_translation_loop_tries_sampling_then_preferences_and_judges_on_chrf(t
         cmp = json.loads((result.run_dir / "rounds" / f"{r:02d}" / "compare.json").read_text())
         assert cmp["metric"] == "chrf" and cmp["n"] == 16 and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
     assert "chrf" in result.summary["test"]
+    html = (result.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "rejection_sampling" in html and "preference_optimisation" in html
+
+
+def test_the_output_checks_flag_what_the_outputs_do():
+    from conftest import make_context
+
+    from reflectlm.diagnose import get_check
+
+    ctx = make_context("translation", 80, ("x", "y"))  # selection: 40 sentences, outputs built by rule (conftest)
+    n = len(ctx.selection)
+    copied = {i for i in range(n) if i % 5 == 4}
+    looped = {i for i in range(n) if i % 7 == 6} - copied
+    empty = {i for i in range(n) if i % 9 == 8} - copied - looped
+    invented = {i for i in range(n) if i % 11 == 10} - copied - looped - empty
+
+    def flagged(name, **params):
+        (f,) = get_check(name, **params).run(ctx)
+        assert f.split == "selection" and f.evidence["n_outputs"] == n
+        return f, {int(i[1:]) - 10_000 for i, v in f.scores.items() if v}
+
+    f, ids = flagged("copying")
+    assert ids == copied and f.severity == pytest.approx(len(copied) / n) and f.kind == "copying"
+    f, ids = flagged("repetition")
+    assert ids == looped and f.kind == "repetition"
+    f, ids = flagged("length")
+    assert empty <= ids and looped <= ids and not ids & (copied | invented) and f.evidence["empty"] == len(empty)
+    f, ids = flagged("unsupported")
+    assert ids == invented and {"item": "Berlin", "outputs": len(invented)} in f.evidence["most_common"]
+    f, ids = flagged("language")
+    assert copied <= ids and f.evidence["in_source_language"] >= len(copied) and f.kind == "wrong_language"
+    with pytest.raises(ValueError, match="0 < short < 1 < long"):
+        get_check("length", short=2.0).run(ctx)

@@ -486,4 +486,7 @@ def test_checks_and_actions_declare_what_they_require_and_the_tasks_say_what_app
         "detect_out_of_scope"} | generator_only
     mt = TASKS["translation"]
     assert all(applies(mt, ACTIONS[n]) for n in generator_only) and not applies(mt, ACTIONS["domain_pretraining"])
-    assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval", "out_of_scope"}
+    output_checks = {"length", "copying", "repetition", "unsupported", "language"}
+    assert {n for n, c in DIAGNOSTICS.items() if not applies(qa, c)} == {"crossval", "out_of_scope"} | output_checks
+    assert {n for n, c in DIAGNOSTICS.items() if not applies(clf, c)} == output_checks
+    assert output_checks <= {n for n, c in DIAGNOSTICS.items() if applies(mt, c)}

@@ -28,6 +28,12 @@ HIGH_ERROR_CLASS = "high_error_class"
 CONFUSED_PAIR = "confused_pair"
 ERROR_KINDS = "error_kinds"  # the task's error-kind breakdown (NER: boundary / type / missed / spurious; QA: overlap)
 CV_SPREAD = "cv_spread"
+# generated outputs (diagnose/outputs.py)
+LENGTH_ERRORS = "length_errors"  # empty, far too short or too long against the reference
+COPYING = "copying"  # the output is largely the source: untranslated, or an extract for a summary
+REPETITION = "repetition"  # n-gram loops
+UNSUPPORTED_CONTENT = "unsupported_content"  # numbers and names the source never mentions
+WRONG_LANGUAGE = "wrong_language"  # not in the language asked for
 # fit and optimisation
 OVERFITTING = "overfitting"
 UNDERFITTING = "underfitting"

@@ -44,6 +44,16 @@ RULES: dict[str, Rule] = {
     K.CONFUSED_PAIR: Rule(0.6, "two classes confused with each other often share mislabelled or borderline examples"),
     K.ERROR_KINDS: Rule(0.5, "missed and boundary errors shrink with more in-domain data and training"),
     K.CV_SPREAD: Rule(0.3, "a large spread across folds means the model is data-starved or unstable"),
+    # generated outputs
+    K.LENGTH_ERRORS: Rule(0.6, "outputs far shorter or longer than the references lose overlap; decoding's length "
+                               "settings and training on well-sized answers fix them"),
+    K.COPYING: Rule(0.7, "an output that copies its source is untranslated or extractive; learning from the "
+                         "model's own better samples moves it off the copy"),
+    K.REPETITION: Rule(0.6, "n-gram loops waste the output; a no-repeat constraint in decoding stops them"),
+    K.UNSUPPORTED_CONTENT: Rule(0.5, "numbers and names the source never mentions are likely invented; preferring "
+                                     "faithful samples over unfaithful ones trains them out"),
+    K.WRONG_LANGUAGE: Rule(0.8, "an answer in the wrong language scores nothing; more training on the target "
+                                "language fixes it"),
     # fit and optimisation
     K.OVERFITTING: Rule(0.6, "selection loss rises while training loss falls"),
     K.UNDERFITTING: Rule(0.7, "both training and selection scores are low and still improving"),

@@ -12,7 +12,8 @@ from .base import SUPERIORITY, params_of
 @dataclass(frozen=True)
 class MoreEpochs:
     name = "more_epochs"
-    addresses = {K.UNDERFITTING: 0, K.PLATEAU: 1, K.LR_TOO_LOW: 1, K.ERROR_KINDS: 0, K.AMBIGUOUS: 1}
+    addresses = {K.UNDERFITTING: 0, K.PLATEAU: 1, K.LR_TOO_LOW: 1, K.ERROR_KINDS: 0, K.AMBIGUOUS: 1,
+                 K.WRONG_LANGUAGE: 0}
     mode = SUPERIORITY
     retrains = True
     requires = ()

@@ -22,7 +22,8 @@ from .base import SUPERIORITY, params_of
 @dataclass(frozen=True)
 class PreferenceOptimisation:
     name = "preference_optimisation"
-    addresses = {K.ERROR_KINDS: 2, K.PLATEAU: 3, K.UNDERFITTING: None}
+    addresses = {K.ERROR_KINDS: 2, K.PLATEAU: 3, K.UNDERFITTING: None, K.UNSUPPORTED_CONTENT: 0, K.COPYING: 1,
+                 K.REPETITION: 1, K.LENGTH_ERRORS: 2, K.WRONG_LANGUAGE: 2}
     mode = SUPERIORITY
     retrains = False
     requires = ("generates",)

@@ -29,7 +29,8 @@ from .base import SUPERIORITY, concat, params_of, unsupported
 @dataclass(frozen=True)
 class RejectionSampling:
     name = "rejection_sampling"
-    addresses = {K.ERROR_KINDS: 1, K.PLATEAU: 2, K.UNDERFITTING: None}
+    addresses = {K.ERROR_KINDS: 1, K.PLATEAU: 2, K.UNDERFITTING: None, K.COPYING: 0, K.UNSUPPORTED_CONTENT: 1,
+                 K.LENGTH_ERRORS: 1, K.WRONG_LANGUAGE: 1, K.REPETITION: 2}
     mode = SUPERIORITY
     retrains = True
     requires = ("generates",)

@@ -32,7 +32,7 @@ DECODING_KEYS = ("num_beams", "no_repeat_ngram_size", "length_penalty")
 @dataclass(frozen=True)
 class TuneDecoding:
     name = "tune_decoding"
-    addresses = {K.ERROR_KINDS: 0, K.UNDERFITTING: None}
+    addresses = {K.ERROR_KINDS: 0, K.UNDERFITTING: None, K.REPETITION: 0, K.LENGTH_ERRORS: 0}
     mode = SUPERIORITY
     retrains = False
     requires = ("generates",)

@@ -14,19 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..callable import callable_module
-from ..tasks import applies, missing
+from ..tasks import applies, get_task, missing
 from .balance import BalanceAndData
 from .base import Context, Finding, Skip
 from .calibration import Calibration
+from .copying import Copying
 from .crossval import CrossValidation
 from .descent import DescentPath
 from .dynamics import DataMap
 from .fit import Fit
 from .gradients import GradientHealth
 from .label_issues import LabelIssues
+from .language import Language
+from .length import Length
 from .out_of_scope import OutOfScope
 from .performance import HeldOutPerformance
+from .repetition import Repetition
 from .robustness import Robustness
+from .unsupported import Unsupported
 
 DIAGNOSTICS = {
     "performance": HeldOutPerformance,
@@ -40,6 +45,12 @@ DIAGNOSTICS = {
     "balance": BalanceAndData,
     "robustness": Robustness,
     "out_of_scope": OutOfScope,
+    # generated outputs (outputs.py: the shared measures and finding shape)
+    "length": Length,
+    "copying": Copying,
+    "repetition": Repetition,
+    "unsupported": Unsupported,
+    "language": Language,
 }
 
 __all__ = ["DIAGNOSTICS", "Context", "Diagnosis", "Finding", "Skip", "build_context", "context_from_run", "diagnose",
@@ -80,7 +91,8 @@ def build_context(cfg, train, selection, labels: list[str], *, artifacts: Path |
 
     ctx = Context(task=cfg.data.task, labels=labels, train=train, selection=selection, seed=cfg.train.seed,
                   train_config=train_config if train_config is not None else cfg.train.model_dump(),
-                  predict_texts=predict, embed_texts=embed, open_label=cfg.open_set.label)
+                  predict_texts=predict, embed_texts=embed, open_label=cfg.open_set.label,
+                  options=get_task(cfg.data.task).encode_options(cfg.data))
     if selection_out is not None:
         ctx.selection_probs, ctx.selection_metrics = selection_out.probs, selection_out.metrics
     if artifacts is not None:

@@ -44,6 +44,7 @@ class Context:
     predict_texts: Callable[[list], Any] | None = None  # raw inputs (task.inputs) -> outputs like selection_probs
     embed_texts: Callable[[list[str]], np.ndarray] | None = None  # texts -> (N, D) unit vectors
     open_label: str | None = None  # the label marking out-of-scope examples (open_set.label)
+    options: dict | None = None  # the task's data options (tasks' encode_options: e.g. the languages asked for)
     seed: int = 0
 
     def __post_init__(self) -> None:

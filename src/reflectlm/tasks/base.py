@@ -249,6 +249,13 @@ class Task(Protocol):
         """k sampled outputs per example (each shaped as generate's), reproducible from the seed:
         the candidates of rejection-sampling fine-tuning, preference pairs and MBR decoding."""
 
+    def output_measures(self, ds, outputs, **options) -> dict:
+        """Per output what the output checks read: "length_ratio" (N,) output over reference words,
+        "empty" (N,), "copy_rate" (N,) share of word 4-grams from the source, "repetition" (N,)
+        share of repeated word trigrams, "unsupported" (N lists) numbers and names not in the
+        source, "language" ({"expected", "source", "found": N codes or None} or None where the task
+        asks for no language), "score" (N,) the primary metric."""
+
     def candidate_scores(self, ds, candidates: list[list[Any]]) -> np.ndarray:
         """(N, k) each candidate's score in [0, 1] against the example's references, by the task's
         primary metric (per-example ROUGE-L, sentence chrF)."""
@@ -256,7 +263,7 @@ class Task(Protocol):
 
 # Members a task has only with a capability (the others every task has).
 CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv", "generate": "generates", "sample": "generates",
-                      "candidate_scores": "generates"}
+                      "candidate_scores": "generates", "output_measures": "generates"}
 
 
 def applies(task: Task, thing) -> bool:

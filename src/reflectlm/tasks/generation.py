@@ -405,6 +405,33 @@ def error_kinds(spec: Spec, ds, outputs, options: dict | None = None, primary_sc
     return kinds
 
 
+def output_measures(spec: Spec, ds, outputs, options: dict | None = None) -> dict:
+    """Per output, what the output checks read (diagnose/outputs.py): its length over the mean
+    reference length, the share of its word 4-grams copied from the source, the share of its word
+    trigrams that repeat, the numbers and names it holds that the source does not, and (translation)
+    its language beside the one asked for; with each example's primary score."""
+    options = options or {}
+    texts = [o["text"] for o in outputs]
+    ref = np.array([np.mean([len(r.split()) for r in refs]) if refs else 0.0 for refs in ds.labels], dtype=np.float64)
+    out_len = np.array([len(t.split()) for t in texts], dtype=np.float64)
+    m = {"length_ratio": np.where(ref > 0, out_len / np.maximum(ref, 1e-9), np.nan),
+         "empty": np.array([not t.strip() for t in texts], dtype=bool),
+         "copy_rate": np.array([tm.copy_rate(t, src) for t, src in zip(texts, ds.texts)], dtype=np.float64),
+         "repetition": np.array([tm.repetition(t) for t in texts], dtype=np.float64),
+         # supported by the source or by a reference (a translation's German nouns, a summary's
+         # "#Person1#"): what neither holds is the model's own
+         "unsupported": [tm.unsupported(t, " ".join([src, *(refs or [])])) for t, src, refs in
+                         zip(texts, ds.texts, ds.labels)],
+         "language": None, "score": primary(spec, scores(spec, ds, outputs)) if len(ds) else np.zeros(0)}
+    if spec.name == TRANSLATION.name:
+        src, tgt = options.get("source_lang", "en"), options.get("target_lang", "de")
+        try:
+            m["language"] = {"expected": tgt, "source": src, "found": tm.languages(texts, (src, tgt)) if texts else []}
+        except (ImportError, AttributeError):  # lingua missing, or a language it does not know
+            m["language"] = None
+    return m
+
+
 def error_analysis(spec: Spec, ds, outputs, examples: int = 3, options: dict | None = None) -> dict:
     """The performance check's view (tasks.base.Task.error_analysis): source lengths as the groups,
     no pairs; an example's error score is 1 - its primary metric; the error kinds of bad outputs."""
@@ -664,6 +691,9 @@ class Generation:
         cols = [primary(self.spec, scores(self.spec, ds, [c[j] for c in candidates])) for j in range(k)]
         return np.stack(cols, 1) if cols else np.zeros((len(ds), 0))
 
+    def output_measures(self, ds, outputs, **options) -> dict:
+        return output_measures(self.spec, ds, outputs, options)
+
     # ----------------------------------------------------------------- evaluation
 
     def metrics(self, ds, outputs, labels: list[str], loss: float | None = None) -> dict:
@@ -782,3 +812,13 @@ class Generation:
 
     def domain_texts(self, ds) -> list[str]:
         return list(dict.fromkeys(ds.texts))
+
+    # ----------------------------------------------------------------- serving
+
+    def stream(self, model, tokenizer, feature: dict, streamer, *, precision: str = "fp32", **options) -> dict:
+        """One feature's answer, shaped as generate()'s, each new token handed to `streamer` (a
+        transformers streamer, e.g. TextIteratorStreamer) as it is decoded. Greedy: beam search keeps
+        several hypotheses to the end, so it cannot stream; data.*'s other decoding settings apply."""
+        settings = {**decoding(self.spec, options), "num_beams": 1, "streamer": streamer}
+        settings.pop("length_penalty", None)
+        return _decode(model, tokenizer, [feature], settings, 1, precision, True, "stream")[0][0]
