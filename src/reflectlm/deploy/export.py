@@ -48,15 +48,29 @@ class Attempt:
 def export(run: str | Path, output: str | Path | None = None, *, prune: float | None = None,
            prune_method: str = "magnitude", quantize: str | None = None, onnx: bool = False,
            margin: float | None = None, n_bootstrap: int | None = None, repeats: int = 20,
-           threads: int | None = None, quiet: bool = True) -> dict:
+           threads: int | None = None, quiet: bool = True, merge: bool = False, gguf: str | None = None) -> dict:
     """Build the variant, gate it against the champion, measure it, write DIR/export.json.
-    Returns export.json's content; raises ExportRefused when no attempt passes the gate."""
+    Returns export.json's content; raises ExportRefused when no attempt passes the gate.
+    A model that generates exports merged (merge) and as GGUF (gguf = "f16" or "f32"): export_lm.py."""
     from ..data import load_splits
     from ..modeling import load_bundle, save_bundle
 
     run = Path(run)
-    _check_request(prune, quantize, onnx)
     model_dir, cfg = _source(run)
+    if "generates" in get_task(cfg.data.task).capabilities:
+        from .export_lm import export_generator
+
+        if prune or quantize or onnx or not (merge or gguf):
+            raise ConfigError(f"a {cfg.data.task} model exports as --merge (the adapters folded into standalone "
+                              "safetensors) and/or --gguf f16|f32 (for llama.cpp / Ollama); --prune, --quantize and "
+                              "--onnx are for the encoders")
+        if gguf not in (None, "f16", "f32"):
+            raise ConfigError(f"--gguf must be f16 or f32, not {gguf!r}")
+        return export_generator(run, Path(output) if output else None, gguf=gguf, margin=margin,
+                                n_bootstrap=n_bootstrap, quiet=quiet)
+    if merge or gguf:
+        raise ConfigError("--merge and --gguf are for models that generate (summarisation, translation)")
+    _check_request(prune, quantize, onnx)
     margin = cfg.loop.margin if margin is None else float(margin)
     n_bootstrap = n_bootstrap or cfg.loop.n_bootstrap
     selection = load_splits(cfg.data, cfg.train.seed, cfg.open_set).selection
