@@ -423,6 +423,9 @@ def export_cmd(
     onnx: bool = typer.Option(False, "--onnx", help=r"export to ONNX (needs reflectlm\[onnx])"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="export directory (default RUN/exports/<variant>)"),
     margin: Optional[float] = typer.Option(None, "--margin", help="non-inferiority margin (default: the run's loop.margin)"),
+    merge: bool = typer.Option(False, "--merge", help="a generator: its LoRA adapters folded into standalone safetensors"),
+    gguf: Optional[str] = typer.Option(None, "--gguf", help="a generator: also a GGUF file (f16 or f32) for llama.cpp "
+                                       "and Ollama"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Compress / convert the champion; kept only if not worse than it on the selection split."""
@@ -430,9 +433,14 @@ def export_cmd(
 
     try:
         info = export(run, output, prune=prune, prune_method=prune_method, quantize=quantize, onnx=onnx, margin=margin,
-                      quiet=quiet)
+                      quiet=quiet, merge=merge, gguf=gguf)
     except ExportRefused as e:
         _fail(e, FAILED)
+    if "latency_ms_batch1" not in info.get("candidate", {}):  # a generator's export: its artefacts' verdicts
+        for a in info["attempts"]:
+            print(f"{a['artifact']}: {'kept' if a['passed'] else 'refused'} - {a['reason']}")
+        print(f"export directory: {info['output']}  (serve it: reflectlm serve {info['output']})")
+        return
     c, k = info["candidate"], info["champion"]
     print(f"accepted: {info['reason']}")
     print(f"size {k['size_bytes'] / 1e6:.1f} MB -> {c['size_bytes'] / 1e6:.1f} MB; latency batch 1 "
