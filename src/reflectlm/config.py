@@ -85,6 +85,10 @@ class DataConfig(_Section):
     num_beams: int = Field(1, ge=1, le=16)  # generation: 1 = greedy decoding, else beam search
     length_penalty: float = 1.0  # generation, beam search: > 1 favours longer outputs, < 1 shorter
     no_repeat_ngram_size: int = Field(0, ge=0)  # generation: forbid repeating any n-gram of this size (0: off)
+    # generation: minimum-Bayes-risk decoding - draw this many epsilon samples beside the greedy (or
+    # beam) answer and answer with the candidate the others agree with most by the task's metric
+    # (chrF, ROUGE-L); costs that many more decodings. 0: off.
+    mbr_samples: int = Field(0, ge=0)
     # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
     selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # Share of train carved off as the test split when data.test is not given.

@@ -1,5 +1,5 @@
 """tune_decoding: choose how a generator decodes (greedy or beam search, no-repeat n-grams, length
-penalty) on the selection split, for the champion's trained model: no training.
+penalty, and, when asked for, minimum-Bayes-risk decoding over samples) on the selection split, for the champion's trained model: no training.
 
 Every candidate setting decodes the whole selection split once. The best by the run's metric
 becomes the model's decoding (the bundle's data.* decoding options, which predict, serve and
@@ -11,7 +11,8 @@ is decoded with the setting that scores best on the other folds, and the step is
 round rejected) unless that out-of-sample score beats the current setting's. The A/B test then
 judges the chosen setting against the champion as for any other challenger.
 
-References: Freitag & Al-Onaizan 2017 (beam search strategies for NMT); Paulus et al. 2018 (the
+References: Freitag & Al-Onaizan 2017 (beam search strategies for NMT); Kumar & Byrne 2004 and
+Freitag et al. 2022, 2023 (MBR decoding, epsilon sampling for its candidates); Paulus et al. 2018 (the
 no-repeat trigram constraint against repetition in summaries); Wu et al. 2016 (length penalty).
 """
 
@@ -26,7 +27,7 @@ from .. import findings as K
 from .base import SUPERIORITY, champion_post, params_of
 
 CV_FOLDS = 5
-DECODING_KEYS = ("num_beams", "no_repeat_ngram_size", "length_penalty")
+DECODING_KEYS = ("num_beams", "no_repeat_ngram_size", "length_penalty", "mbr_samples")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class TuneDecoding:
     beams: tuple[int, ...] = (1, 4)  # 1: greedy
     no_repeat_ngram: tuple[int, ...] = (0, 3)  # 0: off
     length_penalty: tuple[float, ...] = (1.0,)  # beam search only
+    # minimum-Bayes-risk decoding over this many samples, tried on the greedy setting (each decodes
+    # the selection split that many times more; e.g. (8,)); empty: not tried
+    mbr: tuple[int, ...] = ()
 
     def params(self) -> dict:
         return params_of(self)
@@ -51,8 +55,10 @@ class TuneDecoding:
         return cls()
 
     def apply(self, recipe, inputs):
-        if not self.beams or min(self.beams) < 1 or any(n < 0 for n in self.no_repeat_ngram):
-            raise ValueError("tune_decoding.beams must be >= 1 and no_repeat_ngram >= 0 (0 turns it off)")
+        if not self.beams or min(self.beams) < 1 or any(n < 0 for n in self.no_repeat_ngram) or any(
+                k < 2 for k in self.mbr):
+            raise ValueError("tune_decoding.beams must be >= 1, no_repeat_ngram >= 0 (0 turns it off) and mbr >= 2 "
+                             "samples")
         out = recipe.evolve(post=recipe.post + [{"action": self.name, "params": self.params()}])
         out.changes.append({"action": self.name, "post": "decoding chosen on the selection split (cross-fitted)",
                             **self.params()})
@@ -60,9 +66,11 @@ class TuneDecoding:
 
     def settings(self, current: dict) -> list[dict]:
         """The current decoding first, then every grid point that differs from it."""
-        base = {k: current.get(k, d) for k, d in zip(DECODING_KEYS, (1, 0, 1.0))}
-        grid = [{"num_beams": b, "no_repeat_ngram_size": n, "length_penalty": lp if b > 1 else 1.0}
+        base = {k: current.get(k, d) or d for k, d in zip(DECODING_KEYS, (1, 0, 1.0, 0))}
+        grid = [{"num_beams": b, "no_repeat_ngram_size": n, "length_penalty": lp if b > 1 else 1.0, "mbr_samples": 0}
                 for b, n, lp in product(self.beams, self.no_repeat_ngram, self.length_penalty)]
+        grid += [{"num_beams": 1, "no_repeat_ngram_size": n, "length_penalty": 1.0, "mbr_samples": k}
+                 for n, k in product(self.no_repeat_ngram, self.mbr)]
         out = [base]
         for g in grid:
             if g not in out:

@@ -176,17 +176,52 @@ def generate(spec: Spec, model, tokenizer, features: list[dict], *, batch_size: 
              quiet: bool = True, **options) -> list[dict]:
     """Each feature's generated answer: {"text", "tokens", "logprob" (the mean token log-probability),
     "entropy" (the mean token entropy, nats), "seconds" (its batch's time over its size)}, in
-    feature order. Prompts are batched by length and left-padded."""
+    feature order. Prompts are batched by length and left-padded. With options["mbr_samples"] = k
+    > 0, minimum-Bayes-risk decoding: the answer is the candidate among the decoded one and k
+    epsilon samples with the highest mean utility (the task's metric) against the others."""
     runs = _decode(model, tokenizer, features, decoding(spec, options), batch_size, precision, quiet, "generate")
-    return [r[0] for r in runs]
+    first = [r[0] for r in runs]
+    k = int(options.get("mbr_samples") or 0)
+    if k < 1 or not features:
+        return first
+    t0 = time.perf_counter()
+    drawn = sample(spec, model, tokenizer, features, k=k, temperature=1.0, top_p=1.0, epsilon=MBR_EPSILON,
+                   seed=0, batch_size=batch_size, precision=precision, quiet=quiet, **options)
+    extra = (time.perf_counter() - t0) / len(features)
+    out = []
+    for best, more in zip(first, drawn):
+        cands = [best] + more
+        pick = int(np.argmax(mbr_utility(spec, [c["text"] for c in cands])))
+        out.append({**cands[pick], "seconds": best["seconds"] + extra, "mbr": {"candidates": len(cands),
+                                                                                "picked": pick}})
+    return out
+
+
+MBR_EPSILON = 0.02  # epsilon sampling for MBR's candidates (Freitag et al. 2023)
+
+
+def mbr_utility(spec: Spec, texts: list[str]) -> np.ndarray:
+    """(m,) each candidate's mean score against the other m - 1 as references, by the task's primary
+    metric (sentence chrF; ROUGE-L F)."""
+    m = len(texts)
+    if m < 2:
+        return np.zeros(m)
+    hyps = [texts[a] for a in range(m) for b in range(m) if a != b]
+    refs = [[texts[b]] for a in range(m) for b in range(m) if a != b]
+    if spec.name == SUMMARISATION.name:
+        s = tm.rouge(hyps, refs)["rouge_l"]
+    else:
+        s = tm.sentence_chrf(tm.chrf_stats(hyps, refs))
+    return np.asarray(s, dtype=np.float64).reshape(m, m - 1).mean(1)
 
 
 def sample(spec: Spec, model, tokenizer, features: list[dict], *, k: int, temperature: float = 0.8,
-           top_p: float = 0.95, seed: int = 0, batch_size: int = 16, precision: str = "fp32", quiet: bool = True,
-           **options) -> list[list[dict]]:
-    """k answers per feature drawn by ancestral sampling (temperature, nucleus top_p), each shaped as
-    generate()'s; the draws are a function of the seed. The no-repeat n-gram and length settings
-    of data.* apply; beam search does not."""
+           top_p: float = 0.95, epsilon: float = 0.0, seed: int = 0, batch_size: int = 16, precision: str = "fp32",
+           quiet: bool = True, **options) -> list[list[dict]]:
+    """k answers per feature drawn by ancestral sampling (temperature, nucleus top_p, or epsilon
+    sampling: tokens under probability epsilon cut), each shaped as generate()'s; the draws are a
+    function of the seed. The no-repeat n-gram and length settings of data.* apply; beam search
+    does not."""
     import torch
 
     if k < 1 or temperature <= 0 or not 0 < top_p <= 1:
@@ -194,6 +229,8 @@ def sample(spec: Spec, model, tokenizer, features: list[dict], *, k: int, temper
                          f"temperature={temperature}, top_p={top_p})")
     settings = {**decoding(spec, options), "num_beams": 1, "do_sample": True, "temperature": float(temperature),
                 "top_p": float(top_p), "top_k": 0, "num_return_sequences": int(k)}
+    if epsilon > 0:
+        settings["epsilon_cutoff"] = float(epsilon)
     settings.pop("length_penalty", None)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # model.generate draws from torch's global generator
@@ -650,6 +687,7 @@ class Generation:
         return {"instruction": data_cfg.instruction, "max_new_tokens": data_cfg.max_new_tokens
                 or self.spec.default_max_new_tokens, "num_beams": data_cfg.num_beams,
                 "length_penalty": data_cfg.length_penalty, "no_repeat_ngram_size": data_cfg.no_repeat_ngram_size,
+                "mbr_samples": data_cfg.mbr_samples,
                 "source_lang": data_cfg.source_lang, "target_lang": data_cfg.target_lang}
 
     def encode(self, tokenizer, ds, label2id, max_length: int, labelled: bool = True, **options) -> list[dict]:
