@@ -317,11 +317,12 @@ def part_train_peer(task: str, work: Path, quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(output_dir=tmp, per_device_train_batch_size=tc.batch_size, learning_rate=tc.lr,
-                         num_train_epochs=1, lr_scheduler_type="linear", warmup_ratio=tc.warmup_ratio,
+                         num_train_epochs=1, lr_scheduler_type="linear", warmup_steps=tc.warmup_ratio,
                          weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, bf16=precision == "bf16",
                          use_cpu=True, report_to=[], save_strategy="no", logging_steps=10**6, seed=tc.seed,
                          max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
-                         group_by_length=tc.group_by_length, disable_tqdm=True, dataloader_num_workers=0)
+                         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
+                         disable_tqdm=True, dataloader_num_workers=0)
         peft_cfg = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                               target_modules=list(lc.target_modules), bias="none", task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=args, train_dataset=HFDataset.from_dict(rows), processing_class=tok,

@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny BERT (2 layers, hidden 32) saved as a local model directory, and small
-synthetic classification / NER / question-answering datasets a model can learn in a few epochs."""
+"""Shared fixtures: a tiny BERT (2 layers, hidden 32) and a tiny causal LM saved as local model
+directories, and small synthetic classification / NER / question-answering datasets a model can
+learn in a few epochs."""
 
 from __future__ import annotations
 
@@ -50,6 +51,25 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
     BertModel(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A tiny causal LM: SmolLM2's real tokenizer and chat template on a random 2-layer Llama body."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from reflectlm import lm
+
+    tok = AutoTokenizer.from_pretrained(lm.packaged_lm("smollm2"))
+    out = tmp_path_factory.mktemp("tinylm")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
     return out
 
 

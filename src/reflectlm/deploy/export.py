@@ -28,14 +28,10 @@ import torch
 from torch import nn
 
 from .. import rundir
-from ..atomic import write_json
 from ..config import ConfigError
 from ..tasks import get_task
-from .predictor import EXPORT_FILE, Predictor, from_bundle, resolve_model_dir, torch_forward
-
-
-class ExportRefused(RuntimeError):
-    """The candidate is worse than the champion by more than the margin; export.json has the evidence."""
+from .export_common import ExportRefused, _gate, _source, _write_json
+from .predictor import EXPORT_FILE, Predictor, from_bundle, torch_forward
 
 
 @dataclass
@@ -57,19 +53,8 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
 
     run = Path(run)
     model_dir, cfg = _source(run)
-    if "generates" in get_task(cfg.data.task).capabilities:
-        from .export_lm import export_generator
-
-        if prune or quantize or onnx or not (merge or gguf):
-            raise ConfigError(f"a {cfg.data.task} model exports as --merge (the adapters folded into standalone "
-                              "safetensors) and/or --gguf f16|f32 (for llama.cpp / Ollama); --prune, --quantize and "
-                              "--onnx are for the encoders")
-        if gguf not in (None, "f16", "f32"):
-            raise ConfigError(f"--gguf must be f16 or f32, not {gguf!r}")
-        return export_generator(run, Path(output) if output else None, gguf=gguf, margin=margin,
-                                n_bootstrap=n_bootstrap, quiet=quiet)
-    if merge or gguf:
-        raise ConfigError("--merge and --gguf are for models that generate (summarisation, translation)")
+    if "generates" in get_task(cfg.data.task).capabilities or merge or gguf:
+        return _export_generator(run, output, cfg, prune, quantize, onnx, merge, gguf, margin, n_bootstrap, quiet)
     _check_request(prune, quantize, onnx)
     margin = cfg.loop.margin if margin is None else float(margin)
     n_bootstrap = n_bootstrap or cfg.loop.n_bootstrap
@@ -136,6 +121,22 @@ def export(run: str | Path, output: str | Path | None = None, *, prune: float | 
     return {**json.loads((out / EXPORT_FILE).read_text(encoding="utf-8")), "output": str(out)}
 
 
+def _export_generator(run: Path, output, cfg, prune, quantize, onnx, merge, gguf, margin, n_bootstrap, quiet) -> dict:
+    """A model that generates: --merge / --gguf (export_lm.py); the encoders' variants are refused."""
+    if "generates" not in get_task(cfg.data.task).capabilities:
+        raise ConfigError("--merge and --gguf are for models that generate (summarisation, translation)")
+    if prune or quantize or onnx or not (merge or gguf):
+        raise ConfigError(f"a {cfg.data.task} model exports as --merge (the adapters folded into standalone "
+                          "safetensors) and/or --gguf f16|f32 (for llama.cpp / Ollama); --prune, --quantize and "
+                          "--onnx are for the encoders")
+    if gguf not in (None, "f16", "f32"):
+        raise ConfigError(f"--gguf must be f16 or f32, not {gguf!r}")
+    from .export_lm import export_generator
+
+    return export_generator(run, Path(output) if output else None, gguf=gguf, margin=margin,
+                            n_bootstrap=n_bootstrap, quiet=quiet)
+
+
 def _open_set_info(bundle) -> dict | None:
     """The out-of-scope detector every variant carries (its scores read the variant's own pooled
     embedding, so the gate above judges the detector's decisions with the rest)."""
@@ -153,18 +154,6 @@ def _check_request(prune, quantize, onnx) -> None:
     if onnx and quantize == "bf16":
         raise ConfigError("ONNX Runtime's CPU provider has no fast bf16 kernels; use --onnx --quantize int8, "
                           "--onnx alone (fp32), or --quantize bf16 without --onnx")
-
-
-def _source(run: Path):
-    """The champion's model directory and the run's config (whose selection split gates the export)."""
-    from ..config import load_config
-    from ..modeling import ModelError
-
-    model_dir = resolve_model_dir(run)
-    if not (run / rundir.CONFIG).is_file():
-        raise ModelError(f"{run} has no {rundir.CONFIG}: export scores the candidate against the champion on the "
-                         "run's selection split, so pass the run directory (not a bare bundle)")
-    return model_dir, load_config(run / rundir.CONFIG)
 
 
 def _refuse(out: Path, name: str, info: dict, prune, quantize) -> None:
@@ -239,19 +228,6 @@ def _attempts(bundle, out: Path, quantize: str | None, onnx: bool, threads: int 
         return
     yield Attempt("pruned, fp32", make(torch_forward(model, bundle.task, features=detect), "torch", "fp32"),
                   {"format": "torch", "precision": "fp32"})
-
-
-def _gate(cfg, selection, labels: list[str], champ_probs, probs, margin: float, n_bootstrap: int) -> dict:
-    """The loop's own paired A/B test (the task's ab_test over compare.py), in non-inferiority mode."""
-    from ..metric import gated
-    from ..tasks import get_task
-
-    lc = cfg.loop
-    result = get_task(cfg.data.task).ab_test(
-        champ_probs, probs, selection, labels, gated(cfg.selection_metric, cfg.data.task), mode="non_inferiority",
-        alpha=lc.alpha, margin=margin, n_bootstrap=n_bootstrap, seed=cfg.train.seed,
-        allow_class_regressions=lc.allow_class_regressions, mcnemar_test=lc.mcnemar)
-    return result.to_json()
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -372,14 +348,3 @@ def _size(attempt: Attempt, model: nn.Module, out: Path) -> int:
     if "artifact" in attempt.details:
         return (out / attempt.details["artifact"]).stat().st_size
     return _state_size(attempt.details.get("_model", model))
-
-
-def _write_json(path: Path, obj) -> None:
-    def clean(x):
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items() if not k.startswith("_")}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
-
-    write_json(path, clean(obj))

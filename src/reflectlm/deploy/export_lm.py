@@ -24,7 +24,8 @@ def export_generator(run: Path, output: Path | None, *, gguf: str | None, margin
                      n_bootstrap: int | None, quiet: bool) -> dict:
     from ..data import load_splits
     from ..modeling import load_bundle
-    from .export import EXPORT_FILE, ExportRefused, _gate, _source, _write_json
+    from .export_common import ExportRefused, _gate, _source, _write_json
+    from .predictor import EXPORT_FILE
 
     model_dir, cfg = _source(run)
     margin = cfg.loop.margin if margin is None else float(margin)

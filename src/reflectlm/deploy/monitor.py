@@ -130,8 +130,9 @@ def run_dir_of(path: str | Path) -> Path | None:
     return rundir.run_of(path)
 
 
-def reference_sample(predictor, served: str | Path) -> Sample | None:
-    """The predictor's own outputs on its run's selection split, or None when there is no run."""
+def reference_sample(predictor, served: str | Path, limit: int | None = None) -> Sample | None:
+    """The predictor's own outputs on its run's selection split (at most `limit` examples, a seeded
+    sample), or None when there is no run."""
     from ..config import load_config
     from ..data import load_splits
 
@@ -140,6 +141,8 @@ def reference_sample(predictor, served: str | Path) -> Sample | None:
         return None
     cfg = load_config(run / rundir.CONFIG)
     sel = load_splits(cfg.data, cfg.train.seed, cfg.open_set).selection
+    if limit is not None and len(sel) > limit:
+        sel = sel.subset(np.sort(np.random.default_rng(cfg.train.seed).choice(len(sel), limit, replace=False)))
     return sample_of(predictor, [predictor.spec.inputs(sel, i) for i in range(len(sel))])
 
 
@@ -238,7 +241,7 @@ def monitor_state(path: str | Path, cfg=None, low_confidence: float | None = Non
                                     "it was not written by `reflectlm serve`")
         low = meta.get("low_confidence", 0.5) if low_confidence is None else low_confidence
         predictor = load_predictor(served)
-        reference = reference_sample(predictor, served)
+        reference = reference_sample(predictor, served, cfg.reference_examples)
         if reference is None:
             raise FileNotFoundError(f"{served} has no run directory to take the selection split from; monitor needs it")
         recent = store.recent(cfg.window)

@@ -36,6 +36,8 @@ class Predictor:
     # open_set.OpenSet: the bundle's out-of-scope detector, read from the pooled embedding the
     # forward returns (every backend alike), or None
     open_set: object = None
+    # the PyTorch model, which a task that generates decodes with (model.generate); None for ONNX
+    model: object = None
 
     @property
     def spec(self):
@@ -58,6 +60,8 @@ class Predictor:
         task = self.spec
         ds = task.from_inputs(list(items))
         feats = task.encode(self.tokenizer, ds, None, self.max_length, **self.options)
+        if "generates" in task.capabilities:  # decoded text: the model's own generate, not one forward
+            return self.generated(ds, feats), None, None
         logits: list = [None] * len(feats)
         pooled: np.ndarray | None = None
         heads: np.ndarray | None = None
@@ -93,6 +97,19 @@ class Predictor:
                 f[feat["index"]] = heads[i]
         outputs, scores = self.open_set.fold(outputs, z, f)
         return outputs, pooled, scores
+
+    def generated(self, ds, feats: list[dict]) -> list:
+        """The outputs of a task that generates (tasks/base.py Task.generate), decoded by the model
+        with the bundle's decoding options."""
+        from ..evaluate import pad_id
+
+        task = self.spec
+        if self.model is None:
+            raise RuntimeError(f"a {task.name} model decodes its outputs with model.generate, which this backend "
+                               f"({self.info.get('format')}) cannot run: serve the run or a PyTorch export")
+        outputs, _, _ = task.generate(self.model, self.tokenizer, ds, feats, pad_id=pad_id(self.tokenizer),
+                                      **self.options)
+        return outputs
 
     def readable(self, items: list, outputs, scores=None) -> list[dict]:
         """Predictions in the API's shape (the task's schema), each with its confidence; with a
@@ -178,9 +195,10 @@ def resolve_model_dir(path: str | Path) -> Path:
     return found
 
 
-def from_bundle(bundle, forward: Callable, info: dict) -> Predictor:
+def from_bundle(bundle, forward: Callable, info: dict, model=None) -> Predictor:
+    """model: the PyTorch model `forward` runs (what a task that generates decodes with), or None."""
     return Predictor(bundle.task, bundle.labels, bundle.tokenizer, bundle.meta["max_length"], forward, info,
-                     options=bundle.meta.get("options", {}), open_set=bundle.open_set)
+                     options=bundle.meta.get("options", {}), open_set=bundle.open_set, model=model)
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
@@ -193,7 +211,7 @@ def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     model_dir = resolve_model_dir(path)
     bundle = load_bundle(model_dir)
     return from_bundle(bundle, torch_forward(bundle.model, bundle.task, features=bundle.open_set is not None),
-                       {"path": str(model_dir), "format": "torch", "precision": "fp32"})
+                       {"path": str(model_dir), "format": "torch", "precision": "fp32"}, bundle.model)
 
 
 def load_export(path: Path, threads: int | None = None) -> Predictor:
@@ -205,11 +223,13 @@ def load_export(path: Path, threads: int | None = None) -> Predictor:
                          "itself or export again with a remedy (see export.json)")
     bundle = load_bundle(path / rundir.MODEL)
     variant = info["variant"]
+    model = None
     if variant["format"] == "onnx":
         forward = onnx_forward(path / variant["artifact"], threads)
     else:
         from .compress import apply_precision
 
-        forward = torch_forward(apply_precision(bundle.model, variant["precision"], variant.get("quantization")),
-                                bundle.task, variant["precision"], features=bundle.open_set is not None)
-    return from_bundle(bundle, forward, {"path": str(path), **{k: variant[k] for k in ("format", "precision")}})
+        model = apply_precision(bundle.model, variant["precision"], variant.get("quantization"))
+        forward = torch_forward(model, bundle.task, variant["precision"], features=bundle.open_set is not None)
+    return from_bundle(bundle, forward, {"path": str(path), **{k: variant[k] for k in ("format", "precision")}},
+                       model)

@@ -7,7 +7,9 @@ No stack trace ever reaches a client: unexpected errors are logged (masked) with
 answered as 500 internal_error with that id.
 
 Routes: POST /v1/predict, POST /v1/feedback, GET /v1/model, GET /healthz, GET /readyz,
-GET /metrics (Prometheus), GET / (a small page to try the model), /docs and /openapi.json.
+GET /metrics (Prometheus), GET / (a small page to try the model), /docs and /openapi.json; for a
+model whose task generates text, POST /v1/generate: one text's output, or with "stream": true its
+tokens as server-sent events while the model decodes (the other models answer it 404).
 
 What a request holds and what a prediction or a correction looks like is the served task's
 (task.input_fields, task.api_schema): `{"texts": [...]}` for a text task, `{"inputs": [{...}]}` for
@@ -16,7 +18,9 @@ any task (a question with its context), and one input's fields at the top level 
 
 
 import asyncio
+import json
 import logging
+import queue
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -25,7 +29,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -72,6 +76,7 @@ class ModelInfo(BaseModel):
     task: str
     labels: list[str]
     input_fields: list[str]
+    generates: bool = Field(False, description="the model generates text: POST /v1/generate answers")
     format: str
     precision: str
     max_texts: int
@@ -80,6 +85,22 @@ class ModelInfo(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class GenerateRequest(_Strict):
+    text: str = Field(..., description="the input (limit: serve.max_text_chars)")
+    stream: bool = Field(False, description="answer text/event-stream (as does 'Accept: text/event-stream'): a "
+                                            "{\"token\"} event per decoded piece, then {\"done\": true, ...}")
+
+
+class GenerateResponse(BaseModel):
+    id: str = Field(..., description="send it back with POST /v1/feedback to correct this output")
+    output: str
+    tokens: int = Field(..., description="generated tokens")
+    seconds: float = Field(..., description="the model's time for this output")
+    confidence: float | None = None
+    low_confidence: bool
+    model: str
 
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 500, 503)}
@@ -208,6 +229,7 @@ def create_app(served: str | Path, settings=None, keys: KeyRing | None = None, p
     error = _error_handlers(app, m)
     _middleware(app, m, sc, error)
     _predict_routes(app, state, m, task, schemas(task))
+    _generate_routes(app, state, m, task, error)
     _info_routes(app, state, registry)
     return app
 
@@ -227,7 +249,8 @@ def _lifespan(state: _State, m: dict, predictor):
         state.store = await loop.run_in_executor(None, store.open)
         state.store.set_meta(served=str(state.served.resolve()), task=state.predictor.task,
                              labels=state.predictor.labels, low_confidence=sc.low_confidence, masked=sc.mask_pii)
-        reference = await loop.run_in_executor(None, reference_sample, state.predictor, state.served)
+        reference = await loop.run_in_executor(None, reference_sample, state.predictor, state.served,
+                                               state.settings.monitor.reference_examples)
         if reference is not None:
             def on_result(result):
                 for name, c in result.get("checks", {}).items():
@@ -258,12 +281,16 @@ def _lifespan(state: _State, m: dict, predictor):
 
 def _run_batch(state: _State, m: dict, items: list, contexts: list[dict]) -> list[dict]:
     """On the batch worker thread: one forward, then the store, metrics and monitor."""
-    sc = state.settings.serve
     p = state.predictor
-    task = p.spec
     outputs, emb, scores = p.scored(items)
-    readable = p.readable(items, outputs, scores)
-    conf = p.confidence(outputs)
+    return _record(state, m, items, contexts, p.readable(items, outputs, scores), p.confidence(outputs), emb)
+
+
+def _record(state: _State, m: dict, items: list, contexts: list[dict], readable: list[dict], conf, emb) -> list[dict]:
+    """Served predictions into the store (masked), the metrics and the drift monitor; each returned as
+    the API answers it, with its id. On the worker thread."""
+    sc = state.settings.serve
+    task = state.predictor.spec
 
     def masked(text: str, keep_words: bool = False) -> str:
         return mask(text, sc.pii_region, keep_words=keep_words) if sc.mask_pii else text
@@ -301,16 +328,24 @@ def _error_handlers(app: FastAPI, m: dict):
             body["error"]["request_id"] = request_id
         return JSONResponse(body, status_code=status, headers=headers)
 
+    def of(e: Exception):
+        """The error answer to an exception raised while serving a request (also mid-stream)."""
+        if isinstance(e, ApiError):
+            return error(e.status, e.code, e.message, e.headers)
+        if isinstance(e, StoreUnavailable):
+            # The database is gone for a moment (a restart, a fail-over): nothing was stored, the client retries.
+            log.error("%s", e)
+            return error(503, "store_unavailable", "the production store cannot be reached; nothing was stored, "
+                                                   "retry after the indicated time", {"Retry-After": "5"})
+        return unexpected(e)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
-        return error(e.status, e.code, e.message, e.headers)
+        return of(e)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, e: StoreUnavailable):
-        # The database is gone for a moment (a restart, a fail-over): nothing was stored, the client retries.
-        log.error("%s", e)
-        return error(503, "store_unavailable", "the production store cannot be reached; nothing was stored, retry "
-                                               "after the indicated time", {"Retry-After": "5"})
+        return of(e)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
@@ -334,11 +369,11 @@ def _error_handlers(app: FastAPI, m: dict):
         return error(500, "internal_error", f"internal error; the server log has the details under request id {rid}",
                      request_id=rid)
 
-    error.unexpected = unexpected
+    error.unexpected, error.of = unexpected, of
     return error
 
 
-ROUTES = {"/v1/predict", "/v1/feedback", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/docs",
+ROUTES = {"/v1/predict", "/v1/generate", "/v1/feedback", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/docs",
           "/openapi.json"}
 
 
@@ -402,6 +437,26 @@ def _check_items(items: list, sc, task) -> None:
                 raise ApiError(422, "empty_text", f"{what} is empty or blank; send text to label")
 
 
+def _overloaded(state: _State, e: Overloaded) -> ApiError:
+    return ApiError(503, "overloaded", f"the server is at capacity ({state.batcher.pending} texts queued); retry "
+                                       "after the indicated time", {"Retry-After": retry_after(e.retry_after_s)})
+
+
+async def _submit(state: _State, m: dict, items: list, key: str | None) -> list[dict]:
+    """The items' predictions through the micro-batcher (stored, counted), or 503 overloaded."""
+    m["queue"].set(state.batcher.pending + len(items))
+    try:
+        return await state.batcher.submit(items, {"key": key}, state.settings.serve.request_timeout_s)
+    except Overloaded as e:
+        raise _overloaded(state, e) from None
+    finally:
+        m["queue"].set(state.batcher.pending)
+
+
+def _model_name(state: _State) -> str:
+    return state.predictor.info.get("format", "torch") + "-" + state.predictor.info.get("precision", "fp32")
+
+
 def _predict_routes(app: FastAPI, state: _State, m: dict, task, models: dict) -> None:
     sc = state.settings.serve
     authenticate, require_ready = _guards(state)
@@ -414,17 +469,7 @@ def _predict_routes(app: FastAPI, state: _State, m: dict, task, models: dict) ->
         require_ready()
         items = request_items(body, task)
         _check_items(items, sc, task)
-        m["queue"].set(state.batcher.pending + len(items))
-        try:
-            results = await state.batcher.submit(items, {"key": key}, sc.request_timeout_s)
-        except Overloaded as e:
-            raise ApiError(503, "overloaded", f"the server is at capacity ({state.batcher.pending} texts queued); "
-                                              "retry after the indicated time",
-                           {"Retry-After": retry_after(e.retry_after_s)}) from None
-        finally:
-            m["queue"].set(state.batcher.pending)
-        return {"predictions": results, "model": state.predictor.info.get("format", "torch") + "-" +
-                state.predictor.info.get("precision", "fp32")}
+        return {"predictions": await _submit(state, m, items, key), "model": _model_name(state)}
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=201, responses=ERRORS,
               summary="Correct a past prediction")
@@ -452,8 +497,75 @@ def _predict_routes(app: FastAPI, state: _State, m: dict, task, models: dict) ->
         require_ready()
         p = state.predictor
         return {"task": p.task, "labels": p.labels, "input_fields": list(task.input_fields),
+                "generates": "generates" in task.capabilities,
                 "format": p.info.get("format", "torch"), "precision": p.info.get("precision", "fp32"),
                 "max_texts": sc.max_texts, "max_text_chars": sc.max_text_chars}
+
+
+def _generate_routes(app: FastAPI, state: _State, m: dict, task, error) -> None:
+    """POST /v1/generate for a model whose task generates text; for the others a 404 that says so."""
+    sc = state.settings.serve
+    authenticate, require_ready = _guards(state)
+    if "generates" not in task.capabilities:
+        @app.post("/v1/generate", include_in_schema=False)
+        async def no_generate():
+            raise ApiError(404, "not_found", f"the served {task.name} model does not generate text (POST /v1/generate "
+                                             "is for a task with the 'generates' capability); use POST /v1/predict")
+        return
+
+    @app.post("/v1/generate", response_model=GenerateResponse, summary="Generate one text's output, streamed on "
+              "request", responses={**ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                                                    "description": "the output; with stream: server-sent events"}})
+    async def generate(body: GenerateRequest, request: Request):
+        key = authenticate(request)
+        require_ready()
+        _check_items([body.text], sc, task)
+        if body.stream or "text/event-stream" in request.headers.get("accept", ""):
+            return _stream(state, m, body.text, key, error)
+        return {**(await _submit(state, m, [body.text], key))[0], "model": _model_name(state)}
+
+
+def _event(data: dict, kind: str | None = None) -> str:
+    """One server-sent event: an optional `event:` line, one `data:` line of JSON, a blank line."""
+    return (f"event: {kind}\n" if kind else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _stream(state: _State, m: dict, text: str, key: str | None, error):
+    """The streamed answer: the generation runs on the batch worker (between batches, so the model
+    never runs twice at once) and pushes its pieces to a streamer that this response reads, one
+    `data: {"token"}` event each; then the stored prediction as `data: {"done": true, ...}`, or an
+    `event: error` with the usual error body. Refusals (overloaded) come before the stream starts."""
+    from ..generate import END, generate_streamed, text_streamer, trimmed
+
+    p, sc = state.predictor, state.settings.serve
+    streamer = text_streamer(p.tokenizer, sc.request_timeout_s)
+
+    def job() -> dict:  # on the worker thread
+        out = generate_streamed(p, text, streamer)
+        return _record(state, m, [text], [{"key": key}], p.readable([text], [out]), p.confidence([out]), None)[0]
+
+    try:
+        done = state.batcher.run_alone(job)
+    except Overloaded as e:
+        raise _overloaded(state, e) from None
+    m["queue"].set(state.batcher.pending)
+    done.add_done_callback(lambda _: m["queue"].set(state.batcher.pending))
+
+    async def events():
+        loop = asyncio.get_running_loop()
+        pieces = trimmed(streamer)
+        try:
+            while (piece := await loop.run_in_executor(None, next, pieces, END)) is not END:
+                yield _event({"token": piece})
+            yield _event({"done": True, **(await done), "model": _model_name(state)})
+        except queue.Empty:
+            yield _event(json.loads(error.of(ApiError(504, "timeout", f"no new token in {sc.request_timeout_s:g} s "
+                                                      "(serve.request_timeout_s); retry later")).body), "error")
+        except Exception as e:  # noqa: BLE001 - mid-stream: an error event, never a trace
+            yield _event(json.loads(error.of(e).body), "error")
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _info_routes(app: FastAPI, state: _State, registry) -> None:

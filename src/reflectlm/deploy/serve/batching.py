@@ -78,6 +78,23 @@ class MicroBatcher:
         except asyncio.TimeoutError:
             raise Overloaded(self.retry_after_s()) from None
 
+    def run_alone(self, job: Callable[[], object], texts: int = 1) -> asyncio.Future:
+        """Run job() on the worker thread between batches: work that cannot join a batch (a streamed
+        generation hands out its tokens while it runs). Refused at once with Overloaded when the
+        queue is full, as submit is; its texts count as pending until it returns."""
+        if not self.running:
+            raise Overloaded(1.0)
+        if self.pending + texts > self.max_queue_texts:
+            raise Overloaded(self.retry_after_s())
+        self.pending += texts
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, job)
+
+        def release(_):
+            self.pending -= texts
+
+        fut.add_done_callback(release)
+        return fut
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
