@@ -249,6 +249,10 @@ class Task(Protocol):
         """k sampled outputs per example (each shaped as generate's), reproducible from the seed:
         the candidates of rejection-sampling fine-tuning, preference pairs and MBR decoding."""
 
+    def stream(self, model, tokenizer, feature: dict, streamer, *, precision: str, **options) -> dict:
+        """One feature's greedy answer (shaped as generate's), each decoded piece pushed to a
+        transformers streamer meanwhile (serving's server-sent events)."""
+
     def output_measures(self, ds, outputs, **options) -> dict:
         """Per output what the output checks read: "length_ratio" (N,) output over reference words,
         "empty" (N,), "copy_rate" (N,) share of word 4-grams from the source, "repetition" (N,)
@@ -263,7 +267,7 @@ class Task(Protocol):
 
 # Members a task has only with a capability (the others every task has).
 CAPABILITY_MEMBERS = {"cv_vectors": "fast_cv", "cv_outputs": "fast_cv", "generate": "generates", "sample": "generates",
-                      "candidate_scores": "generates", "output_measures": "generates"}
+                      "candidate_scores": "generates", "output_measures": "generates", "stream": "generates"}
 
 
 def applies(task: Task, thing) -> bool:
