@@ -340,5 +340,28 @@ def calibration_rows(P: np.ndarray, y: np.ndarray, unit: str) -> dict:
     return {"confidence": conf, "correct": correct, "probs": P, "gold": y, "unit": unit}
 
 
+def error_kind_summary(kinds: list, groups: list[str], all_kinds: tuple[str, ...], wrong: int, n: int, shown,
+                       what: str, unit_key: str) -> dict | None:
+    """The performance check's error-kinds finding from per-example kinds (None for a fair output):
+    the counts, their rates among the wrong, per group, and the worst examples of each kind.
+    what: "answers are not exact", ...; unit_key: the evidence's count key ("n_questions")."""
+    from collections import Counter, defaultdict
+
+    counts = Counter(k for k in kinds if k)
+    if not counts:
+        return None
+    per: dict = defaultdict(lambda: {k: 0 for k in all_kinds})
+    for k, g in zip(kinds, groups):
+        if k:
+            per[g][k] += 1
+    top = max(all_kinds, key=lambda k: (counts[k], -all_kinds.index(k)))
+    return {"summary": f"{wrong} of {n} {what}; the most common kind is {top} ({counts[top]}).",
+            "severity": wrong / max(n, 1),
+            "evidence": {unit_key: n, "n_wrong": wrong, "counts": {k: counts[k] for k in all_kinds},
+                         "rates": {k: counts[k] / max(wrong, 1) for k in all_kinds},
+                         "per_type": {g: per[g] for g in sorted(per)},
+                         "examples": {k: shown(lambda i, k=k: kinds[i] == k) for k in all_kinds if counts[k]}}}
+
+
 def clip(text: str, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."

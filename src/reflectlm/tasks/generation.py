@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import textmetrics as tm
-from .base import clip
+from .base import clip, error_kind_summary
 
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
              "pt": "Portuguese", "cs": "Czech", "ru": "Russian", "zh": "Chinese", "ja": "Japanese"}
@@ -498,25 +498,9 @@ def error_analysis(spec: Spec, ds, outputs, examples: int = 3, options: dict | N
             "headline": f"{label} {100 * m[key]:.1f} on {len(ds)} {spec.unit}s, {m['empty']} empty outputs",
             "scores": {i: 1.0 - float(v) for i, v in zip(ds.ids, s)}, "trials": f"{spec.unit}s",
             "pair_trials": f"{spec.unit}s", "prefixed": True, "rates_key": "per_source_length", "groups": groups,
-            "pairs": [], "kinds": _kinds(kinds, buckets, bad, len(ds), shown),
+            "pairs": [], "kinds": error_kind_summary(kinds, buckets, ERROR_KINDS, bad, len(ds), shown,
+                                                     "outputs look wrong", "n_outputs"),
             "overall_error_rate": bad / len(ds) if len(ds) else 0.0}
-
-
-def _kinds(kinds: list, buckets: list[str], bad: int, n: int, shown) -> dict | None:
-    counts = Counter(k for k in kinds if k)
-    if not counts:
-        return None
-    per: dict = defaultdict(lambda: {k: 0 for k in ERROR_KINDS})
-    for k, b in zip(kinds, buckets):
-        if k:
-            per[b][k] += 1
-    top = max(ERROR_KINDS, key=lambda k: (counts[k], -ERROR_KINDS.index(k)))
-    return {"summary": f"{bad} of {n} outputs look wrong; the most common kind is {top} ({counts[top]}).",
-            "severity": bad / max(n, 1),
-            "evidence": {"n_outputs": n, "n_wrong": bad, "counts": {k: counts[k] for k in ERROR_KINDS},
-                         "rates": {k: counts[k] / max(bad, 1) for k in ERROR_KINDS},
-                         "per_type": {b: per[b] for b in sorted(per)},
-                         "examples": {k: shown(lambda i, k=k: kinds[i] == k) for k in ERROR_KINDS if counts[k]}}}
 
 
 # --------------------------------------------------------------------------- reading

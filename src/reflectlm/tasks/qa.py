@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from .base import clip, pad_batch, row_uncertainty, softmax
+from .base import clip, error_kind_summary, pad_batch, row_uncertainty, softmax
 
 DEFAULT_METRIC = "f1"
 QUESTION_TYPES = ("what", "who", "when", "where", "which", "how many", "how much", "how", "why", "other")
@@ -320,25 +320,9 @@ def error_analysis(ds, outputs, labels=None, examples: int = 3, **_) -> dict:
             "headline": f"F1 {100 * m['f1']:.1f}, exact match {100 * m['exact_match']:.1f} on {len(ds)} questions",
             "scores": {i: 1.0 - float(v) for i, v in zip(ds.ids, f1)}, "trials": "questions", "pair_trials": "questions",
             "prefixed": True, "rates_key": "per_question_type", "groups": groups, "pairs": [],
-            "kinds": _kinds(kinds, types, wrong, len(ds), shown),
+            "kinds": error_kind_summary(kinds, types, ERROR_KINDS, wrong, len(ds), shown, "answers are not exact",
+                                         "n_questions"),
             "overall_error_rate": wrong / len(ds) if len(ds) else 0.0}
-
-
-def _kinds(kinds: list, types: list[str], wrong: int, n: int, shown) -> dict | None:
-    counts = Counter(k for k in kinds if k)
-    if not counts:
-        return None
-    per_type: dict = defaultdict(lambda: {k: 0 for k in ERROR_KINDS})
-    for k, t in zip(kinds, types):
-        if k:
-            per_type[t][k] += 1
-    top = max(ERROR_KINDS, key=lambda k: (counts[k], -ERROR_KINDS.index(k)))
-    return {"summary": f"{wrong} of {n} answers are not exact; the most common kind is {top} ({counts[top]}).",
-            "severity": wrong / max(n, 1),
-            "evidence": {"n_questions": n, "n_wrong": wrong, "counts": {k: counts[k] for k in ERROR_KINDS},
-                         "rates": {k: counts[k] / max(wrong, 1) for k in ERROR_KINDS},
-                         "per_type": {t: per_type[t] for t in sorted(per_type)},
-                         "examples": {k: shown(lambda i, k=k: kinds[i] == k) for k in ERROR_KINDS if counts[k]}}}
 
 
 # ------------------------------------------------------------------ reading
