@@ -33,6 +33,12 @@ Parts (each in its own process, landing in --out when it ends, so a stopped run 
                      each round's model is then decoded on test beside the champion it was judged
                      against, with the paired 95 % interval of the test difference. The loop
                      itself sees only train and the selection split.
+  translation_train_peer     LoRA training speed: `reflectlm train` against trl's SFTTrainer with the
+                             same adapter, data (the first 512 training pairs), prompts, answer-only
+                             loss, batch, schedule and precision (part_train_peer);
+  translation_generate_peer  greedy generation of the first 200 test sentences: ours batched against
+                             one transformers pipeline("text-generation") call per input, fp32 both
+                             (part_generate_peer).
 Every part keeps its per-example outputs in --workdir (outputs.jsonl) so that comparisons pair them.
 """
 
