@@ -140,6 +140,13 @@ def config(task: str, work: Path, quick: bool):
     return load_config(tree=tree)
 
 
+def without_test(cfg):
+    """The config without its test split (none carved from train either): what trains and selects."""
+    from reflectlm.actions.base import with_value
+
+    return with_value(with_value(cfg, "data.test", None), "data.test_fraction", 0.0)
+
+
 def _save_outputs(path: Path, ds, outputs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
@@ -194,10 +201,8 @@ def part_fine_tuned(task: str, work: Path, quick: bool) -> dict:
         import shutil
 
         shutil.rmtree(run_dir)
-    from reflectlm.actions.base import with_value
-
     t0 = time.time()  # train without the test split: decoded once below, where its outputs are kept
-    res = train(with_value(cfg, "data.test", None), run_dir, quiet=True)
+    res = train(without_test(cfg), run_dir, quiet=True)
     train_seconds = time.time() - t0
     info = json.loads((run_dir / "run.json").read_text())
     bundle = load_bundle(run_dir)
@@ -219,7 +224,8 @@ def part_fine_tuned(task: str, work: Path, quick: bool) -> dict:
               "p_bootstrap": c.p_bootstrap, "zero_shot": c.champion, "fine_tuned": c.challenger}
     m = res.metrics
     return {"test": _headline(task, out.metrics), "test_n": len(splits.test), "selection": _headline(
-        task, res.metrics["selection"]), "train_examples": len(splits.train), "epochs": cfg.train.epochs,
+        task, res.metrics["selection"]), "train_examples": info["data"]["train"]["examples"],
+            "epochs": cfg.train.epochs,
             "lora": cfg.model.lora.model_dump(), "train_seconds_with_selection": round(train_seconds, 1),
             "train_only_seconds": m.get("train_seconds"), "train_samples_per_s": m.get("train_samples_per_s"),
             "precision": m.get("precision") or info.get("precision"), "best_epoch": m.get("best_epoch"),
@@ -245,7 +251,7 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
                                                  "preference_optimisation": {"inputs": SAMPLED[task]}})
     run_dir = work / "runs" / f"{task}-loop"
     t0 = time.time()  # the loop without the test split: each round's model is decoded once below
-    result = improve(with_value(cfg, "data.test", None), run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
+    result = improve(without_test(cfg), run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
     s = result.summary
     t = get_task(task)
     splits = load_splits(cfg.data, cfg.train.seed)
@@ -298,7 +304,7 @@ def part_train_peer(task: str, work: Path, quick: bool) -> dict:
     sub = splits.train.subset(range(min(n, len(splits.train))))
     from reflectlm.data import Splits
 
-    run_cfg = with_value(with_value(cfg, "data.test", None), "train.record_dynamics", True)
+    run_cfg = with_value(without_test(cfg), "train.record_dynamics", True)
     precision = runtime.resolve_precision(cfg.train.precision)
     run_cfg = with_value(run_cfg, "train.precision", precision)
     run_dir = work / "runs" / "train-peer-ours"

@@ -393,6 +393,12 @@ def test_load_splits_uses_given_files_and_carves_test(tmp_path):
     assert (len(s.train), len(s.test)) == (90, 10) and s.test.source == str(train)
 
 
+def test_test_fraction_zero_carves_no_test_split(tmp_path):
+    train = csv_file(tmp_path, balanced_rows(100))
+    s = load_splits(DataConfig(train=str(train), selection_fraction=0.1, test_fraction=0.0), seed=0)
+    assert s.test is None and (len(s.train), len(s.selection)) == (90, 10)
+
+
 def test_sample(tmp_path):
     rows = [(f"t{i}", "a") for i in range(600)] + [(f"u{i}", "b") for i in range(300)]
     rows += [(f"v{i}", "c") for i in range(100)]

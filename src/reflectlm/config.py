@@ -91,8 +91,9 @@ class DataConfig(_Section):
     mbr_samples: int = Field(0, ge=0)
     # Used only when `selection` / `test` are not given: carved out of `train`, stratified.
     selection_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    # Share of train carved off as the test split when data.test is not given.
-    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # Share of train carved off as the test split when data.test is not given; 0: no test split
+    # (every example trains or selects; nothing is reported on held-out test data).
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     # Keep only training-source examples whose label confidence (data.confidence_column, or the
     # builtin's) is at least this, before sampling and splitting: e.g. 1.0 keeps the tweets every
     # annotator agreed on. None: keep all.

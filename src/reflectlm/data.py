@@ -236,7 +236,8 @@ def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
              for name, p in (("selection", cfg.selection), ("test", cfg.test)) if p}
     for ds in given.values():
         warnings += ds.warnings
-    carve = [name for name in ("test", "selection") if name not in given]
+    carve = [name for name in ("test", "selection") if name not in given
+             and not (name == "test" and cfg.test_fraction == 0)]  # test_fraction = 0: no test split
 
     if cfg.min_confidence is not None:
         train, note = keep_confident(train, cfg.min_confidence)
@@ -262,14 +263,16 @@ def load_splits(cfg: DataConfig, seed: int, open_set=None) -> Splits:
             n_held = max(1, int(round(fractions[name] * n0)))
             train, given[name] = split_off(train, n_held, seed, what=f"a {name} split")
 
-    selection, test = given["selection"], given["test"]
+    selection, test = given["selection"], given.get("test")  # no test: data.test_fraction = 0
     open_label = open_set.label if open_set is not None and "class_probs" in task.capabilities else None
-    _check_vocab(task, train, [("selection", selection), ("test", test)], open_label)
-    keys = {name: task.keys(ds) for name, ds in (("train", train), ("selection", selection), ("test", test))}
+    held = [(name, ds) for name, ds in (("selection", selection), ("test", test)) if ds is not None]
+    _check_vocab(task, train, held, open_label)
+    keys = {name: task.keys(ds) for name, ds in [("train", train), *held]}
     warnings += [w for w in (duplicate_warning(train, keys["train"]),
                              leakage_warning(train, "train", selection, "selection", keys["train"], keys["selection"]),
-                             leakage_warning(train, "train", test, "test", keys["train"], keys["test"]),
-                             leakage_warning(selection, "selection", test, "test", keys["selection"], keys["test"]))
+                             *((leakage_warning(train, "train", test, "test", keys["train"], keys["test"]),
+                                leakage_warning(selection, "selection", test, "test", keys["selection"], keys["test"]))
+                               if test is not None else ()))
                  if w]
     simulated = None
     if cfg.simulated_label_noise > 0:
