@@ -1172,6 +1172,8 @@ def generative(stem: str, data: dict) -> list[str]:
                  f"({pts(r['test_gain']['ci_low'], 1, True)} to {pts(r['test_gain']['ci_high'], 1, True)})"]
                 for r in loop_part.get("rounds") or []])
     parts = data.get("parts") or {}
+    out += [f"`{name}`: {clean(p['deviation'])}" for name, p in sorted(parts.items()) if p.get("deviation")]
+    out += [""] if any(p.get("deviation") for p in parts.values()) else []
     tp, gp = parts.get("translation_train_peer"), parts.get("translation_generate_peer")
     if tp:
         out += [f"Training against {clean(tp['peer'])}, translation, {num(tp['examples'])} pairs, one epoch, batch "
