@@ -412,6 +412,7 @@ def test_preference_optimisation_trains_the_adapter_on_ranked_pairs(champion, tm
     assert refused["pairs"] == 0 and "refused" in refused
 
 
+@pytest.mark.slow  # a whole loop / export on the tiny LM: make test-slow keeps the default run under 10 min
 def test_a_translation_loop_tries_sampling_then_preferences_and_judges_on_chrf(tiny_lm_dir, mt_files, tmp_path):
     from reflectlm.config import load_config
     from reflectlm.loop import improve
@@ -467,6 +468,7 @@ def test_the_output_checks_flag_what_the_outputs_do():
         get_check("length", short=2.0).run(ctx)
 
 
+@pytest.mark.slow  # a whole loop / export on the tiny LM: make test-slow keeps the default run under 10 min
 def test_export_merges_the_adapters_and_writes_a_gguf_that_decodes_alike(champion, tmp_path):
     from gguf import GGUFReader
 
