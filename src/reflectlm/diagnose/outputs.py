@@ -16,11 +16,18 @@ NEEDS = ("selection", "selection_probs")
 
 
 def measures(ctx) -> dict:
+    """The task's per-output measures of the selection outputs, computed once per context: the five
+    checks read the same ones (language identification and the metric are not cheap)."""
     ctx.need(*NEEDS)
     ds, outputs = ctx.selection, ctx.selection_probs
     if len(outputs) != len(ds):
         raise Skip(f"{len(outputs)} outputs for {len(ds)} selection examples")
-    return ctx.task.output_measures(ds, outputs, **(ctx.options or {}))
+    cached = getattr(ctx, "_output_measures", None)
+    if cached is not None and cached[0] is outputs:
+        return cached[1]
+    m = ctx.task.output_measures(ds, outputs, **(ctx.options or {}))
+    ctx._output_measures = (outputs, m)
+    return m
 
 
 def finding(check, ctx, m: dict, kind: str, flagged: np.ndarray, value: np.ndarray, what: str,

@@ -407,42 +407,35 @@ def metrics(spec: Spec, ds, outputs, loss: float | None = None) -> dict:
 
 def error_kinds(spec: Spec, ds, outputs, options: dict | None = None, primary_scores=None) -> list[str | None]:
     """Per example the first kind that describes a bad output (ERROR_KINDS), or None for a fair one:
-    empty; far shorter (< 0.5x) or longer (> 2x) than its reference; copied from the source; looping;
-    in the source's language (translation); or sharing little with the reference."""
-    options = options or {}
-    s = primary(spec, scores(spec, ds, outputs)) if primary_scores is None else primary_scores
-    langs: list = [None] * len(ds)
-    if spec.name == TRANSLATION.name and len(ds):
-        src, tgt = options.get("source_lang", "en"), options.get("target_lang", "de")
-        try:
-            langs = [(lang, tgt) for lang in tm.languages([o["text"] for o in outputs], (src, tgt))]
-        except (ImportError, AttributeError):  # lingua missing, or a language it does not know
-            langs = [None] * len(ds)
+    empty; far shorter (< 0.5x) or longer (> 2x) than its reference; looping; copied from the source
+    (summarisation); in another language than asked for (translation: a copy when it shares much
+    with its source); or sharing little with the reference. Read off output_measures."""
+    m = output_measures(spec, ds, outputs, options, primary_scores)
+    found = (m["language"] or {}).get("found") or [None] * len(ds)
+    expected = (m["language"] or {}).get("expected")
     kinds = []
-    for i, o in enumerate(outputs):
-        text, refs = o["text"], ds.labels[i]
-        ref_words = np.mean([len(r.split()) for r in refs]) if refs else 0
-        n = len(text.split())
-        if not text.strip():
+    for i in range(len(ds)):
+        r, copy = m["length_ratio"][i], m["copy_rate"][i]
+        if m["empty"][i]:
             kinds.append("empty")
-        elif ref_words and n < 0.5 * ref_words:
+        elif np.isfinite(r) and r < 0.5:
             kinds.append("too_short")
-        elif ref_words and n > 2.0 * ref_words:
+        elif np.isfinite(r) and r > 2.0:
             kinds.append("too_long")
-        elif tm.repetition(text) > 0.3:
+        elif m["repetition"][i] > 0.3:
             kinds.append("repetition")
-        elif spec.name == SUMMARISATION.name and tm.copy_rate(text, ds.texts[i]) > 0.8:
+        elif spec.name == SUMMARISATION.name and copy > 0.8:
             kinds.append("copy")
-        elif langs[i] is not None and langs[i][0] is not None and langs[i][0] != langs[i][1]:
-            kinds.append("copy" if tm.copy_rate(text, ds.texts[i]) > 0.5 else "wrong_language")
-        elif s[i] < 0.2:
+        elif found[i] is not None and found[i] != expected:
+            kinds.append("copy" if copy > 0.5 else "wrong_language")
+        elif m["score"][i] < 0.2:
             kinds.append("low_overlap")
         else:
             kinds.append(None)
     return kinds
 
 
-def output_measures(spec: Spec, ds, outputs, options: dict | None = None) -> dict:
+def output_measures(spec: Spec, ds, outputs, options: dict | None = None, primary_scores=None) -> dict:
     """Per output, what the output checks read (diagnose/outputs.py): its length over the mean
     reference length, the share of its word 4-grams copied from the source, the share of its word
     trigrams that repeat, the numbers and names it holds that the source does not, and (translation)
@@ -459,7 +452,8 @@ def output_measures(spec: Spec, ds, outputs, options: dict | None = None) -> dic
          # "#Person1#"): what neither holds is the model's own
          "unsupported": [tm.unsupported(t, " ".join([src, *(refs or [])])) for t, src, refs in
                          zip(texts, ds.texts, ds.labels)],
-         "language": None, "score": primary(spec, scores(spec, ds, outputs)) if len(ds) else np.zeros(0)}
+         "language": None, "score": primary_scores if primary_scores is not None else
+         primary(spec, scores(spec, ds, outputs)) if len(ds) else np.zeros(0)}
     if spec.name == TRANSLATION.name:
         src, tgt = options.get("source_lang", "en"), options.get("target_lang", "de")
         try:
