@@ -26,10 +26,11 @@ Parts (each in its own process, landing in --out when it ends, so a stopped run 
                      test scored, and the paired 95 % interval of its gain over
                      zero-shot (the task's gate: per-example ROUGE-L; corpus chrF from resampled
                      sentence statistics).
-  <task>_loop        `reflectlm run` from the same config: round 0 is the fine-tuning above, then
-                     2 rounds of one action each, rejection_sampling (ReST) and preference_
-                     optimisation (DPO) in the planner's order (LOOP below; each draws 4 answers for
-                     128 training inputs, 64 dialogues for summarisation), every round's model kept;
+  <task>_loop        `reflectlm run` from the same config (summarisation: 500 training dialogues,
+                     LOOP_TRAIN): round 0 is the fine-tuning above, then round 1
+                     rejection_sampling (ReST) and round 2 preference_optimisation (DPO), each
+                     round's plan named (PLANS: the run resumed with loop.actions set), each
+                     drawing 4 answers for 128 training inputs (64 dialogues), every round's model kept;
                      each round's model is then decoded on test beside the champion it was judged
                      against, with the paired 95 % interval of the test difference. The loop
                      itself sees only train and the selection split.
@@ -84,9 +85,12 @@ def _sample(rows: list, n: int | None, seed: int) -> list:
     return [rows[i] for i in sorted(rng.sample(range(len(rows)), n))]
 
 
-def files(task: str, work: Path, quick: bool) -> dict[str, Path]:
-    """The stated subsets written into the workdir (the shared data stays where it is)."""
-    n_train, n_sel = SIZES[task]
+def files(task: str, work: Path, quick: bool, n_train: int | None = None) -> dict[str, Path]:
+    """The stated subsets written into the workdir (the shared data stays where it is); n_train
+    replaces the stated training size (the loop's smaller summarisation subset)."""
+    stated, n_sel = SIZES[task]
+    tag = f"-{n_train}" if n_train else ""
+    n_train = n_train or stated
     n_test = None
     if quick:
         n_train, n_sel, n_test = QUICK[task]
@@ -99,14 +103,14 @@ def files(task: str, work: Path, quick: bool) -> dict[str, Path]:
             with (src / file).open(encoding="utf-8", newline="") as fh:
                 rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
             keep = [rows[0]] + _sample(rows[1:], n, 0)
-            out[name] = work / "data" / f"translation-{name}.tsv"
+            out[name] = work / "data" / f"translation-{name}{tag if name == 'train' else ''}.tsv"
             out[name].write_text("".join("\t".join(r) + "\n" for r in keep), encoding="utf-8")
     else:
         src = data_root() / "dialogsum"
         for name, file, n in (("train", "train.jsonl", n_train), ("selection", "dev.jsonl", n_sel),
                               ("test", "test.jsonl", n_test)):
             lines = [ln for ln in (src / file).read_text(encoding="utf-8").splitlines() if ln.strip()]
-            out[name] = work / "data" / f"summarisation-{name}.jsonl"
+            out[name] = work / "data" / f"summarisation-{name}{tag if name == 'train' else ''}.jsonl"
             out[name].write_text("\n".join(_sample(lines, n, 0)) + "\n", encoding="utf-8")
     return out
 
@@ -116,9 +120,14 @@ def files(task: str, work: Path, quick: bool) -> dict[str, Path]:
 # kept for the test decoding; the diagnosis checks that read the training records and the
 # selection outputs (label_issues and robustness decode the training split or perturbed copies of
 # the selection split again: hours here).
-LOOP = {"rounds": 2, "patience": 2, "max_actions": 1, "keep_models": True,
-        "actions": ["rejection_sampling", "preference_optimisation"],
+LOOP = {"patience": 2, "max_actions": 1, "keep_models": True,
         "checks": ["performance", "dynamics", "fit", "gradients", "descent"]}
+# Each round's plan named, so that each action is measured on each task: round r resumes the run
+# with loop.rounds = r and loop.actions = PLANS[r] (as `reflectlm run --resume` would).
+PLANS = {1: ["rejection_sampling"], 2: ["preference_optimisation"]}
+# The loop's training subset where the stated one would not fit a session: an epoch over 1,000
+# dialogues takes about 32 minutes here, and rejection_sampling's round trains another epoch.
+LOOP_TRAIN = {"summarisation": 500}
 # Dialogues are long (up to data.max_length = 512 tokens): 16 of them in one step held 20 GB here, so
 # summarisation takes its steps of 16 as 4 micro-batches of 4.
 MICRO_BATCH = {"summarisation": {"batch_size": 4, "grad_accum": 4}}
@@ -127,12 +136,12 @@ SAMPLED = {"translation": 128, "summarisation": 64}  # training inputs the sampl
 THREADS = None  # --threads: torch threads in every part (None: torch's default, one per core)
 
 
-def config(task: str, work: Path, quick: bool):
+def config(task: str, work: Path, quick: bool, n_train: int | None = None):
     from reflectlm.config import load_config
     from reflectlm.runtime import set_threads
 
     set_threads(THREADS)
-    f = files(task, work, quick)
+    f = files(task, work, quick, None if quick else n_train)
     tree = {"data": {"task": task, "train": str(f["train"]), "selection": str(f["selection"]), "test": str(f["test"])},
             "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "lr": 2e-4, "seed": 0, "threads": THREADS,
                       **MICRO_BATCH.get(task, {})},
@@ -242,7 +251,7 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
     from reflectlm.modeling import load_bundle
     from reflectlm.tasks import get_task
 
-    cfg = config(task, work, quick)
+    cfg = config(task, work, quick, LOOP_TRAIN.get(task))
     from reflectlm.actions.base import with_value
 
     for key, value in LOOP.items():
@@ -251,7 +260,11 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
                                                  "preference_optimisation": {"inputs": SAMPLED[task]}})
     run_dir = work / "runs" / f"{task}-loop"
     t0 = time.time()  # the loop without the test split: each round's model is decoded once below
-    result = improve(without_test(cfg), run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
+    for r, plan in sorted(PLANS.items()):
+        step = with_value(with_value(cfg, "loop.rounds", r), "loop.actions", plan)
+        result = improve(without_test(step), run_dir, resume=(run_dir / rundir.RUN).is_file(), quiet=True)
+        if not str(result.summary["stop_reason"]).startswith("round budget spent"):
+            break  # stopped for another reason (patience, a budget, a target): no later plan runs
     s = result.summary
     t = get_task(task)
     splits = load_splits(cfg.data, cfg.train.seed)
@@ -277,7 +290,8 @@ def part_loop(task: str, work: Path, quick: bool) -> dict:
             if r["promoted"]:
                 champion = r["round"]
         rounds.append(row)
-    return {"rounds": rounds, "champion_round": s["champion_round"], "stop_reason": s["stop_reason"],
+    return {"rounds": rounds, "plans": {str(r): p for r, p in PLANS.items()}, "champion_round": s["champion_round"],
+            "stop_reason": s["stop_reason"], "train_examples": len(splits.train),
             "examples_trained": s["examples_trained"], "seconds": round(time.time() - t0, 1)}
 
 

@@ -256,6 +256,29 @@ def compute(precision: str, purpose: str = "infer", dev: torch.device | None = N
         yield
 
 
+@contextlib.contextmanager
+def half_weights(model, precision: str):
+    """For inference under a half-precision autocast: every fp32 nn.Linear weight swapped for a
+    half-precision copy while the block runs, the fp32 originals put back after. Autocast casts
+    those weights on every call (a generator's decode step re-reads and re-casts the whole model,
+    once per token); the copies are the same values cast once, so the outputs do not change. The
+    originals stay untouched: training, merging and fp32 scoring see what they saw before."""
+    if precision not in ("bf16", "fp16"):
+        yield
+        return
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    saved = []
+    try:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32:
+                saved.append((m, m.weight))
+                m.weight = torch.nn.Parameter(m.weight.detach().to(dtype), requires_grad=False)
+        yield
+    finally:
+        for m, w in saved:
+            m.weight = w
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

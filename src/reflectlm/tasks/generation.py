@@ -257,7 +257,8 @@ def _decode(model, tokenizer, features: list[dict], settings: dict, batch_size: 
     out: list = [None] * len(features)
     was_training = model.training
     model.eval()
-    with progress(len(features), label, quiet) as bar, torch.inference_mode():
+    with progress(len(features), label, quiet) as bar, torch.inference_mode(), \
+            runtime.half_weights(model, precision):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             prompts = [features[i]["input_ids"][: features[i]["prompt_len"]] for i in idx]
@@ -307,14 +308,20 @@ def _token_stats(model, gen, new, beams: int, pad: int, eos: int) -> tuple[np.nd
         valid = (trans != 0).float()
         lp = (trans * valid).sum(1) / valid.sum(1).clamp(min=1)
         return lp.cpu().numpy(), np.full(len(lp), np.nan)
-    logp = torch.log_softmax(scores, -1)  # (B, L, V)
-    chosen = logp.gather(2, new[:, : logp.shape[1], None]).squeeze(2)  # (B, L)
-    ent = torch.special.entr(logp.exp()).sum(-1)  # (B, L); entr(0) = 0 where processors set -inf
+    steps = scores.shape[1]
     seen_end = torch.cumsum((new == eos).long(), 1)
-    valid = ((seen_end == 0) | ((new == eos) & (seen_end == 1))).float()[:, : logp.shape[1]]
-    valid = valid * (new[:, : logp.shape[1]] != pad).float().clamp(min=float(pad == eos))
-    n = valid.sum(1).clamp(min=1)
-    return ((chosen.clamp(min=-1e4) * valid).sum(1) / n).cpu().numpy(), ((ent * valid).sum(1) / n).cpu().numpy()
+    valid = ((seen_end == 0) | ((new == eos) & (seen_end == 1)))[:, :steps]
+    valid &= (new[:, :steps] != pad) | (pad == eos)
+    # Only the positions that count get a softmax over the vocabulary: a batch runs until its
+    # longest answer ends, and the finished rows' steps would otherwise cost as much as the rest.
+    rows = scores[valid]  # (n_valid, V)
+    logp = torch.log_softmax(rows, -1)
+    chosen = logp.gather(1, new[:, :steps][valid][:, None]).squeeze(1).clamp(min=-1e4)
+    ent = torch.special.entr(logp.exp()).sum(-1)  # entr(0) = 0 where processors set -inf
+    seq = valid.nonzero()[:, 0]  # each valid position's sequence
+    n = valid.sum(1).clamp(min=1).float()
+    lp = torch.zeros(len(valid)).index_add_(0, seq, chosen) / n
+    return lp.cpu().numpy(), (torch.zeros(len(valid)).index_add_(0, seq, ent) / n).cpu().numpy()
 
 
 def teacher_forced_loss(model, features: list[dict], pad_id: int, batch_size: int, precision: str) -> tuple:
