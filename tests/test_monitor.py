@@ -42,7 +42,26 @@ def test_quiet_on_held_out_data(served):
     current = sample_of(predictor, list(splits.test.texts))
     result = drift(reference, current, CFG, 0.5)
     assert result["status"] == "ok", result
-    assert set(result["checks"]) == {"label_psi", "confidence_psi", "confidence_ks", "low_confidence", "embedding_auc"}
+    assert set(result["checks"]) == {"label_psi", "confidence_psi", "confidence_ks", "low_confidence", "embedding_auc",
+                                     "input_length_psi", "input_length_ks"}
+
+
+def test_alerts_on_longer_inputs(served):
+    """The same kind of text, several times as long: the input-length checks see it."""
+    predictor, reference, splits = served
+    texts = list(splits.test.texts)
+    longer = [" ".join(texts[(i + j) % len(texts)] for j in range(4)) for i in range(60)]
+    result = drift(reference, sample_of(predictor, longer), CFG, 0.5)
+    lengths = result["checks"]["input_length_psi"]
+    assert lengths["alert"] and result["checks"]["input_length_ks"]["alert"], result
+    assert lengths["median"] > 3 * lengths["reference_median"]
+
+
+def test_input_words_counts_every_text_field():
+    from reflectlm.deploy.monitor import input_words
+
+    assert input_words("a b  c") == 3
+    assert input_words({"question": "who is it", "context": "it is me", "n": 3}) == 6
 
 
 def test_alerts_on_another_kind_of_text(served):

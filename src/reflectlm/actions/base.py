@@ -158,6 +158,20 @@ def champion_post(inputs: ActionInputs) -> set[str]:
     return set((json.loads(path.read_text()).get("post") or {}))
 
 
+def warm_start(recipe: Recipe, source, lr_factor: float, epochs: int | None = None, **kw) -> Recipe:
+    """The recipe starting from the model bundle `source` instead of the base model, with the
+    learning rates (body and head) scaled by lr_factor and, if given, its own epochs. The schedule
+    is for this round only (Recipe.round_only): a later challenger that starts fresh from the base
+    model needs the full one. kw: other fields to replace (a new training set)."""
+    only = {"train.lr": float(recipe.get("train.lr")) * lr_factor}
+    if epochs:
+        only["train.epochs"] = epochs
+    head = float(recipe.get("train.head_lr") or 0.0)
+    if head:
+        only["train.head_lr"] = head * lr_factor
+    return recipe.evolve(init_from=str(source), round_only={**recipe.round_only, **only}, **kw)
+
+
 def params_of(action) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(action).items()}
 

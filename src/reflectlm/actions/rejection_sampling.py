@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import findings as K
 from .. import rundir
-from .base import SUPERIORITY, concat, params_of, unsupported
+from .base import SUPERIORITY, concat, params_of, unsupported, warm_start
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,7 @@ class RejectionSampling:
         new.ids = [f"{i}~rs" for i in new.ids]  # a new pair beside the reference pair
         new.labels = [[c.samples[i][int(best[i])]["text"]] for i in kept]
         new.weights = np.full(len(kept), self.weight, dtype=np.float32)
-        only = {"train.lr": float(recipe.get("train.lr")) * self.lr_factor, "train.epochs": self.epochs}
-        out = recipe.evolve(train=concat(recipe.train, new), init_from=str(inputs.champion_model),
-                            round_only={**recipe.round_only, **only})
+        out = warm_start(recipe, inputs.champion_model, self.lr_factor, self.epochs, train=concat(recipe.train, new))
         gain = (c.sample_scores[kept, best[kept]] - c.greedy_scores[kept]) if kept else np.zeros(0)
         out.changes.append({"action": self.name, **c.record(), "kept": len(kept),
                             "kept_mean_gain": float(gain.mean()) if len(gain) else None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import findings as K
-from .base import SUPERIORITY, params_of
+from .base import SUPERIORITY, params_of, warm_start
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,6 @@ class Transfer:
         src = inputs.champion_model if self.source == "champion" else Path(self.source)
         if src is None:
             return recipe.evolve(changes=recipe.changes + [{"action": self.name, "skipped": "no champion model"}])
-        # The warm start's schedule is for this round only (Recipe.round_only): a later challenger
-        # that starts fresh from the base model needs the full one.
-        only = {"train.lr": float(recipe.get("train.lr")) * self.lr_factor}
-        if self.epochs:
-            only["train.epochs"] = self.epochs
-        head = float(recipe.get("train.head_lr") or 0.0)
-        if head:
-            only["train.head_lr"] = head * self.lr_factor
-        out = recipe.evolve(init_from=str(src), round_only={**recipe.round_only, **only})
+        out = warm_start(recipe, src, self.lr_factor, self.epochs)
         out.changes.append({"action": self.name, "from": str(src), "epochs": self.epochs, "lr_factor": self.lr_factor})
         return out

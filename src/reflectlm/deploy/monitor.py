@@ -7,6 +7,10 @@ Checks (each a value, a threshold and an alert flag):
 - confidence_psi and confidence_ks: the confidence distribution, PSI over the reference's deciles
   and the two-sample Kolmogorov-Smirnov test;
 - low_confidence: the share of texts below serve.low_confidence, against the reference's share;
+- input_length_psi and input_length_ks: the inputs' length in words (every text field of an input
+  together: a question and its context, a dialogue), PSI over the reference's deciles and the KS
+  test: longer documents, one-word queries, a new client that sends whole pages. A generator's
+  output length is its summary label, so label_psi above is its output-length drift;
 - out_of_scope_rate: for a model with an out-of-scope detector, the share of texts it turns away,
   against the reference's share (a new kind of request, or a detector that no longer fits);
 - embedding_auc: a domain classifier (logistic regression, 5-fold out-of-fold) that tells
@@ -45,6 +49,17 @@ class Sample:
     labels: list[str]  # predicted label per text
     confidence: np.ndarray  # (N,)
     embeddings: np.ndarray | None  # (N, H)
+    lengths: np.ndarray | None = None  # (N,) each input's length in words
+
+
+def input_words(item) -> int:
+    """An input's length in words: a text, or every text field of a structured input (QA's
+    question and context) together."""
+    if isinstance(item, str):
+        return len(item.split())
+    if isinstance(item, dict):
+        return sum(len(v.split()) for v in item.values() if isinstance(v, str))
+    return 0
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -114,6 +129,12 @@ def drift(reference: Sample, current: Sample, cfg, low_confidence: float) -> dic
     if r_oos or c_oos:  # a model with an out-of-scope detector (open_set.py): its rejection rate
         check("out_of_scope_rate", c_oos, r_oos + cfg.out_of_scope_increase, c_oos > r_oos + cfg.out_of_scope_increase,
               reference=r_oos)
+    if reference.lengths is not None and current.lengths is not None and len(reference.lengths):
+        v = confidence_psi(reference.lengths, current.lengths)  # the same decile binning, of lengths
+        check("input_length_psi", v, cfg.psi_threshold, v > cfg.psi_threshold,
+              reference_median=float(np.median(reference.lengths)), median=float(np.median(current.lengths)))
+        ks = ks_2samp(reference.lengths, current.lengths)
+        check("input_length_ks", ks.statistic, cfg.ks_alpha, ks.pvalue < cfg.ks_alpha, p_value=float(ks.pvalue))
     if reference.embeddings is not None and current.embeddings is not None:
         v = domain_auc(reference.embeddings, current.embeddings)
         check("embedding_auc", v, cfg.auc_threshold, v > cfg.auc_threshold)
@@ -149,7 +170,8 @@ def reference_sample(predictor, served: str | Path, limit: int | None = None) ->
 def sample_of(predictor, items: list) -> Sample:
     outputs, emb, scores = predictor.scored(items)
     readable = predictor.readable(items, outputs, scores)
-    return Sample([predictor.spec.summary_label(r) for r in readable], predictor.confidence(outputs), emb)
+    return Sample([predictor.spec.summary_label(r) for r in readable], predictor.confidence(outputs), emb,
+                  np.array([input_words(x) for x in items], dtype=np.float64))
 
 
 class LiveMonitor:
@@ -165,10 +187,12 @@ class LiveMonitor:
         self.last: dict | None = None
         self._alerting: set[str] = set()
 
-    def add(self, labels: list[str], confidence: np.ndarray, embeddings: np.ndarray | None) -> None:
+    def add(self, labels: list[str], confidence: np.ndarray, embeddings: np.ndarray | None,
+            lengths=None) -> None:
         with self._lock:
             for i, lab in enumerate(labels):
-                self._window.append((lab, float(confidence[i]), None if embeddings is None else embeddings[i]))
+                self._window.append((lab, float(confidence[i]), None if embeddings is None else embeddings[i],
+                                     None if lengths is None else float(lengths[i])))
             self._since += len(labels)
             due = self._since >= self.cfg.every and not self._busy
             if due:
@@ -185,8 +209,10 @@ class LiveMonitor:
     def _check(self, window: list, background: bool = True) -> dict:
         try:
             embs = [w[2] for w in window]
+            lens = [w[3] for w in window]
             cur = Sample([w[0] for w in window], np.array([w[1] for w in window]),
-                         np.stack(embs) if embs and all(e is not None for e in embs) else None)
+                         np.stack(embs) if embs and all(e is not None for e in embs) else None,
+                         np.array(lens) if lens and all(n is not None for n in lens) else None)
             result = drift(self.reference, cur, self.cfg, self.low_confidence)
             self.last = result
             turned_on = set(result.get("alerts", [])) - self._alerting

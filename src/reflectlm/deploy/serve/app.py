@@ -316,7 +316,9 @@ def _record(state: _State, m: dict, items: list, contexts: list[dict], readable:
             log.info("low confidence %.2f (%s): %s", row["confidence"], lab, row["text"][:200])
     m["predictions"].inc(len(rows))
     if state.monitor is not None:
-        state.monitor.add(labels, conf, emb)
+        from ..monitor import input_words
+
+        state.monitor.add(labels, conf, emb, [input_words(x) for x in items])
     return [{"id": i, "low_confidence": row["low_confidence"], **r} for i, row, r in zip(ids, rows, readable)]
 
 
