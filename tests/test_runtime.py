@@ -171,3 +171,22 @@ def test_process_facts_come_from_the_launcher_and_are_no_ops_alone(monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # an MPI launcher
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
     assert runtime.num_processes() == 2 and runtime.is_main_process()
+
+
+def test_half_weights_gives_autocast_outputs_and_puts_the_fp32_weights_back():
+    import torch
+
+    from reflectlm import runtime
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(5, 8)
+    with torch.inference_mode(), runtime.compute("bf16", "infer"):
+        cast_each_call = model(x)
+        with runtime.half_weights(model, "bf16"):
+            assert model[0].weight.dtype == torch.bfloat16
+            cast_once = model(x)
+    assert torch.equal(cast_each_call, cast_once)
+    assert all(p.dtype == torch.float32 and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert all(p.requires_grad for p in model.parameters())

@@ -320,8 +320,8 @@ def _token_stats(model, gen, new, beams: int, pad: int, eos: int) -> tuple[np.nd
     ent = torch.special.entr(logp.exp()).sum(-1)  # entr(0) = 0 where processors set -inf
     seq = valid.nonzero()[:, 0]  # each valid position's sequence
     n = valid.sum(1).clamp(min=1).float()
-    lp = torch.zeros(len(valid)).index_add_(0, seq, chosen) / n
-    return lp.cpu().numpy(), (torch.zeros(len(valid)).index_add_(0, seq, ent) / n).cpu().numpy()
+    zeros = torch.zeros(len(valid), device=rows.device)
+    return ((zeros.index_add(0, seq, chosen) / n).cpu().numpy(), (zeros.index_add(0, seq, ent) / n).cpu().numpy())
 
 
 def teacher_forced_loss(model, features: list[dict], pad_id: int, batch_size: int, precision: str) -> tuple:
